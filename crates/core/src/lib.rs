@@ -1,0 +1,17 @@
+//! Pure-Rust math of the Ultralytics YOLO training losses (ultralytics 8.3.117, `utils/loss.py` and what it
+//! uses), with analytic gradients equal to PyTorch autograd. No binding or GPU types live here: the napi
+//! crate and the CUDA crate build on this one.
+//!
+//! Numbers follow `SPEC.md` of the project; section references (§n) in comments point there.
+
+pub mod detection;
+pub mod error;
+pub mod hyp;
+pub mod real;
+pub mod tensor;
+
+pub use detection::{DetBatch, DetectionConfig, LossOutput, V8DetectionLoss};
+pub use error::{ErrorCode, LossError, Result};
+pub use hyp::Hyp;
+pub use real::Real;
+pub use tensor::TensorRef;
