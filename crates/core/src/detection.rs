@@ -55,7 +55,18 @@ impl V8DetectionLoss {
         self.run(feats, batch, true)
     }
 
+    /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
+    pub fn bbox_decode<F: Real>(&self, _anchor_points: TensorRef<F>, _pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
+        Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
+    }
+
     fn run<F: Real>(&self, _feats: &[TensorRef<F>], _batch: &DetBatch<F>, _want_grad: bool) -> Result<LossOutput<F>> {
         Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
     }
+}
+
+/// `preprocess(targets [N,6] = (batch_idx, cls, cx, cy, w, h), batch_size, scale (W,H,W,H))` →
+/// (`[B, M, 5]` rows (cls, x1, y1, x2, y2) in the scaled frame, shape).
+pub fn preprocess<F: Real>(_targets: TensorRef<F>, _batch_size: usize, _scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
+    Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
 }
