@@ -5,6 +5,9 @@
 //! Numbers follow `SPEC.md` of the project; section references (§n) in comments point there.
 
 pub mod detection;
+pub mod dfl;
+pub mod geometry;
+pub mod iou;
 pub mod error;
 pub mod hyp;
 pub mod real;

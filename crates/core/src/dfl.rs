@@ -1,0 +1,125 @@
+//! Distribution focal loss pieces (SPEC §8.3, §9 bbox_decode): the soft-argmax decode of one side's
+//! `R` logits and the two-bin cross entropy against a continuous target.
+
+use crate::real::Real;
+
+/// Softmax of `z` into `p`; returns the expectation Σ k·p_k (the decoded distance).
+#[inline]
+pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
+    let m = z.iter().copied().fold(F::neg_infinity(), F::max);
+    let mut sum = F::zero();
+    for (pk, &zk) in p.iter_mut().zip(z) {
+        *pk = (zk - m).exp();
+        sum += *pk;
+    }
+    let mut dist = F::zero();
+    for (k, pk) in p.iter_mut().enumerate() {
+        *pk /= sum;
+        dist += *pk * F::from_usize_(k);
+    }
+    dist
+}
+
+/// The DFL target of one side: clamped distance, left bin and the two bin weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DflTarget<F> {
+    pub left: usize,
+    pub w_left: F,
+    pub w_right: F,
+}
+
+impl<F: Real> DflTarget<F> {
+    /// Clamps to [0, R − 1.01] (as DFLoss does) and splits between bins ⌊y⌋ and ⌊y⌋ + 1.
+    #[inline]
+    pub fn new(target: F, reg_max: usize) -> Self {
+        let y = target.max(F::zero()).min(F::c(reg_max as f64 - 1.0 - 0.01));
+        let left = y.floor().to_usize().unwrap_or(0).min(reg_max.saturating_sub(2));
+        let right = F::from_usize_(left + 1);
+        let w_left = right - y;
+        Self { left, w_left, w_right: F::one() - w_left }
+    }
+}
+
+/// log Σ exp(z), stable.
+#[inline]
+pub fn logsumexp<F: Real>(z: &[F]) -> F {
+    let m = z.iter().copied().fold(F::neg_infinity(), F::max);
+    let s: F = z.iter().map(|&v| (v - m).exp()).sum();
+    m + s.ln()
+}
+
+/// CE(z, l)·w_l + CE(z, l+1)·w_r for one side.
+#[inline]
+pub fn dfl_side_loss<F: Real>(z: &[F], t: &DflTarget<F>) -> F {
+    let lse = logsumexp(z);
+    (lse - z[t.left]) * t.w_left + (lse - z[t.left + 1]) * t.w_right
+}
+
+/// Adds `up · ∂(side loss)/∂z` to `g`, given the softmax `p` of `z`:
+/// (w_l + w_r)·p − w_l·e_l − w_r·e_r, exactly the sum autograd forms of the two CE terms.
+#[inline]
+pub fn dfl_side_grad_acc<F: Real>(p: &[F], t: &DflTarget<F>, up: F, g: &mut [F]) {
+    let wsum = t.w_left + t.w_right;
+    for (gk, &pk) in g.iter_mut().zip(p) {
+        *gk += up * wsum * pk;
+    }
+    g[t.left] -= up * t.w_left;
+    g[t.left + 1] -= up * t.w_right;
+}
+
+/// Adds the gradient of the soft-argmax: ∂dist/∂z_k = p_k·(k − dist), times `up`.
+#[inline]
+pub fn softmax_expectation_grad_acc<F: Real>(p: &[F], dist: F, up: F, g: &mut [F]) {
+    for (k, (gk, &pk)) in g.iter_mut().zip(p).enumerate() {
+        *gk += up * pk * (F::from_usize_(k) - dist);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd_check(f: impl Fn(&[f64]) -> f64, z: &[f64], analytic: &[f64]) {
+        for k in 0..z.len() {
+            let h = 1e-6;
+            let mut zp = z.to_vec();
+            let mut zm = z.to_vec();
+            zp[k] += h;
+            zm[k] -= h;
+            let fd = (f(&zp) - f(&zm)) / (2.0 * h);
+            assert!((fd - analytic[k]).abs() < 1e-7, "bin {k}: fd {fd} analytic {}", analytic[k]);
+        }
+    }
+
+    #[test]
+    fn dfl_gradient_matches_finite_differences() {
+        let z: Vec<f64> = (0..16).map(|k| ((k * 7 % 5) as f64 - 2.0) * 0.37).collect();
+        for target in [-1.0, 0.0, 3.3, 7.999, 14.5, 20.0] {
+            let t = DflTarget::new(target, 16);
+            let mut p = vec![0.0; 16];
+            softmax_expectation(&z, &mut p);
+            let mut g = vec![0.0; 16];
+            dfl_side_grad_acc(&p, &t, 1.3, &mut g);
+            fd_check(|z| 1.3 * dfl_side_loss(z, &t), &z, &g);
+        }
+    }
+
+    #[test]
+    fn soft_argmax_gradient_matches_finite_differences() {
+        let z: Vec<f64> = (0..16).map(|k| ((k * 3 % 7) as f64 - 3.0) * 0.41).collect();
+        let mut p = vec![0.0; 16];
+        let d = softmax_expectation(&z, &mut p);
+        let mut g = vec![0.0; 16];
+        softmax_expectation_grad_acc(&p, d, 0.8, &mut g);
+        fd_check(|z| 0.8 * softmax_expectation(z, &mut vec![0.0; 16]), &z, &g);
+    }
+
+    #[test]
+    fn target_clamps_to_the_reference_bounds() {
+        let t = DflTarget::<f32>::new(100.0, 16);
+        assert_eq!(t.left, 14);
+        assert!((t.w_right - 0.99).abs() < 1e-5);
+        let t = DflTarget::<f32>::new(-3.0, 16);
+        assert_eq!((t.left, t.w_left, t.w_right), (0, 1.0, 0.0));
+    }
+}
