@@ -1,9 +1,23 @@
-//! v8DetectionLoss (SPEC §9): forward and analytic backward.
+//! v8DetectionLoss (SPEC §9): forward and analytic backward, parallel over images.
+//!
+//! One call runs in three phases:
+//! 1. per image (parallel): task-aligned assignment, decoding only the anchors that lie inside a GT;
+//! 2. the divisor S = max(Σ target scores, 1) over the batch;
+//! 3. per image (parallel): one pass over the class logits (Σ BCE(x, 0) and σ(x) into the gradient),
+//!    then sparse corrections and the box/DFL terms at the positives only.
+//! Nothing of size (B × A × nc) is allocated besides the gradient itself, nothing of size (B × M × A) at all.
 
+use rayon::prelude::*;
+
+use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
+use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
+use crate::geometry::{bbox2dist, center_in_box, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
+use crate::iou::{bbox_iou, bbox_iou_grad_alpha, IouKind, IOU_EPS};
+use crate::labels::{validate_labels, GtTable};
 use crate::real::Real;
-use crate::tensor::TensorRef;
+use crate::tensor::{fmt_shape, TensorRef};
 
 /// What Ultralytics reads from the model and the constructor arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +54,218 @@ pub struct V8DetectionLoss {
     pub cfg: DetectionConfig,
 }
 
+/// Validated view of the head outputs: B, the anchor grid and the per-level data.
+pub(crate) struct Head<'a, F> {
+    pub batch: usize,
+    pub grid: AnchorGrid,
+    pub levels: Vec<&'a [F]>,
+    /// Channels per level: 4R + nc.
+    pub channels: usize,
+    pub reg_max: usize,
+}
+
+impl<'a, F: Real> Head<'a, F> {
+    /// `feats[l]` must be `[B, 4R + nc, H_l, W_l]`, finite, with H_l·s_l and W_l·s_l covering the
+    /// image size (H_0·s_0, W_0·s_0) exactly as strided convolutions produce: H_l = ⌈H_0·s_0 / s_l⌉.
+    pub fn validate(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, nc: usize) -> Result<Self> {
+        if feats.len() != strides.len() {
+            return Err(LossError::shape(format!("preds: expected {} level tensors (one per stride {:?}), got {}", strides.len(), strides, feats.len())));
+        }
+        let channels = 4 * reg_max + nc;
+        let mut shapes = Vec::with_capacity(feats.len());
+        let mut batch = 0;
+        for (l, f) in feats.iter().enumerate() {
+            let name = format!("preds[{l}]");
+            f.check_rank(&name, 4, &format!("[B, {channels}, H, W] (4·reg_max + nc = 4·{reg_max} + {nc} channels)"))?;
+            if l == 0 {
+                batch = f.shape[0];
+            } else if f.shape[0] != batch {
+                return Err(LossError::shape(format!("{name}: expected batch size {batch} like preds[0], got shape {}", fmt_shape(f.shape))));
+            }
+            if f.shape[1] != channels {
+                return Err(LossError::shape(format!(
+                    "{name}: expected {channels} channels (4·reg_max + nc = 4·{reg_max} + {nc}), got shape {}",
+                    fmt_shape(f.shape)
+                )));
+            }
+            shapes.push((f.shape[2], f.shape[3]));
+        }
+        if batch == 0 {
+            return Err(LossError::shape("preds[0]: expected a batch size of at least 1, got 0".to_string()));
+        }
+        let (h0, w0) = shapes[0];
+        if h0 == 0 || w0 == 0 {
+            return Err(LossError::shape(format!("preds[0]: expected a non-empty feature map, got shape {}", fmt_shape(feats[0].shape))));
+        }
+        let (img_h, img_w) = (h0 as f64 * strides[0], w0 as f64 * strides[0]);
+        for (l, &(h, w)) in shapes.iter().enumerate().skip(1) {
+            let (eh, ew) = ((img_h / strides[l]).ceil() as usize, (img_w / strides[l]).ceil() as usize);
+            if h != eh || w != ew {
+                return Err(LossError::shape(format!(
+                    "preds[{l}]: expected spatial size [{eh}, {ew}] for stride {} (image {img_h}×{img_w} from preds[0] at stride {}), got shape {}",
+                    strides[l],
+                    strides[0],
+                    fmt_shape(feats[l].shape)
+                )));
+            }
+        }
+        for (l, f) in feats.iter().enumerate() {
+            f.check_finite(&format!("preds[{l}]"))?;
+        }
+        Ok(Self { batch, grid: AnchorGrid::new(&shapes, strides), levels: feats.iter().map(|f| f.data).collect(), channels, reg_max })
+    }
+
+    /// (H_img, W_img) as the losses see it: the first level's size times the first stride.
+    pub fn image_size(&self) -> (F, F) {
+        let l0 = &self.grid.levels[0];
+        (F::from_usize_(l0.h) * F::c(l0.stride), F::from_usize_(l0.w) * F::c(l0.stride))
+    }
+
+    /// The slice of level `l` that belongs to image `b`: `[C, H_l·W_l]`.
+    #[inline]
+    pub fn image_level(&self, b: usize, l: usize) -> &'a [F] {
+        let n = self.channels * self.grid.levels[l].len();
+        &self.levels[l][b * n..(b + 1) * n]
+    }
+}
+
+/// Reads one image's predictions for the assigner and the box loss; caches decoded anchors.
+pub(crate) struct ImagePreds<'h, 'a, F> {
+    pub head: &'h Head<'a, F>,
+    pub data: Vec<&'a [F]>,
+    decoded: Vec<Option<[F; 4]>>,
+    scratch: Vec<F>,
+    probs: Vec<F>,
+}
+
+impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
+    pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
+        let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
+        let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
+        Self { head, data, decoded, scratch: vec![F::zero(); head.reg_max], probs: vec![F::zero(); 4 * head.reg_max] }
+    }
+
+    /// Logit of channel `ch` at anchor `p`.
+    #[inline]
+    pub fn logit(&self, p: AnchorPos, ch: usize) -> F {
+        self.data[p.level][ch * self.head.grid.levels[p.level].len() + p.cell]
+    }
+
+    /// Decoded distances (l, t, r, b) in grid units; leaves the per-side softmax in `self.probs`.
+    pub fn distances(&mut self, p: AnchorPos) -> [F; 4] {
+        let r = self.head.reg_max;
+        let mut d = [F::zero(); 4];
+        for (s, ds) in d.iter_mut().enumerate() {
+            if r == 1 {
+                *ds = self.logit(p, s);
+                continue;
+            }
+            for k in 0..r {
+                self.scratch[k] = self.logit(p, s * r + k);
+            }
+            *ds = softmax_expectation(&self.scratch, &mut self.probs[s * r..(s + 1) * r]);
+        }
+        d
+    }
+
+    /// Softmax of side `s` from the last `distances` call.
+    pub fn side_probs(&self, s: usize) -> &[F] {
+        let r = self.head.reg_max;
+        &self.probs[s * r..(s + 1) * r]
+    }
+
+    /// The predicted box in grid units (xyxy).
+    pub fn grid_box(&mut self, p: AnchorPos) -> [F; 4] {
+        let d = self.distances(p);
+        dist2bbox(d, self.head.grid.point(p), false)
+    }
+
+    /// The predicted box in pixels, as the assigner receives it (grid box × stride), cached.
+    fn pixel_box(&mut self, a: usize) -> [F; 4] {
+        if let Some(b) = self.decoded.get(a).copied().flatten() {
+            return b;
+        }
+        let p = self.head.grid.locate(a);
+        let g = self.grid_box(p);
+        let s = F::c(self.head.grid.levels[p.level].stride);
+        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
+        if let Some(slot) = self.decoded.get_mut(a) {
+            *slot = Some(b);
+        }
+        b
+    }
+}
+
+#[inline(always)]
+pub(crate) fn sigmoid<F: Real>(x: F) -> F {
+    F::one() / (F::one() + (-x).exp())
+}
+
+impl<'h, 'a, F: Real> AnchorSource<F> for ImagePreds<'h, 'a, F> {
+    fn for_each_inside(&self, b: [F; 4], visit: &mut dyn FnMut(usize)) {
+        let grid = &self.head.grid;
+        let eps = F::c(1e-9);
+        grid.for_each_near(b, |a, p| {
+            if center_in_box(grid.pixel_point(p), b, eps) {
+                visit(a)
+            }
+        });
+    }
+    fn score(&mut self, a: usize, cls: usize) -> F {
+        let p = self.head.grid.locate(a);
+        sigmoid(self.logit(p, 4 * self.head.reg_max + cls))
+    }
+    fn overlap(&mut self, gt: [F; 4], a: usize) -> F {
+        let pred = self.pixel_box(a);
+        bbox_iou(gt, pred, false, IouKind::CIoU, F::c(IOU_EPS))
+    }
+}
+
+/// Sums of one image's loss terms (before division by S and gains).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TermSums {
+    pub bce: f64,
+    pub iou: f64,
+    pub dfl: f64,
+}
+
+impl std::ops::Add for TermSums {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self { bce: self.bce + o.bce, iou: self.iou + o.iou, dfl: self.dfl + o.dfl }
+    }
+}
+
+/// Gradient scale factors: ∂(sum of the returned loss)/∂(each raw sum).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GradScales<'f, F> {
+    pub cls: F,
+    pub iou: F,
+    pub dfl: F,
+    /// Tests only: CIoU's α per image and positive, frozen so finite differences see what autograd sees.
+    pub frozen_alpha: Option<&'f [Vec<F>]>,
+}
+
 impl V8DetectionLoss {
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
+        if cfg.nc == 0 {
+            return Err(LossError::invalid("model.nc: expected a class count of at least 1, got 0"));
+        }
+        if cfg.reg_max == 0 {
+            return Err(LossError::invalid("model.reg_max: expected at least 1, got 0"));
+        }
+        if cfg.strides.is_empty() || cfg.strides.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(LossError::invalid(format!("model.stride: expected one positive stride per level, got {:?}", cfg.strides)));
+        }
+        if cfg.tal_topk == 0 {
+            return Err(LossError::invalid("tal_topk: expected at least 1, got 0"));
+        }
+        let h = &cfg.hyp;
+        for (k, v) in [("box", h.box_gain), ("cls", h.cls), ("dfl", h.dfl)] {
+            if !v.is_finite() {
+                return Err(LossError::non_finite(format!("model.args.{k}: expected a finite gain, got {v}")));
+            }
+        }
         Ok(Self { cfg })
     }
 
@@ -56,17 +280,299 @@ impl V8DetectionLoss {
     }
 
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
-    pub fn bbox_decode<F: Real>(&self, _anchor_points: TensorRef<F>, _pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
-        Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
+    pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
+        bbox_decode(anchor_points, pred_dist, self.cfg.reg_max)
     }
 
-    fn run<F: Real>(&self, _feats: &[TensorRef<F>], _batch: &DetBatch<F>, _want_grad: bool) -> Result<LossOutput<F>> {
-        Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+        let cfg = &self.cfg;
+        let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
+        let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, cfg.nc)?;
+        let (img_h, img_w) = head.image_size();
+        let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
+        if gt.max_labels > 0 && head.grid.num_anchors < cfg.tal_topk {
+            return Err(LossError::shape(format!(
+                "preds: expected at least tal_topk = {} anchors in total, got {} (feature maps too small)",
+                cfg.tal_topk, head.grid.num_anchors
+            )));
+        }
+        let assigner = AssignerConfig::for_loss(cfg.tal_topk, cfg.nc);
+        let positives = assign_batch(&head, &gt, &assigner);
+        let s = score_divisor::<F>(&positives);
+        Ok(self.losses_given_assignment(&head, &gt, &positives, s, want_grad))
+    }
+
+    /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
+    /// treats both as constants, so this is the function autograd differentiates).
+    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, gt: &GtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
+        self.losses_with_alpha(head, gt, positives, s, want_grad, None)
+    }
+
+    fn losses_with_alpha<F: Real>(
+        &self,
+        head: &Head<F>,
+        gt: &GtTable<F>,
+        positives: &[Vec<Positive<F>>],
+        s: F,
+        want_grad: bool,
+        frozen_alpha: Option<&[Vec<F>]>,
+    ) -> LossOutput<F> {
+        let cfg = &self.cfg;
+        let bsz = F::from_usize_(head.batch);
+        let gains = [F::c(cfg.hyp.box_gain), F::c(cfg.hyp.cls), F::c(cfg.hyp.dfl)];
+        let scales = GradScales { cls: bsz * gains[1] / s, iou: bsz * gains[0] / s, dfl: bsz * gains[2] / s, frozen_alpha };
+        let mut grads: Vec<Vec<F>> = if want_grad { head.levels.iter().map(|l| vec![F::zero(); l.len()]).collect() } else { Vec::new() };
+        let sums = per_image_grads(&mut grads, head.batch, |b, g| image_terms(head, gt, b, &positives[b], &scales, g));
+        let items = [F::c(sums.iou) / s * gains[0], F::c(sums.bce) / s * gains[1], F::c(sums.dfl) / s * gains[2]];
+        LossOutput { loss: items.iter().map(|&v| v * bsz).collect(), loss_items: items.to_vec(), grads }
     }
 }
 
-/// `preprocess(targets [N,6] = (batch_idx, cls, cx, cy, w, h), batch_size, scale (W,H,W,H))` →
-/// (`[B, M, 5]` rows (cls, x1, y1, x2, y2) in the scaled frame, shape).
-pub fn preprocess<F: Real>(_targets: TensorRef<F>, _batch_size: usize, _scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
-    Err(LossError::new(crate::error::ErrorCode::Internal, "not implemented yet"))
+/// Runs the assigner on every image (in parallel) with the detection head's decode.
+pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
+    let m = gt.max_labels;
+    (0..head.batch)
+        .into_par_iter()
+        .map(|b| {
+            let gts: Vec<GtBox<F>> = (b * m..(b + 1) * m)
+                .map(|i| GtBox { label: gt.cls[i].to_usize().unwrap_or(0), bbox: gt.boxes[i], valid: gt.valid[i] })
+                .collect();
+            let mut preds = ImagePreds::new(head, b, true);
+            assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
+        })
+        .collect()
+}
+
+/// S = max(Σ target_scores, 1) (SPEC §9 step 7).
+pub(crate) fn score_divisor<F: Real>(positives: &[Vec<Positive<F>>]) -> F {
+    let sum: f64 = positives.iter().flatten().map(|p| p.score.f64()).sum();
+    let sum = F::c(sum);
+    if sum < F::one() {
+        F::one()
+    } else {
+        sum
+    }
+}
+
+/// Hands each image its own slices of every level's gradient and runs `f` in parallel; sums the terms.
+pub(crate) fn per_image_grads<F: Real, R, T>(grads: &mut [Vec<F>], batch: usize, f: T) -> R
+where
+    R: Send + Default + std::ops::Add<Output = R>,
+    T: Fn(usize, &mut [&mut [F]]) -> R + Sync,
+{
+    let mut per_image: Vec<Vec<&mut [F]>> = (0..batch).map(|_| Vec::with_capacity(grads.len())).collect();
+    for g in grads.iter_mut() {
+        let chunk = g.len() / batch.max(1);
+        for (b, c) in g.chunks_mut(chunk.max(1)).enumerate().take(batch) {
+            per_image[b].push(c);
+        }
+    }
+    per_image.into_par_iter().enumerate().map(|(b, mut g)| f(b, &mut g)).reduce(R::default, |a, b| a + b)
+}
+
+/// One image's loss terms and (when `grads` is non-empty) its gradient slices.
+fn image_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> TermSums {
+    let mut sums = TermSums { bce: class_bce_dense(head, b, sc.cls, grads), ..Default::default() };
+    let mut preds = ImagePreds::new(head, b, false);
+    let r = head.reg_max;
+    let cls_ch0 = 4 * r;
+    for (pi, p) in positives.iter().enumerate() {
+        let pos = head.grid.locate(p.anchor);
+        let hw = head.grid.levels[pos.level].len();
+        let slot = b * gt.max_labels + p.gt;
+        let cls = gt.cls[slot].to_usize().unwrap_or(0);
+        let w = p.score;
+        // Class term: BCE(x, t) = BCE(x, 0) − x·t at the GT's class; gradient σ(x) − t.
+        let x = preds.logit(pos, cls_ch0 + cls);
+        sums.bce -= (x * w).f64();
+        if let Some(g) = grads.get_mut(pos.level) {
+            g[(cls_ch0 + cls) * hw + pos.cell] -= w * sc.cls;
+        }
+        // Box terms in grid units (the target box divided by the stride).
+        let stride = F::c(head.grid.levels[pos.level].stride);
+        let tb = gt.boxes[slot];
+        let target = [tb[0] / stride, tb[1] / stride, tb[2] / stride, tb[3] / stride];
+        let anchor = head.grid.point::<F>(pos);
+        let dist = preds.distances(pos);
+        let pred = dist2bbox(dist, anchor, false);
+        let up_iou = -sc.iou * w;
+        let alpha = sc.frozen_alpha.map(|fa| fa[b][pi]);
+        let (iou, gb, _) = bbox_iou_grad_alpha(pred, target, false, IouKind::CIoU, F::c(IOU_EPS), up_iou, alpha);
+        sums.iou += ((F::one() - iou) * w).f64();
+        let g_dist = [-gb[0], -gb[1], gb[2], gb[3]];
+        let mut dfl = F::zero();
+        let ltrb = if r > 1 { bbox2dist(anchor, target, (r - 1) as f64) } else { [F::zero(); 4] };
+        for s in 0..4 {
+            if r == 1 {
+                if let Some(g) = grads.get_mut(pos.level) {
+                    g[s * hw + pos.cell] += g_dist[s];
+                }
+                continue;
+            }
+            let t = DflTarget::new(ltrb[s], r);
+            let z: Vec<F> = (0..r).map(|k| preds.logit(pos, s * r + k)).collect();
+            dfl += dfl_side_loss(&z, &t);
+            if let Some(g) = grads.get_mut(pos.level) {
+                let mut gz = vec![F::zero(); r];
+                let probs = preds.side_probs(s);
+                dfl_side_grad_acc(probs, &t, sc.dfl * w / F::c(4.0), &mut gz);
+                softmax_expectation_grad_acc(probs, dist[s], g_dist[s], &mut gz);
+                for (k, v) in gz.into_iter().enumerate() {
+                    g[(s * r + k) * hw + pos.cell] += v;
+                }
+            }
+        }
+        sums.dfl += (dfl / F::c(4.0) * w).f64();
+    }
+    sums
+}
+
+/// Σ BCE(x, 0) over every class logit of image `b`; writes σ(x)·scale into the gradient.
+/// One exp and one log per element: e = exp(−|x|), BCE(x, 0) = max(x, 0) + ln(1 + e).
+fn class_bce_dense<F: Real>(head: &Head<F>, b: usize, scale: F, grads: &mut [&mut [F]]) -> f64 {
+    let cls_ch0 = 4 * head.reg_max;
+    let mut total = 0.0f64;
+    for l in 0..head.grid.levels.len() {
+        let hw = head.grid.levels[l].len();
+        let x = &head.image_level(b, l)[cls_ch0 * hw..];
+        let mut acc = F::zero();
+        match grads.get_mut(l) {
+            Some(g) => {
+                for (gv, &xv) in g[cls_ch0 * hw..].iter_mut().zip(x) {
+                    let e = (-xv.abs()).exp();
+                    acc += xv.max(F::zero()) + e.ln_1p();
+                    let inv = F::one() / (F::one() + e);
+                    *gv = if xv >= F::zero() { inv } else { e * inv } * scale;
+                }
+            }
+            None => {
+                for &xv in x {
+                    acc += xv.max(F::zero()) + (-xv.abs()).exp().ln_1p();
+                }
+            }
+        }
+        total += acc.f64();
+    }
+    total
+}
+
+/// `bbox_decode` on channel-last predictions: anchor_points `[A,2]`, pred_dist `[B,A,4R]` → `[B,A,4]`.
+pub fn bbox_decode<F: Real>(anchor_points: TensorRef<F>, pred_dist: TensorRef<F>, reg_max: usize) -> Result<(Vec<F>, Vec<usize>)> {
+    anchor_points.check_rank("anchor_points", 2, "[A, 2]")?;
+    pred_dist.check_rank("pred_dist", 3, &format!("[B, A, {}]", 4 * reg_max))?;
+    let a = anchor_points.shape[0];
+    if anchor_points.shape[1] != 2 {
+        return Err(LossError::shape(format!("anchor_points: expected shape [A, 2], got {}", fmt_shape(anchor_points.shape))));
+    }
+    if pred_dist.shape[1] != a || pred_dist.shape[2] != 4 * reg_max {
+        return Err(LossError::shape(format!("pred_dist: expected shape [B, {a}, {}] (4·reg_max per anchor), got {}", 4 * reg_max, fmt_shape(pred_dist.shape))));
+    }
+    anchor_points.check_finite("anchor_points")?;
+    pred_dist.check_finite("pred_dist")?;
+    let bsz = pred_dist.shape[0];
+    let mut out = Vec::with_capacity(bsz * a * 4);
+    let mut probs = vec![F::zero(); reg_max];
+    for row in pred_dist.data.chunks(4 * reg_max) {
+        let i = (out.len() / 4) % a.max(1);
+        let mut d = [F::zero(); 4];
+        for (s, ds) in d.iter_mut().enumerate() {
+            let z = &row[s * reg_max..(s + 1) * reg_max];
+            *ds = if reg_max == 1 { z[0] } else { softmax_expectation(z, &mut probs) };
+        }
+        out.extend_from_slice(&dist2bbox(d, [anchor_points.data[2 * i], anchor_points.data[2 * i + 1]], false));
+    }
+    Ok((out, vec![bsz, a, 4]))
+}
+
+/// `preprocess` of the reference, re-exported here for the detection API.
+pub use crate::labels::preprocess;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iou::ciou_alpha;
+
+    /// A deterministic pseudo-random stream (no dev-dependency needed).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+        }
+    }
+
+    /// Central differences in f64 of the loss with the assignment held fixed, against the analytic
+    /// gradient, for every logit of a small case with overlapping boxes (reg_max 16 and 1).
+    #[test]
+    fn gradient_matches_finite_differences_with_frozen_assignment() {
+        for reg_max in [16usize, 1] {
+            let nc = 3;
+            let strides = vec![8.0, 16.0];
+            let cfg = DetectionConfig { nc, reg_max, strides: strides.clone(), hyp: Hyp::default(), tal_topk: 4 };
+            let crit = V8DetectionLoss::new(cfg).unwrap();
+            let c = 4 * reg_max + nc;
+            let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
+            let mut rng = Lcg(7 + reg_max as u64);
+            let mut levels: Vec<Vec<f64>> = shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rng.next() * 4.0 - 2.0).collect()).collect();
+            if reg_max == 1 {
+                // Raw distances must be positive-ish for sensible boxes.
+                for (l, lv) in levels.iter_mut().enumerate() {
+                    let hw = shapes[l][2] * shapes[l][3];
+                    for b in 0..2 {
+                        for i in 0..4 * hw {
+                            lv[b * c * hw + i] = 1.0 + lv[b * c * hw + i].abs();
+                        }
+                    }
+                }
+            }
+            let bi = [0.0, 0.0, 1.0];
+            let cls = [1.0, 2.0, 0.0];
+            let boxes = [0.4, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];
+            let (s1, s2, s4) = ([3usize], [3usize, 1usize], [3usize, 4usize]);
+            let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+            let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
+            let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
+            let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, 2, nc).unwrap();
+            let (ih, iw) = head.image_size();
+            let gt = GtTable::build(&labels, 2, [iw, ih, iw, ih]);
+            let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(4, nc));
+            assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 6, "the case must have positives");
+            let s = score_divisor::<f64>(&positives);
+            let base = crit.losses_given_assignment(&head, &gt, &positives, s, true);
+            // α of every positive at the base point (the test's mirror of autograd's no_grad α).
+            let alphas: Vec<Vec<f64>> = (0..2)
+                .map(|b| {
+                    let mut preds = ImagePreds::new(&head, b, false);
+                    positives[b]
+                        .iter()
+                        .map(|p| {
+                            let pos = head.grid.locate(p.anchor);
+                            let st = head.grid.levels[pos.level].stride;
+                            let tb = gt.boxes[b * gt.max_labels + p.gt].map(|v| v / st);
+                            ciou_alpha(preds.grid_box(pos), tb, false, IOU_EPS)
+                        })
+                        .collect()
+                })
+                .collect();
+            let total = |lv: &[Vec<f64>]| -> f64 {
+                let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
+                let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
+                crit.losses_with_alpha(&head, &gt, &positives, s, false, Some(&alphas)).loss.iter().sum()
+            };
+            let h = 1e-6;
+            for l in 0..levels.len() {
+                for i in 0..levels[l].len() {
+                    let orig = levels[l][i];
+                    levels[l][i] = orig + h;
+                    let fp = total(&levels);
+                    levels[l][i] = orig - h;
+                    let fm = total(&levels);
+                    levels[l][i] = orig;
+                    let fd = (fp - fm) / (2.0 * h);
+                    let an = base.grads[l][i];
+                    assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "reg_max {reg_max} level {l} elem {i}: fd {fd} analytic {an}");
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `bbox_iou` of the reference (SPEC §6.2): IoU, GIoU, DIoU and CIoU, with the exact gradient
 //! autograd produces (α of CIoU held constant, min/max ties split half/half, the intersection clamp
-//! passing gradient at exactly 0).
+//! blocking gradient at exactly 0: PyTorch 2.15's clamp passes gradient only strictly inside its
+//! bounds, which the reference fixtures confirm; SPEC §6.2 describes an older behaviour).
 
 use crate::real::Real;
 
@@ -33,13 +34,26 @@ pub const IOU_EPS: f64 = 1e-7;
 /// Value of `bbox_iou(box1, box2, xywh, kind)` for one pair of boxes.
 #[inline]
 pub fn bbox_iou<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F) -> F {
-    iou_forward(box1, box2, xywh, kind, eps).value
+    iou_forward(box1, box2, xywh, kind, eps, None).value
+}
+
+/// CIoU's α = v / (v − IoU + 1 + eps) for a pair; autograd treats it as a constant.
+pub fn ciou_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, eps: F) -> F {
+    iou_forward(box1, box2, xywh, IouKind::CIoU, eps, None).alpha
 }
 
 /// Value and the gradients `up · ∂iou/∂box1`, `up · ∂iou/∂box2`.
 #[inline]
 pub fn bbox_iou_grad<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, up: F) -> (F, [F; 4], [F; 4]) {
-    let fw = iou_forward(box1, box2, xywh, kind, eps);
+    bbox_iou_grad_alpha(box1, box2, xywh, kind, eps, up, None)
+}
+
+/// As [`bbox_iou_grad`], with CIoU's α supplied instead of computed (`None`: computed). Since autograd
+/// holds α constant, freezing it turns the value into the function whose derivative the gradient is,
+/// which is what finite-difference tests need.
+#[inline]
+pub fn bbox_iou_grad_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, up: F, alpha: Option<F>) -> (F, [F; 4], [F; 4]) {
+    let fw = iou_forward(box1, box2, xywh, kind, eps, alpha);
     let (g1, g2) = iou_backward(&fw, xywh, kind, up);
     (fw.value, g1, g2)
 }
@@ -59,7 +73,6 @@ struct IouForward<F> {
     ih: F,
     inter: F,
     union: F,
-    iou: F,
     cw: F,
     ch: F,
     c2: F,
@@ -77,7 +90,7 @@ fn four_over_pi2<F: Real>() -> F {
 }
 
 #[inline(always)]
-fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F) -> IouForward<F> {
+fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, alpha: Option<F>) -> IouForward<F> {
     let two = F::c(2.0);
     let (b1, b2, w1, h1, w2, h2);
     if xywh {
@@ -113,7 +126,6 @@ fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, e
         ih,
         inter,
         union,
-        iou,
         cw: F::zero(),
         ch: F::zero(),
         c2: F::zero(),
@@ -137,7 +149,7 @@ fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, e
             if kind == IouKind::CIoU {
                 f.datan = (w2 / h2).atan() - (w1 / h1).atan();
                 let v = four_over_pi2::<F>() * f.datan * f.datan;
-                f.alpha = v / (v - iou + (F::one() + eps));
+                f.alpha = alpha.unwrap_or_else(|| v / (v - iou + (F::one() + eps)));
                 f.value = iou - (f.rho2 / f.c2 + v * f.alpha);
             } else {
                 f.value = iou - f.rho2 / f.c2;
@@ -241,9 +253,9 @@ fn iou_backward<F: Real>(f: &IouForward<F>, xywh: bool, kind: IouKind, up: F) ->
     gw2 += g_union * f.h2;
     gh2 += g_union * f.w2;
     g_inter -= g_union;
-    // inter = clamp(iw_raw, 0)·clamp(ih_raw, 0); the clamp passes gradient where its input ≥ 0.
-    let g_iw = if f.iw_raw >= z { g_inter * f.ih } else { z };
-    let g_ih = if f.ih_raw >= z { g_inter * f.iw } else { z };
+    // inter = clamp(iw_raw, 0)·clamp(ih_raw, 0); the clamp passes gradient where its input is > 0.
+    let g_iw = if f.iw_raw > z { g_inter * f.ih } else { z };
+    let g_ih = if f.ih_raw > z { g_inter * f.iw } else { z };
     // iw_raw = min(x2¹, x2²) − max(x1¹, x1²)
     let (a, b) = min_split(b1[2], b2[2], g_iw);
     g1[2] += a;
@@ -344,12 +356,8 @@ mod tests {
 
     /// The value with CIoU's α frozen at the one of (a0, b0).
     fn value_alpha_fixed(a: [f64; 4], b: [f64; 4], a0: [f64; 4], b0: [f64; 4], xywh: bool, kind: IouKind) -> f64 {
-        let f = iou_forward(a, b, xywh, kind, 1e-7);
-        if kind != IouKind::CIoU {
-            return f.value;
-        }
-        let alpha = iou_forward(a0, b0, xywh, kind, 1e-7).alpha;
-        f.iou - (f.rho2 / f.c2 + four_over_pi2::<f64>() * f.datan * f.datan * alpha)
+        let alpha = (kind == IouKind::CIoU).then(|| ciou_alpha(a0, b0, xywh, 1e-7));
+        bbox_iou_grad_alpha(a, b, xywh, kind, 1e-7, 0.0, alpha).0
     }
 
     #[test]

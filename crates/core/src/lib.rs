@@ -4,10 +4,13 @@
 //!
 //! Numbers follow `SPEC.md` of the project; section references (§n) in comments point there.
 
+pub mod assigner;
+pub mod blocks;
 pub mod detection;
 pub mod dfl;
 pub mod geometry;
 pub mod iou;
+pub mod labels;
 pub mod error;
 pub mod hyp;
 pub mod real;

@@ -1,0 +1,191 @@
+//! Task-aligned assignment (SPEC §7), one image at a time, without any (labels × anchors) buffer.
+//!
+//! The reference materialises several (B, M, A) tensors. Here each GT is processed in turn: its
+//! candidate anchors (centres inside the box) are enumerated into a scratch list, its top-k picks
+//! are kept (at most k per GT), and the per-anchor "best overlap over all GTs containing me" used for
+//! conflict resolution is folded into A-sized arrays. Memory is O(A + M·k) per image.
+//!
+//! Top-k ties follow Project decision 2: larger metric first, then lower anchor index. When a GT has
+//! fewer than k anchors with a positive metric, the remaining picks are the lowest-index anchors with
+//! a zero metric (inside the GT or not); those inside the GT become positives with score 0, exactly as
+//! the reference does with its (implementation-defined) tie order.
+
+use crate::real::Real;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AssignerConfig {
+    pub topk: usize,
+    pub num_classes: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub eps: f64,
+}
+
+impl AssignerConfig {
+    /// The assigner every detection-family loss builds (alpha 0.5, beta 6, eps 1e-9).
+    pub fn for_loss(topk: usize, num_classes: usize) -> Self {
+        Self { topk, num_classes, alpha: 0.5, beta: 6.0, eps: 1e-9 }
+    }
+}
+
+/// One GT slot of an image (padding included: `valid == false`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GtBox<F> {
+    /// Class index (the float id truncated, as `.long()` does).
+    pub label: usize,
+    pub bbox: [F; 4],
+    pub valid: bool,
+}
+
+/// What the assigner reads about one image's anchors and predictions.
+pub trait AnchorSource<F: Real> {
+    /// Calls `visit(a)` for every anchor whose centre is inside `b` by the assigner's rule.
+    fn for_each_inside(&self, b: [F; 4], visit: &mut dyn FnMut(usize));
+    /// Predicted probability of class `cls` at anchor `a` (σ of the logit).
+    fn score(&mut self, a: usize, cls: usize) -> F;
+    /// Overlap of GT box `gt` with the prediction at anchor `a`, before the clamp at 0.
+    fn overlap(&mut self, gt: [F; 4], a: usize) -> F;
+}
+
+/// A positive anchor after conflict resolution, with its soft target score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Positive<F> {
+    pub anchor: usize,
+    /// GT slot of the image (`target_gt_idx`).
+    pub gt: usize,
+    /// Normalised align metric: the value of `target_scores` at the GT's class.
+    pub score: F,
+}
+
+/// Per-anchor bookkeeping, A-sized, reused across GTs of one image.
+struct Claims<F> {
+    count: Vec<u8>,
+    gt: Vec<u32>,
+    align: Vec<F>,
+    overlap: Vec<F>,
+    best_overlap: Vec<F>,
+    best_align: Vec<F>,
+    best_gt: Vec<u32>,
+    touched: Vec<usize>,
+}
+
+/// Assigns one image. `gts` are the image's M slots in order. Returns the positives sorted by anchor.
+pub fn assign_image<F: Real, S: AnchorSource<F>>(cfg: &AssignerConfig, num_anchors: usize, gts: &[GtBox<F>], src: &mut S) -> Vec<Positive<F>> {
+    if gts.iter().all(|g| !g.valid) {
+        return Vec::new();
+    }
+    let z = F::zero();
+    let mut cl = Claims {
+        count: vec![0u8; num_anchors],
+        gt: vec![0u32; num_anchors],
+        align: vec![z; num_anchors],
+        overlap: vec![z; num_anchors],
+        best_overlap: vec![z; num_anchors],
+        best_align: vec![z; num_anchors],
+        best_gt: vec![0u32; num_anchors],
+        touched: Vec::new(),
+    };
+    let (alpha, beta) = (F::c(cfg.alpha), F::c(cfg.beta));
+    // (anchor, align metric, overlap) of the current GT's candidates.
+    let mut cands: Vec<(usize, F, F)> = Vec::new();
+    for (g, gt) in gts.iter().enumerate() {
+        if !gt.valid {
+            continue;
+        }
+        cands.clear();
+        src.for_each_inside(gt.bbox, &mut |a| cands.push((a, z, z)));
+        for c in cands.iter_mut() {
+            let u = src.overlap(gt.bbox, c.0).max(z);
+            let s = src.score(c.0, gt.label);
+            c.1 = s.powf(alpha) * u.powf(beta);
+            c.2 = u;
+            // argmax over all GT slots, first index on ties (strict >): conflict resolution target.
+            if u > cl.best_overlap[c.0] {
+                cl.best_overlap[c.0] = u;
+                cl.best_align[c.0] = c.1;
+                cl.best_gt[c.0] = g as u32;
+            }
+        }
+        for (a, t, u) in top_k_picks(&mut cands, cfg.topk) {
+            if cl.count[a] == 0 {
+                cl.touched.push(a);
+            }
+            cl.count[a] = cl.count[a].saturating_add(1);
+            cl.gt[a] = g as u32;
+            cl.align[a] = t;
+            cl.overlap[a] = u;
+        }
+    }
+
+    // Resolve conflicts, then normalise the align metric per GT (SPEC §7 steps 6 and 8).
+    cl.touched.sort_unstable();
+    let mut resolved: Vec<(usize, usize, F, F)> = Vec::with_capacity(cl.touched.len());
+    for &a in &cl.touched {
+        if cl.count[a] > 1 {
+            resolved.push((a, cl.best_gt[a] as usize, cl.best_align[a], cl.best_overlap[a]));
+        } else {
+            resolved.push((a, cl.gt[a] as usize, cl.align[a], cl.overlap[a]));
+        }
+    }
+    let mut max_align = vec![z; gts.len()];
+    let mut max_overlap = vec![z; gts.len()];
+    for &(_, g, t, u) in &resolved {
+        max_align[g] = max_align[g].max(t);
+        max_overlap[g] = max_overlap[g].max(u);
+    }
+    let eps = F::c(cfg.eps);
+    resolved
+        .into_iter()
+        .map(|(a, g, t, _)| Positive { anchor: a, gt: g, score: t * max_overlap[g] / (max_align[g] + eps) })
+        .collect()
+}
+
+/// The anchors a GT's top-k selects that are inside it: the k best positive metrics (ties to the lower
+/// anchor index), then, if fewer than k metrics are positive, the zero-metric anchors that the
+/// lowest-index fill reaches. `cands` holds every inside anchor of the GT (any order).
+fn top_k_picks<F: Real>(cands: &mut [(usize, F, F)], k: usize) -> Vec<(usize, F, F)> {
+    let z = F::zero();
+    let by_rank = |x: &(usize, F, F), y: &(usize, F, F)| y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal).then(x.0.cmp(&y.0));
+    // Positive metrics first (ranked), zero metrics after (by anchor index).
+    let npos = partition(cands, |c| c.1 > z);
+    let (pos, zero) = cands.split_at_mut(npos);
+    if pos.len() >= k {
+        if pos.len() > k {
+            pos.select_nth_unstable_by(k - 1, by_rank);
+        }
+        return pos[..k].to_vec();
+    }
+    let mut picks = pos.to_vec();
+    if zero.is_empty() {
+        return picks;
+    }
+    // The fill takes the `need` lowest anchor indices that do not carry a positive metric.
+    let need = k - pos.len();
+    let mut taken: Vec<usize> = pos.iter().map(|c| c.0).collect();
+    taken.sort_unstable();
+    let mut last = 0usize;
+    let (mut a, mut ti, mut got) = (0usize, 0usize, 0usize);
+    while got < need {
+        if ti < taken.len() && taken[ti] == a {
+            ti += 1;
+        } else {
+            last = a;
+            got += 1;
+        }
+        a += 1;
+    }
+    picks.extend(zero.iter().filter(|c| c.0 <= last).copied());
+    picks
+}
+
+/// Stable-enough in-place partition; returns the count of elements satisfying `pred`, moved to the front.
+fn partition<T>(v: &mut [T], pred: impl Fn(&T) -> bool) -> usize {
+    let mut n = 0;
+    for i in 0..v.len() {
+        if pred(&v[i]) {
+            v.swap(n, i);
+            n += 1;
+        }
+    }
+    n
+}

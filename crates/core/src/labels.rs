@@ -1,0 +1,131 @@
+//! The label part of the batch dict: validation and `preprocess` (SPEC §3, §9).
+
+use crate::error::{LossError, Result};
+use crate::geometry::xywh2xyxy;
+use crate::real::Real;
+use crate::tensor::TensorRef;
+
+/// Validated labels, one entry per label row, in batch order.
+#[derive(Debug, Clone)]
+pub struct Labels<F> {
+    pub image: Vec<usize>,
+    /// Class id as given (float); the assigner truncates it.
+    pub cls: Vec<F>,
+    /// Normalized (cx, cy, w, h).
+    pub boxes: Vec<[F; 4]>,
+}
+
+impl<F: Real> Labels<F> {
+    pub fn len(&self) -> usize {
+        self.image.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.image.is_empty()
+    }
+}
+
+/// Checks `batch_idx [N]`, `cls [N,1]`, `bboxes [N,4]` against the batch size and class count.
+pub fn validate_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<Labels<F>> {
+    batch_idx.check_len("batch.batch_idx")?;
+    cls.check_len("batch.cls")?;
+    bboxes.check_len("batch.bboxes")?;
+    let n = batch_idx.data.len();
+    let vector_like = |t: &TensorRef<F>| t.shape.len() == 1 || (t.shape.len() == 2 && t.shape[1] == 1);
+    if !vector_like(&batch_idx) {
+        return Err(LossError::shape(format!("batch.batch_idx: expected shape [N] or [N, 1], got {}", crate::tensor::fmt_shape(batch_idx.shape))));
+    }
+    if !vector_like(&cls) || cls.data.len() != n {
+        return Err(LossError::shape(format!("batch.cls: expected shape [{n}, 1] (one class per label of batch.batch_idx), got {}", crate::tensor::fmt_shape(cls.shape))));
+    }
+    if bboxes.shape.len() != 2 || bboxes.shape[0] != n || bboxes.shape[1] != 4 {
+        return Err(LossError::shape(format!("batch.bboxes: expected shape [{n}, 4] (cx, cy, w, h per label of batch.batch_idx), got {}", crate::tensor::fmt_shape(bboxes.shape))));
+    }
+    batch_idx.check_finite("batch.batch_idx")?;
+    cls.check_finite("batch.cls")?;
+    bboxes.check_finite("batch.bboxes")?;
+    let mut labels = Labels { image: Vec::with_capacity(n), cls: Vec::with_capacity(n), boxes: Vec::with_capacity(n) };
+    for i in 0..n {
+        let bi = batch_idx.data[i].f64();
+        if bi < 0.0 || bi >= batch_size as f64 || bi.fract() != 0.0 {
+            return Err(LossError::label(format!("batch.batch_idx[{i}]: expected an integer image index in [0, {batch_size}), got {bi}")));
+        }
+        let c = cls.data[i].f64();
+        if c < 0.0 || c.trunc() >= nc as f64 {
+            return Err(LossError::label(format!("batch.cls[{i}]: expected a class id in [0, {nc}), got {c}")));
+        }
+        let b = [bboxes.data[4 * i], bboxes.data[4 * i + 1], bboxes.data[4 * i + 2], bboxes.data[4 * i + 3]];
+        if b[2] < F::zero() || b[3] < F::zero() {
+            return Err(LossError::label(format!("batch.bboxes[{i}]: expected a non-negative width and height, got w = {}, h = {}", b[2], b[3])));
+        }
+        labels.image.push(bi as usize);
+        labels.cls.push(cls.data[i]);
+        labels.boxes.push(b);
+    }
+    Ok(labels)
+}
+
+/// The padded (B, M, ·) table `preprocess` builds: image i's labels in batch order, zero rows after.
+#[derive(Debug, Clone)]
+pub struct GtTable<F> {
+    pub batch_size: usize,
+    /// Largest label count of any image (0 when there are no labels).
+    pub max_labels: usize,
+    /// Per slot: class id and pixel xyxy box, zeros for padding.
+    pub cls: Vec<F>,
+    pub boxes: Vec<[F; 4]>,
+    /// Per slot: the reference's validity test, sum of the xyxy coordinates > 0.
+    pub valid: Vec<bool>,
+}
+
+impl<F: Real> GtTable<F> {
+    /// Scales normalized (cx, cy, w, h) by `scale = (W, H, W, H)` and converts to xyxy.
+    pub fn build(labels: &Labels<F>, batch_size: usize, scale: [F; 4]) -> Self {
+        let mut counts = vec![0usize; batch_size];
+        for &i in &labels.image {
+            counts[i] += 1;
+        }
+        let m = counts.iter().copied().max().unwrap_or(0);
+        let mut t = GtTable { batch_size, max_labels: m, cls: vec![F::zero(); batch_size * m], boxes: vec![[F::zero(); 4]; batch_size * m], valid: vec![false; batch_size * m] };
+        let mut fill = vec![0usize; batch_size];
+        for (k, &i) in labels.image.iter().enumerate() {
+            let slot = i * m + fill[i];
+            fill[i] += 1;
+            let b = labels.boxes[k];
+            let xyxy = xywh2xyxy([b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3]]);
+            t.cls[slot] = labels.cls[k];
+            t.boxes[slot] = xyxy;
+            t.valid[slot] = xyxy[0] + xyxy[1] + xyxy[2] + xyxy[3] > F::zero();
+        }
+        t
+    }
+
+    /// `[B, M, 5]` rows (cls, x1, y1, x2, y2), the reference's `preprocess` output.
+    pub fn to_rows(&self) -> Vec<F> {
+        let mut out = Vec::with_capacity(self.cls.len() * 5);
+        for (c, b) in self.cls.iter().zip(&self.boxes) {
+            out.push(*c);
+            out.extend_from_slice(b);
+        }
+        out
+    }
+}
+
+/// `preprocess(targets [N,6], batch_size, scale)` of the reference: targets rows are
+/// (batch_idx, cls, cx, cy, w, h). Returns `[B, M, 5]` data and its shape.
+pub fn preprocess<F: Real>(targets: TensorRef<F>, batch_size: usize, scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
+    targets.check_rank("targets", 2, "[N, 6] of (batch_idx, cls, cx, cy, w, h)")?;
+    if targets.shape[1] != 6 {
+        return Err(LossError::shape(format!("targets: expected shape [N, 6] of (batch_idx, cls, cx, cy, w, h), got {}", crate::tensor::fmt_shape(targets.shape))));
+    }
+    if scale.iter().any(|s| !s.is_finite()) {
+        return Err(LossError::non_finite("scale_tensor: expected 4 finite values (W, H, W, H)"));
+    }
+    let n = targets.shape[0];
+    let col = |j: usize| -> Vec<F> { (0..n).map(|i| targets.data[6 * i + j]).collect() };
+    let (bi, cls) = (col(0), col(1));
+    let boxes: Vec<F> = (0..n).flat_map(|i| targets.data[6 * i + 2..6 * i + 6].to_vec()).collect();
+    let (s1, s2) = ([n], [n, 4]);
+    let labels = validate_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s1), TensorRef::new(&boxes, &s2), batch_size, usize::MAX)?;
+    let table = GtTable::build(&labels, batch_size, scale);
+    Ok((table.to_rows(), vec![batch_size, table.max_labels, 5]))
+}
