@@ -59,24 +59,31 @@ pub(crate) struct Head<'a, F> {
     pub batch: usize,
     pub grid: AnchorGrid,
     pub levels: Vec<&'a [F]>,
-    /// Channels per level: 4R + nc.
+    /// Channels per level: 4R + nc (TVP: 4R + text prompts + visual prompts).
     pub channels: usize,
     pub reg_max: usize,
+    /// Channel of the first class logit the loss uses, and how many it uses.
+    pub cls_ch0: usize,
+    pub nc: usize,
 }
 
 impl<'a, F: Real> Head<'a, F> {
     /// `feats[l]` must be `[B, 4R + nc, H_l, W_l]`, finite, with H_l·s_l and W_l·s_l covering the
     /// image size (H_0·s_0, W_0·s_0) exactly as strided convolutions produce: H_l = ⌈H_0·s_0 / s_l⌉.
     pub fn validate(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, nc: usize) -> Result<Self> {
+        Self::validate_channels(feats, strides, reg_max, 4 * reg_max + nc, 4 * reg_max, nc)
+    }
+
+    /// As [`Head::validate`] with an explicit channel count and class-channel window (TVP losses).
+    pub fn validate_channels(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, channels: usize, cls_ch0: usize, nc: usize) -> Result<Self> {
         if feats.len() != strides.len() {
             return Err(LossError::shape(format!("preds: expected {} level tensors (one per stride {:?}), got {}", strides.len(), strides, feats.len())));
         }
-        let channels = 4 * reg_max + nc;
         let mut shapes = Vec::with_capacity(feats.len());
         let mut batch = 0;
         for (l, f) in feats.iter().enumerate() {
             let name = format!("preds[{l}]");
-            f.check_rank(&name, 4, &format!("[B, {channels}, H, W] (4·reg_max + nc = 4·{reg_max} + {nc} channels)"))?;
+            f.check_rank(&name, 4, &format!("[B, {channels}, H, W] (4·reg_max + nc = 4·{reg_max} + {} channels)", channels - 4 * reg_max))?;
             if l == 0 {
                 batch = f.shape[0];
             } else if f.shape[0] != batch {
@@ -84,7 +91,8 @@ impl<'a, F: Real> Head<'a, F> {
             }
             if f.shape[1] != channels {
                 return Err(LossError::shape(format!(
-                    "{name}: expected {channels} channels (4·reg_max + nc = 4·{reg_max} + {nc}), got shape {}",
+                    "{name}: expected {channels} channels (4·reg_max + nc = 4·{reg_max} + {}), got shape {}",
+                    channels - 4 * reg_max,
                     fmt_shape(f.shape)
                 )));
             }
@@ -112,7 +120,7 @@ impl<'a, F: Real> Head<'a, F> {
         for (l, f) in feats.iter().enumerate() {
             f.check_finite(&format!("preds[{l}]"))?;
         }
-        Ok(Self { batch, grid: AnchorGrid::new(&shapes, strides), levels: feats.iter().map(|f| f.data).collect(), channels, reg_max })
+        Ok(Self { batch, grid: AnchorGrid::new(&shapes, strides), levels: feats.iter().map(|f| f.data).collect(), channels, reg_max, cls_ch0, nc })
     }
 
     /// (H_img, W_img) as the losses see it: the first level's size times the first stride.
@@ -213,7 +221,7 @@ impl<'h, 'a, F: Real> AnchorSource<F> for ImagePreds<'h, 'a, F> {
     }
     fn score(&mut self, a: usize, cls: usize) -> F {
         let p = self.head.grid.locate(a);
-        sigmoid(self.logit(p, 4 * self.head.reg_max + cls))
+        sigmoid(self.logit(p, self.head.cls_ch0 + cls))
     }
     fn overlap(&mut self, gt: [F; 4], a: usize) -> F {
         let pred = self.pixel_box(a);
@@ -370,90 +378,88 @@ where
     per_image.into_par_iter().enumerate().map(|(b, mut g)| f(b, &mut g)).reduce(R::default, |a, b| a + b)
 }
 
-/// One image's loss terms and (when `grads` is non-empty) its gradient slices.
+/// One image's detection terms (class and box) and, when `grads` is non-empty, its gradient slices.
 fn image_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> TermSums {
-    let mut sums = TermSums { bce: class_bce_dense(head, b, sc.cls, grads), ..Default::default() };
+    let bce = class_terms(head, gt, b, positives, sc.cls, grads);
+    let (iou, dfl) = box_terms(head, gt, b, positives, sc, grads);
+    TermSums { bce, iou, dfl }
+}
+
+/// Σ_{a,c} BCE(x, t) of image `b` over the loss's class channels; the gradient (σ(x) − t)·scale.
+/// The dense part uses t = 0 everywhere; positives then get BCE(x, t) = BCE(x, 0) − x·t and −t·scale.
+pub(crate) fn class_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], scale: F, grads: &mut [&mut [F]]) -> f64 {
+    let (c0, nc) = (head.cls_ch0, head.nc);
+    let mut total = 0.0f64;
+    for l in 0..head.grid.levels.len() {
+        let hw = head.grid.levels[l].len();
+        let x = &head.image_level(b, l)[c0 * hw..(c0 + nc) * hw];
+        total += F::bce_zero(x, grads.get_mut(l).map(|g| &mut g[c0 * hw..(c0 + nc) * hw]), scale);
+    }
+    for p in positives {
+        let pos = head.grid.locate(p.anchor);
+        let hw = head.grid.levels[pos.level].len();
+        let ch = c0 + gt.cls[b * gt.max_labels + p.gt].to_usize().unwrap_or(0);
+        let x = head.image_level(b, pos.level)[ch * hw + pos.cell];
+        total -= (x * p.score).f64();
+        if let Some(g) = grads.get_mut(pos.level) {
+            g[ch * hw + pos.cell] -= p.score * scale;
+        }
+    }
+    total
+}
+
+/// Σ (1 − CIoU)·w and Σ DFL·w over image `b`'s positives (grid units: the target box divided by the
+/// anchor's stride), with their gradients into the box channels.
+pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> (f64, f64) {
     let mut preds = ImagePreds::new(head, b, false);
     let r = head.reg_max;
-    let cls_ch0 = 4 * r;
+    let (mut iou_sum, mut dfl_sum) = (0.0f64, 0.0f64);
+    let mut z = vec![F::zero(); r];
+    let mut gz = vec![F::zero(); r];
     for (pi, p) in positives.iter().enumerate() {
         let pos = head.grid.locate(p.anchor);
         let hw = head.grid.levels[pos.level].len();
-        let slot = b * gt.max_labels + p.gt;
-        let cls = gt.cls[slot].to_usize().unwrap_or(0);
         let w = p.score;
-        // Class term: BCE(x, t) = BCE(x, 0) − x·t at the GT's class; gradient σ(x) − t.
-        let x = preds.logit(pos, cls_ch0 + cls);
-        sums.bce -= (x * w).f64();
-        if let Some(g) = grads.get_mut(pos.level) {
-            g[(cls_ch0 + cls) * hw + pos.cell] -= w * sc.cls;
-        }
-        // Box terms in grid units (the target box divided by the stride).
         let stride = F::c(head.grid.levels[pos.level].stride);
-        let tb = gt.boxes[slot];
+        let tb = gt.boxes[b * gt.max_labels + p.gt];
         let target = [tb[0] / stride, tb[1] / stride, tb[2] / stride, tb[3] / stride];
         let anchor = head.grid.point::<F>(pos);
         let dist = preds.distances(pos);
         let pred = dist2bbox(dist, anchor, false);
-        let up_iou = -sc.iou * w;
         let alpha = sc.frozen_alpha.map(|fa| fa[b][pi]);
-        let (iou, gb, _) = bbox_iou_grad_alpha(pred, target, false, IouKind::CIoU, F::c(IOU_EPS), up_iou, alpha);
-        sums.iou += ((F::one() - iou) * w).f64();
+        let (iou, gb, _) = bbox_iou_grad_alpha(pred, target, false, IouKind::CIoU, F::c(IOU_EPS), -sc.iou * w, alpha);
+        iou_sum += ((F::one() - iou) * w).f64();
+        // x1 = ax − l, y1 = ay − t, x2 = ax + r, y2 = ay + b.
         let g_dist = [-gb[0], -gb[1], gb[2], gb[3]];
-        let mut dfl = F::zero();
-        let ltrb = if r > 1 { bbox2dist(anchor, target, (r - 1) as f64) } else { [F::zero(); 4] };
-        for s in 0..4 {
-            if r == 1 {
-                if let Some(g) = grads.get_mut(pos.level) {
-                    g[s * hw + pos.cell] += g_dist[s];
+        if r == 1 {
+            if let Some(g) = grads.get_mut(pos.level) {
+                for (s, gd) in g_dist.iter().enumerate() {
+                    g[s * hw + pos.cell] += *gd;
                 }
-                continue;
             }
+            continue;
+        }
+        let ltrb = bbox2dist(anchor, target, (r - 1) as f64);
+        let mut dfl = F::zero();
+        for s in 0..4 {
             let t = DflTarget::new(ltrb[s], r);
-            let z: Vec<F> = (0..r).map(|k| preds.logit(pos, s * r + k)).collect();
+            for (k, zk) in z.iter_mut().enumerate() {
+                *zk = preds.logit(pos, s * r + k);
+            }
             dfl += dfl_side_loss(&z, &t);
             if let Some(g) = grads.get_mut(pos.level) {
-                let mut gz = vec![F::zero(); r];
+                gz.iter_mut().for_each(|v| *v = F::zero());
                 let probs = preds.side_probs(s);
                 dfl_side_grad_acc(probs, &t, sc.dfl * w / F::c(4.0), &mut gz);
                 softmax_expectation_grad_acc(probs, dist[s], g_dist[s], &mut gz);
-                for (k, v) in gz.into_iter().enumerate() {
-                    g[(s * r + k) * hw + pos.cell] += v;
+                for (k, v) in gz.iter().enumerate() {
+                    g[(s * r + k) * hw + pos.cell] += *v;
                 }
             }
         }
-        sums.dfl += (dfl / F::c(4.0) * w).f64();
+        dfl_sum += (dfl / F::c(4.0) * w).f64();
     }
-    sums
-}
-
-/// Σ BCE(x, 0) over every class logit of image `b`; writes σ(x)·scale into the gradient.
-/// One exp and one log per element: e = exp(−|x|), BCE(x, 0) = max(x, 0) + ln(1 + e).
-fn class_bce_dense<F: Real>(head: &Head<F>, b: usize, scale: F, grads: &mut [&mut [F]]) -> f64 {
-    let cls_ch0 = 4 * head.reg_max;
-    let mut total = 0.0f64;
-    for l in 0..head.grid.levels.len() {
-        let hw = head.grid.levels[l].len();
-        let x = &head.image_level(b, l)[cls_ch0 * hw..];
-        let mut acc = F::zero();
-        match grads.get_mut(l) {
-            Some(g) => {
-                for (gv, &xv) in g[cls_ch0 * hw..].iter_mut().zip(x) {
-                    let e = (-xv.abs()).exp();
-                    acc += xv.max(F::zero()) + e.ln_1p();
-                    let inv = F::one() / (F::one() + e);
-                    *gv = if xv >= F::zero() { inv } else { e * inv } * scale;
-                }
-            }
-            None => {
-                for &xv in x {
-                    acc += xv.max(F::zero()) + (-xv.abs()).exp().ln_1p();
-                }
-            }
-        }
-        total += acc.f64();
-    }
-    total
+    (iou_sum, dfl_sum)
 }
 
 /// `bbox_decode` on channel-last predictions: anchor_points `[A,2]`, pred_dist `[B,A,4R]` → `[B,A,4]`.

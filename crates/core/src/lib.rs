@@ -12,6 +12,7 @@ pub mod geometry;
 pub mod iou;
 pub mod labels;
 pub mod error;
+mod fastmath;
 pub mod hyp;
 pub mod real;
 pub mod tensor;

@@ -38,7 +38,43 @@ pub trait Real:
     fn from_usize_(x: usize) -> Self {
         Self::c(x as f64)
     }
+
+    /// Σ BCE(x, 0) over `x`; writes σ(x)·scale into `grad` when given. The hot loop of the
+    /// detection-family losses: `f32` overrides it with a vectorised version.
+    fn bce_zero(x: &[Self], grad: Option<&mut [Self]>, scale: Self) -> f64 {
+        let mut total = 0.0f64;
+        let z = Self::zero();
+        match grad {
+            Some(g) => {
+                for (gv, &xv) in g.iter_mut().zip(x) {
+                    let e = (-xv.abs()).exp();
+                    total += (xv.max(z) + e.ln_1p()).f64();
+                    let inv = Self::one() / (Self::one() + e);
+                    *gv = if xv >= z { inv } else { e * inv } * scale;
+                }
+            }
+            None => {
+                for &xv in x {
+                    total += (xv.max(z) + (-xv.abs()).exp().ln_1p()).f64();
+                }
+            }
+        }
+        total
+    }
+
+    /// True when every value is finite.
+    fn all_finite(x: &[Self]) -> bool {
+        x.iter().all(|v| v.is_finite())
+    }
 }
 
-impl Real for f32 {}
+impl Real for f32 {
+    fn bce_zero(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+        crate::fastmath::bce_zero_f32(x, grad, scale)
+    }
+    fn all_finite(x: &[f32]) -> bool {
+        crate::fastmath::all_finite_f32(x)
+    }
+}
+
 impl Real for f64 {}

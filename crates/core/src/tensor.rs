@@ -41,6 +41,9 @@ impl<'a, F: Real> TensorRef<'a, F> {
 
     /// Checks that every value is finite; names the first offending element.
     pub fn check_finite(&self, name: &str) -> Result<()> {
+        if F::all_finite(self.data) {
+            return Ok(());
+        }
         if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {
             return Err(LossError::non_finite(format!(
                 "{name}: expected finite values, got {} at flat index {i} (index {})",
