@@ -28,23 +28,25 @@ impl AssignerConfig {
     }
 }
 
-/// One GT slot of an image (padding included: `valid == false`).
+/// One GT slot of an image (padding included: `valid == false`). `B` is the box: `[F; 4]` pixel
+/// xyxy for the axis-aligned assigner, `[F; 5]` pixel xywhr for the rotated one.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GtBox<F> {
+pub struct GtBox<B> {
     /// Class index (the float id truncated, as `.long()` does).
     pub label: usize,
-    pub bbox: [F; 4],
+    pub bbox: B,
     pub valid: bool,
 }
 
 /// What the assigner reads about one image's anchors and predictions.
-pub trait AnchorSource<F: Real> {
+pub trait AnchorSource<F: Real, B> {
     /// Calls `visit(a)` for every anchor whose centre is inside `b` by the assigner's rule.
-    fn for_each_inside(&self, b: [F; 4], visit: &mut dyn FnMut(usize));
+    fn for_each_inside(&self, b: &B, visit: &mut dyn FnMut(usize));
     /// Predicted probability of class `cls` at anchor `a` (σ of the logit).
     fn score(&mut self, a: usize, cls: usize) -> F;
-    /// Overlap of GT box `gt` with the prediction at anchor `a`, before the clamp at 0.
-    fn overlap(&mut self, gt: [F; 4], a: usize) -> F;
+    /// Overlap of GT box `gt` with the prediction at anchor `a`, before the clamp at 0
+    /// (CIoU for axis-aligned boxes, probIoU for rotated ones).
+    fn overlap(&mut self, gt: &B, a: usize) -> F;
 }
 
 /// A positive anchor after conflict resolution, with its soft target score.
@@ -70,7 +72,7 @@ struct Claims<F> {
 }
 
 /// Assigns one image. `gts` are the image's M slots in order. Returns the positives sorted by anchor.
-pub fn assign_image<F: Real, S: AnchorSource<F>>(cfg: &AssignerConfig, num_anchors: usize, gts: &[GtBox<F>], src: &mut S) -> Vec<Positive<F>> {
+pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num_anchors: usize, gts: &[GtBox<B>], src: &mut S) -> Vec<Positive<F>> {
     if gts.iter().all(|g| !g.valid) {
         return Vec::new();
     }
@@ -93,9 +95,9 @@ pub fn assign_image<F: Real, S: AnchorSource<F>>(cfg: &AssignerConfig, num_ancho
             continue;
         }
         cands.clear();
-        src.for_each_inside(gt.bbox, &mut |a| cands.push((a, z, z)));
+        src.for_each_inside(&gt.bbox, &mut |a| cands.push((a, z, z)));
         for c in cands.iter_mut() {
-            let u = src.overlap(gt.bbox, c.0).max(z);
+            let u = src.overlap(&gt.bbox, c.0).max(z);
             let s = src.score(c.0, gt.label);
             c.1 = s.powf(alpha) * u.powf(beta);
             c.2 = u;

@@ -141,8 +141,9 @@ struct PointAnchors<'a, F> {
     nc: usize,
 }
 
-impl<'a, F: Real> AnchorSource<F> for PointAnchors<'a, F> {
-    fn for_each_inside(&self, b: [F; 4], visit: &mut dyn FnMut(usize)) {
+impl<'a, F: Real> AnchorSource<F, [F; 4]> for PointAnchors<'a, F> {
+    fn for_each_inside(&self, b: &[F; 4], visit: &mut dyn FnMut(usize)) {
+        let b = *b;
         for a in 0..self.points.len() / 2 {
             if center_in_box([self.points[2 * a], self.points[2 * a + 1]], b, F::c(1e-9)) {
                 visit(a);
@@ -152,9 +153,9 @@ impl<'a, F: Real> AnchorSource<F> for PointAnchors<'a, F> {
     fn score(&mut self, a: usize, cls: usize) -> F {
         self.scores[a * self.nc + cls]
     }
-    fn overlap(&mut self, gt: [F; 4], a: usize) -> F {
+    fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
         let pb = [self.boxes[4 * a], self.boxes[4 * a + 1], self.boxes[4 * a + 2], self.boxes[4 * a + 3]];
-        bbox_iou(gt, pb, false, IouKind::CIoU, F::c(IOU_EPS))
+        bbox_iou(*gt, pb, false, IouKind::CIoU, F::c(IOU_EPS))
     }
 }
 

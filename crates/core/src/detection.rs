@@ -209,8 +209,9 @@ pub(crate) fn sigmoid<F: Real>(x: F) -> F {
     F::one() / (F::one() + (-x).exp())
 }
 
-impl<'h, 'a, F: Real> AnchorSource<F> for ImagePreds<'h, 'a, F> {
-    fn for_each_inside(&self, b: [F; 4], visit: &mut dyn FnMut(usize)) {
+impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
+    fn for_each_inside(&self, b: &[F; 4], visit: &mut dyn FnMut(usize)) {
+        let b = *b;
         let grid = &self.head.grid;
         let eps = F::c(1e-9);
         grid.for_each_near(b, |a, p| {
@@ -223,9 +224,9 @@ impl<'h, 'a, F: Real> AnchorSource<F> for ImagePreds<'h, 'a, F> {
         let p = self.head.grid.locate(a);
         sigmoid(self.logit(p, self.head.cls_ch0 + cls))
     }
-    fn overlap(&mut self, gt: [F; 4], a: usize) -> F {
+    fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
         let pred = self.pixel_box(a);
-        bbox_iou(gt, pred, false, IouKind::CIoU, F::c(IOU_EPS))
+        bbox_iou(*gt, pred, false, IouKind::CIoU, F::c(IOU_EPS))
     }
 }
 
@@ -342,7 +343,7 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
     (0..head.batch)
         .into_par_iter()
         .map(|b| {
-            let gts: Vec<GtBox<F>> = (b * m..(b + 1) * m)
+            let gts: Vec<GtBox<[F; 4]>> = (b * m..(b + 1) * m)
                 .map(|i| GtBox { label: gt.cls[i].to_usize().unwrap_or(0), bbox: gt.boxes[i], valid: gt.valid[i] })
                 .collect();
             let mut preds = ImagePreds::new(head, b, true);
