@@ -1,13 +1,39 @@
-//! CUDA backend (stub: kernels arrive with issue 4). Reports why CUDA cannot be used.
+//! CUDA backend of yolo-loss.
+//!
+//! The kernels live in `cuda/*.cu` at the repository root; `build.rs` compiles them to PTX with nvcc and this crate
+//! embeds that text (`cfg(yolo_cuda_kernels)`). At run time the driver API is opened with cudarc's dynamic loading,
+//! so the same binary starts on machines without a driver or GPU: [`availability`] says whether CUDA can be used
+//! and, if not, why; [`gpu`] opens the device (context, stream, PTX modules) once per process.
+//!
+//! Layout of the crate, one concern per file:
+//! * `probe.rs`: [`availability`], a cached, panic-free probe of the driver and device;
+//! * `embedded.rs`: the PTX that build.rs embedded, [`KERNELS_BUILT`], [`kernel_names`];
+//! * `gpu.rs`: the process-wide [`Gpu`] (context, stream, loaded kernels, upload/download);
+//! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
+//! * `launch.rs`, `level.rs`, `partials.rs`: launch geometry, level-tensor shapes, per-block partial sums;
+//! * one launcher file per kernel file: `dfl_decode.rs` (cuda/dfl_decode.cu), `cls_bce.rs` (cuda/cls_bce.cu).
+//!
+//! Launchers compile in every build (cudarc is always there); only the PTX needs nvcc, so a build without it
+//! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
-/// Whether the CUDA backend can run on this machine, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Availability {
-    Available { device_name: String },
-    Unavailable { reason: String },
-}
+pub mod cls_bce;
+pub mod dfl_decode;
+mod embedded;
+mod errors;
+mod gpu;
+mod launch;
+mod level;
+mod partials;
+mod probe;
+#[cfg(test)]
+mod test_support;
 
-/// Probes the driver and the device without panicking.
-pub fn availability() -> Availability {
-    Availability::Unavailable { reason: "this build of yolo-loss has no CUDA kernels".to_string() }
-}
+/// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
+/// on a possibly different cudarc version themselves.
+pub use cudarc;
+pub use cudarc::driver::CudaSlice;
+pub use embedded::{kernel_names, KERNELS_BUILT};
+pub use gpu::{gpu, Gpu};
+pub use level::LevelShape;
+pub use partials::PartialSums;
+pub use probe::{availability, Availability};
