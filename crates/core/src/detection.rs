@@ -296,45 +296,80 @@ impl V8DetectionLoss {
     fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
         let cfg = &self.cfg;
         let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
-        let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, cfg.nc)?;
-        let (img_h, img_w) = head.image_size();
-        let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
-        if gt.max_labels > 0 && head.grid.num_anchors < cfg.tal_topk {
-            return Err(LossError::shape(format!(
-                "preds: expected at least tal_topk = {} anchors in total, got {} (feature maps too small)",
-                cfg.tal_topk, head.grid.num_anchors
-            )));
-        }
-        let assigner = AssignerConfig::for_loss(cfg.tal_topk, cfg.nc);
-        let positives = assign_batch(&head, &gt, &assigner);
-        let s = score_divisor::<F>(&positives);
-        Ok(self.losses_given_assignment(&head, &gt, &positives, s, want_grad))
+        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
+        Ok(self.losses_with_alpha(&asg, want_grad, None))
     }
 
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
-    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, gt: &GtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
-        self.losses_with_alpha(head, gt, positives, s, want_grad, None)
+    fn losses_with_alpha<F: Real>(&self, asg: &Assigned<F>, want_grad: bool, frozen_alpha: Option<&[Vec<F>]>) -> LossOutput<F> {
+        let head = &asg.head;
+        let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
+        let scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
+        let mut grads = if want_grad { zero_grads(&head.levels) } else { Vec::new() };
+        let sums = per_image_grads(&mut grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
+        let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
+        LossOutput { loss: times_batch(&items, head.batch), loss_items: items, grads }
+    }
+}
+
+/// A validated head, its labels and the batch's assignment: everything the detection-family losses
+/// share before their own terms.
+pub(crate) struct Assigned<'a, F> {
+    pub head: Head<'a, F>,
+    pub labels: crate::labels::Labels<F>,
+    pub gt: GtTable<F>,
+    pub positives: Vec<Vec<Positive<F>>>,
+    /// S = max(Σ target scores, 1).
+    pub s: F,
+}
+
+impl<'a, F: Real> Assigned<'a, F> {
+    /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
+    /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
+    pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
+        let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, head.nc)?;
+        let (img_h, img_w) = head.image_size();
+        let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
+        if gt.max_labels > 0 && head.grid.num_anchors < topk {
+            return Err(LossError::shape(format!(
+                "preds: expected at least tal_topk = {topk} anchors in total, got {} (feature maps too small)",
+                head.grid.num_anchors
+            )));
+        }
+        let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc));
+        let s = score_divisor::<F>(&positives);
+        Ok(Self { head, labels, gt, positives, s })
     }
 
-    fn losses_with_alpha<F: Real>(
-        &self,
-        head: &Head<F>,
-        gt: &GtTable<F>,
-        positives: &[Vec<Positive<F>>],
-        s: F,
-        want_grad: bool,
-        frozen_alpha: Option<&[Vec<F>]>,
-    ) -> LossOutput<F> {
-        let cfg = &self.cfg;
-        let bsz = F::from_usize_(head.batch);
-        let gains = [F::c(cfg.hyp.box_gain), F::c(cfg.hyp.cls), F::c(cfg.hyp.dfl)];
-        let scales = GradScales { cls: bsz * gains[1] / s, iou: bsz * gains[0] / s, dfl: bsz * gains[2] / s, frozen_alpha };
-        let mut grads: Vec<Vec<F>> = if want_grad { head.levels.iter().map(|l| vec![F::zero(); l.len()]).collect() } else { Vec::new() };
-        let sums = per_image_grads(&mut grads, head.batch, |b, g| image_terms(head, gt, b, &positives[b], &scales, g));
-        let items = [F::c(sums.iou) / s * gains[0], F::c(sums.bce) / s * gains[1], F::c(sums.dfl) / s * gains[2]];
-        LossOutput { loss: items.iter().map(|&v| v * bsz).collect(), loss_items: items.to_vec(), grads }
+    /// Number of positive anchors in the batch.
+    pub fn num_positives(&self) -> usize {
+        self.positives.iter().map(Vec::len).sum()
     }
+
+    /// Loss items from raw sums: sum / S × gain, in f32 order as the reference (the sum is exact enough).
+    pub fn items(&self, sums: &[f64], gains: &[f64]) -> Vec<F> {
+        sums.iter().zip(gains).map(|(&v, &g)| F::c(v) / self.s * F::c(g)).collect()
+    }
+}
+
+impl<'f, F: Real> GradScales<'f, F> {
+    /// ∂(B · gain · sum / S)/∂sum for the (box, cls, dfl) gains.
+    pub fn new(batch: usize, gains: [f64; 3], s: F) -> Self {
+        let bsz = F::from_usize_(batch);
+        GradScales { iou: bsz * F::c(gains[0]) / s, cls: bsz * F::c(gains[1]) / s, dfl: bsz * F::c(gains[2]) / s, frozen_alpha: None }
+    }
+}
+
+/// Fresh zero gradients shaped like `tensors`.
+pub(crate) fn zero_grads<F: Real>(tensors: &[&[F]]) -> Vec<Vec<F>> {
+    tensors.iter().map(|t| vec![F::zero(); t.len()]).collect()
+}
+
+/// The first return value of the task losses: the items times the batch size.
+pub(crate) fn times_batch<F: Real>(items: &[F], batch: usize) -> Vec<F> {
+    let b = F::from_usize_(batch);
+    items.iter().map(|&v| v * b).collect()
 }
 
 /// Runs the assigner on every image (in parallel) with the detection head's decode.
@@ -539,17 +574,14 @@ mod tests {
             let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
             let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
-            let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, 2, nc).unwrap();
-            let (ih, iw) = head.image_size();
-            let gt = GtTable::build(&labels, 2, [iw, ih, iw, ih]);
-            let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(4, nc));
-            assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 6, "the case must have positives");
-            let s = score_divisor::<f64>(&positives);
-            let base = crit.losses_given_assignment(&head, &gt, &positives, s, true);
+            let asg = Assigned::new(head, &batch, 4).unwrap();
+            assert!(asg.num_positives() >= 6, "the case must have positives");
+            let (head, gt, positives) = (&asg.head, &asg.gt, &asg.positives);
+            let base = crit.losses_with_alpha(&asg, true, None);
             // α of every positive at the base point (the test's mirror of autograd's no_grad α).
             let alphas: Vec<Vec<f64>> = (0..2)
                 .map(|b| {
-                    let mut preds = ImagePreds::new(&head, b, false);
+                    let mut preds = ImagePreds::new(head, b, false);
                     positives[b]
                         .iter()
                         .map(|p| {
@@ -564,7 +596,8 @@ mod tests {
             let total = |lv: &[Vec<f64>]| -> f64 {
                 let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
                 let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
-                crit.losses_with_alpha(&head, &gt, &positives, s, false, Some(&alphas)).loss.iter().sum()
+                let moved = Assigned { head, labels: asg.labels.clone(), gt: gt.clone(), positives: positives.clone(), s: asg.s };
+                crit.losses_with_alpha(&moved, false, Some(&alphas)).loss.iter().sum()
             };
             let h = 1e-6;
             for l in 0..levels.len() {
