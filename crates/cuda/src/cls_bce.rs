@@ -14,7 +14,7 @@ use yolo_loss_core::{LossError, Result};
 
 use crate::errors;
 use crate::gpu::Gpu;
-use crate::launch::{blocks, config, int, int64, MAX_REDUCTION_BLOCKS};
+use crate::launch::{arg_or_null, blocks, config, int, int64, MAX_REDUCTION_BLOCKS};
 use crate::level::LevelShape;
 use crate::partials::PartialSums;
 
@@ -58,15 +58,11 @@ pub fn dense(
         int("class offset", class_offset)?,
         int("nc", nc)?,
     );
-    let null: u64 = 0;
     let mut partials = sums.claim(grid)?;
     let f = gpu.function(DENSE_KERNEL)?;
     let mut launch = gpu.stream().launch_builder(f);
     launch.arg(feat);
-    match grad {
-        Some(g) => launch.arg(g),
-        None => launch.arg(&null),
-    };
+    arg_or_null(&mut launch, grad);
     launch.arg(&mut partials);
     launch.arg(&dims.0).arg(&dims.1).arg(&dims.2).arg(&dims.3).arg(&dims.4).arg(&scale);
     // SAFETY: arguments match yl_cls_bce_dense (feat, grad or null, partials with `grid` slots, 5 ints, a float);
@@ -104,15 +100,11 @@ pub fn positive(
         return Ok(());
     }
     let (count, numel) = (int64("positives", index.len())?, int64("feats", feat.len())?);
-    let null: u64 = 0;
     let mut partials = sums.claim(grid)?;
     let f = gpu.function(POSITIVE_KERNEL)?;
     let mut launch = gpu.stream().launch_builder(f);
     launch.arg(feat);
-    match grad {
-        Some(g) => launch.arg(g),
-        None => launch.arg(&null),
-    };
+    arg_or_null(&mut launch, grad);
     launch.arg(&mut partials).arg(index).arg(target).arg(&count).arg(&numel).arg(&scale);
     // SAFETY: arguments match yl_cls_bce_positive (feat, grad or null, partials with `grid` slots, index, target,
     // two int64, a float); the kernel bounds-checks every index against numel.

@@ -1,6 +1,6 @@
 //! Launch geometry shared by the launchers.
 
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use yolo_loss_core::{LossError, Result};
 
 /// Threads per block of every kernel; `yl::kBlockThreads` in cuda/common.cuh is the same number.
@@ -37,4 +37,13 @@ pub(crate) fn int(name: &str, v: usize) -> Result<i32> {
 /// The kernels index with 64-bit integers; a count as their `int64_t` parameter.
 pub(crate) fn int64(name: &str, v: usize) -> Result<i64> {
     i64::try_from(v).map_err(|_| LossError::invalid(format!("{name}: {v} is too large for the CUDA kernels")))
+}
+
+/// Pushes an optional output buffer: the buffer, or a null pointer (the kernels test for it and skip the output).
+pub(crate) fn arg_or_null<'a>(launch: &mut LaunchArgs<'a>, buf: Option<&'a mut CudaSlice<f32>>) {
+    static NULL: u64 = 0;
+    match buf {
+        Some(b) => launch.arg(b),
+        None => launch.arg(&NULL),
+    };
 }
