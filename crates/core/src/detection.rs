@@ -245,6 +245,26 @@ impl std::ops::Add for TermSums {
     }
 }
 
+/// Per-image sums of N loss terms, added across images.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sums<const N: usize>(pub [f64; N]);
+
+impl<const N: usize> Default for Sums<N> {
+    fn default() -> Self {
+        Sums([0.0; N])
+    }
+}
+
+impl<const N: usize> std::ops::Add for Sums<N> {
+    type Output = Self;
+    fn add(mut self, o: Self) -> Self {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        self
+    }
+}
+
 /// Gradient scale factors: ∂(sum of the returned loss)/∂(each raw sum).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GradScales<'f, F> {

@@ -14,7 +14,9 @@ pub mod labels;
 pub mod error;
 mod fastmath;
 pub mod hyp;
+pub mod pose;
 pub mod real;
+pub mod segmentation;
 pub mod tensor;
 
 pub use detection::{DetBatch, DetectionConfig, LossOutput, V8DetectionLoss};
