@@ -320,12 +320,34 @@ impl V8DetectionLoss {
         Ok(self.losses_with_alpha(&asg, want_grad, None))
     }
 
+    /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
+    /// with `only_cls`, the gradient is that of the cls component alone (TVPDetectLoss back-propagates
+    /// only that one).
+    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossOutput<F>> {
+        let cfg = &self.cfg;
+        let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
+        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
+        let mut out = self.losses_with_scales(&asg, want_grad, None, only_cls);
+        if only_cls {
+            out.loss = vec![out.loss[1]];
+        }
+        Ok(out)
+    }
+
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
     fn losses_with_alpha<F: Real>(&self, asg: &Assigned<F>, want_grad: bool, frozen_alpha: Option<&[Vec<F>]>) -> LossOutput<F> {
+        self.losses_with_scales(asg, want_grad, frozen_alpha, false)
+    }
+
+    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, want_grad: bool, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> LossOutput<F> {
         let head = &asg.head;
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
-        let scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
+        let mut scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
+        if only_cls {
+            scales.iou = F::zero();
+            scales.dfl = F::zero();
+        }
         let mut grads = if want_grad { zero_grads(&head.levels) } else { Vec::new() };
         let sums = per_image_grads(&mut grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);

@@ -6,15 +6,19 @@
 
 pub mod assigner;
 pub mod blocks;
+pub mod classification;
 pub mod detection;
 pub mod dfl;
+pub mod e2e;
 pub mod geometry;
 pub mod iou;
 pub mod labels;
 pub mod error;
+pub mod focal;
 mod fastmath;
 pub mod hyp;
 pub mod pose;
+pub mod prompts;
 pub mod real;
 pub mod segmentation;
 pub mod tensor;

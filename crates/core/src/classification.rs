@@ -1,0 +1,60 @@
+//! v8ClassificationLoss (SPEC §12): mean cross entropy over the batch, not multiplied by B.
+
+use crate::detection::LossOutput;
+use crate::error::{LossError, Result};
+use crate::real::Real;
+use crate::tensor::{fmt_shape, TensorRef};
+
+#[derive(Debug, Clone, Default)]
+pub struct V8ClassificationLoss;
+
+impl V8ClassificationLoss {
+    pub fn new() -> Self {
+        Self
+    }
+
+    pub fn call<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
+        self.run(logits, cls, false)
+    }
+
+    /// Loss `[1]`, items `[1]`, gradient `[logits]` = (softmax − onehot)/B.
+    pub fn value_and_grad<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
+        self.run(logits, cls, true)
+    }
+
+    fn run<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, want_grad: bool) -> Result<LossOutput<F>> {
+        logits.check_rank("preds", 2, "[B, nc] logits")?;
+        let (b, nc) = (logits.shape[0], logits.shape[1]);
+        if b == 0 || nc == 0 {
+            return Err(LossError::shape(format!("preds: expected a non-empty [B, nc] tensor, got {}", fmt_shape(logits.shape))));
+        }
+        cls.check_len("batch.cls")?;
+        if cls.data.len() != b || !(cls.shape.len() == 1 || (cls.shape.len() == 2 && cls.shape[1] == 1)) {
+            return Err(LossError::shape(format!("batch.cls: expected shape [{b}] (one class id per image), got {}", fmt_shape(cls.shape))));
+        }
+        logits.check_finite("preds")?;
+        cls.check_finite("batch.cls")?;
+        let mut grad = if want_grad { vec![F::zero(); logits.data.len()] } else { Vec::new() };
+        let mut total = 0.0f64;
+        let inv_b = F::one() / F::from_usize_(b);
+        for (i, row) in logits.data.chunks(nc).enumerate() {
+            let c = cls.data[i];
+            if c < F::zero() || c.fract() != F::zero() || c >= F::from_usize_(nc) {
+                return Err(LossError::label(format!("batch.cls[{i}]: expected an integer class id in [0, {nc}), got {c}")));
+            }
+            let j = c.to_usize().unwrap_or(0);
+            let m = row.iter().copied().fold(F::neg_infinity(), F::max);
+            let sum: F = row.iter().map(|&z| (z - m).exp()).sum();
+            total += (m + sum.ln() - row[j]).f64();
+            if want_grad {
+                let g = &mut grad[i * nc..(i + 1) * nc];
+                for (gk, &z) in g.iter_mut().zip(row) {
+                    *gk = (z - m).exp() / sum * inv_b;
+                }
+                g[j] -= inv_b;
+            }
+        }
+        let loss = F::c(total / b as f64);
+        Ok(LossOutput { loss: vec![loss], loss_items: vec![loss], grads: if want_grad { vec![grad] } else { Vec::new() } })
+    }
+}
