@@ -99,7 +99,7 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
         for c in cands.iter_mut() {
             let u = src.overlap(&gt.bbox, c.0).max(z);
             let s = src.score(c.0, gt.label);
-            c.1 = s.powf(alpha) * u.powf(beta);
+            c.1 = pow_metric(s, cfg.alpha, alpha) * pow_metric(u, cfg.beta, beta);
             c.2 = u;
             // argmax over all GT slots, first index on ties (strict >): conflict resolution target.
             if u > cl.best_overlap[c.0] {
@@ -140,6 +140,22 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
         .into_iter()
         .map(|(a, g, t, _)| Positive { anchor: a, gt: g, score: t * max_overlap[g] / (max_align[g] + eps) })
         .collect()
+}
+
+/// x^e as the reference's `tensor.pow(e)`: √x for 0.5 (PyTorch's own special case), exact products
+/// for small integer exponents (within an ulp or two of `pow`), `powf` otherwise.
+#[inline(always)]
+fn pow_metric<F: Real>(x: F, e: f64, ef: F) -> F {
+    if e == 0.5 {
+        x.sqrt()
+    } else if e == 1.0 {
+        x
+    } else if e == 6.0 {
+        let x2 = x * x;
+        x2 * x2 * x2
+    } else {
+        x.powf(ef)
+    }
 }
 
 /// The anchors a GT's top-k selects that are inside it: the k best positive metrics (ties to the lower

@@ -14,7 +14,7 @@ use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, center_in_box, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
-use crate::iou::{bbox_iou, bbox_iou_grad_alpha, IouKind, IOU_EPS};
+use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
 use crate::labels::{validate_labels, GtTable};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -141,7 +141,12 @@ impl<'a, F: Real> Head<'a, F> {
 pub(crate) struct ImagePreds<'h, 'a, F> {
     pub head: &'h Head<'a, F>,
     pub data: Vec<&'a [F]>,
-    decoded: Vec<Option<[F; 4]>>,
+    /// Per anchor, once decoded: the pixel box and its CIoU aspect term atan(w/h).
+    decoded: Vec<Option<([F; 4], F)>>,
+    /// Distances of every anchor, decoded in one vectorised pass when most anchors will be needed.
+    bulk: Vec<[F; 4]>,
+    /// The last GT box met and its aspect term (the assigner visits a GT's candidates in a row).
+    last_gt: Option<([F; 4], F)>,
     scratch: Vec<F>,
     probs: Vec<F>,
 }
@@ -150,7 +155,31 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, scratch: vec![F::zero(); head.reg_max], probs: vec![F::zero(); 4 * head.reg_max] }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, scratch: vec![F::zero(); head.reg_max], probs: vec![F::zero(); 4 * head.reg_max] }
+    }
+
+    /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
+    /// cheaper than anchor-by-anchor gathers once the GTs cover a good part of the image.
+    pub fn decode_all(&mut self) {
+        let (r, grid) = (self.head.reg_max, &self.head.grid);
+        let mut bulk = vec![[F::zero(); 4]; grid.num_anchors];
+        let mut side = Vec::new();
+        for (l, lv) in grid.levels.iter().enumerate() {
+            let hw = lv.len();
+            side.resize(hw, F::zero());
+            for s in 0..4 {
+                let z = &self.data[l][s * r * hw..(s + 1) * r * hw];
+                if r == 1 {
+                    side.copy_from_slice(z);
+                } else {
+                    F::softmax_expect_cells(z, hw, r, &mut side);
+                }
+                for (c, &d) in side.iter().enumerate() {
+                    bulk[lv.offset + c][s] = d;
+                }
+            }
+        }
+        self.bulk = bulk;
     }
 
     /// Logit of channel `ch` at anchor `p`.
@@ -188,19 +217,24 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         dist2bbox(d, self.head.grid.point(p), false)
     }
 
-    /// The predicted box in pixels, as the assigner receives it (grid box × stride), cached.
-    fn pixel_box(&mut self, a: usize) -> [F; 4] {
+    /// The predicted box in pixels, as the assigner receives it (grid box × stride), with its CIoU
+    /// aspect term; cached per anchor.
+    fn pixel_box(&mut self, a: usize) -> ([F; 4], F) {
         if let Some(b) = self.decoded.get(a).copied().flatten() {
             return b;
         }
         let p = self.head.grid.locate(a);
-        let g = self.grid_box(p);
+        let g = match self.bulk.get(a) {
+            Some(&d) => dist2bbox(d, self.head.grid.point(p), false),
+            None => self.grid_box(p),
+        };
         let s = F::c(self.head.grid.levels[p.level].stride);
         let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
+        let entry = (b, aspect_atan(b, F::c(IOU_EPS)));
         if let Some(slot) = self.decoded.get_mut(a) {
-            *slot = Some(b);
+            *slot = Some(entry);
         }
-        b
+        entry
     }
 }
 
@@ -225,8 +259,16 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         sigmoid(self.logit(p, self.head.cls_ch0 + cls))
     }
     fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
-        let pred = self.pixel_box(a);
-        bbox_iou(*gt, pred, false, IouKind::CIoU, F::c(IOU_EPS))
+        let (pred, pred_atan) = self.pixel_box(a);
+        let gt_atan = match self.last_gt {
+            Some((b, t)) if b == *gt => t,
+            _ => {
+                let t = aspect_atan(*gt, F::c(IOU_EPS));
+                self.last_gt = Some((*gt, t));
+                t
+            }
+        };
+        ciou_with_atans(*gt, pred, gt_atan, pred_atan, F::c(IOU_EPS))
     }
 }
 
@@ -405,7 +447,7 @@ impl<'f, F: Real> GradScales<'f, F> {
 
 /// Fresh zero gradients shaped like `tensors`.
 pub(crate) fn zero_grads<F: Real>(tensors: &[&[F]]) -> Vec<Vec<F>> {
-    tensors.iter().map(|t| vec![F::zero(); t.len()]).collect()
+    tensors.iter().map(|t| crate::alloc::zeroed(t.len())).collect()
 }
 
 /// The first return value of the task losses: the items times the batch size.
@@ -424,9 +466,24 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
                 .map(|i| GtBox { label: gt.cls[i].to_usize().unwrap_or(0), bbox: gt.boxes[i], valid: gt.valid[i] })
                 .collect();
             let mut preds = ImagePreds::new(head, b, true);
+            if estimated_candidates(head, &gts) * 4 > head.grid.num_anchors {
+                preds.decode_all();
+            }
             assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
         })
         .collect()
+}
+
+/// Roughly how many anchor centres the image's GT boxes cover, summed over GTs and levels.
+fn estimated_candidates<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 4]>]) -> usize {
+    let mut n = 0.0f64;
+    for g in gts.iter().filter(|g| g.valid) {
+        let (w, h) = ((g.bbox[2] - g.bbox[0]).f64(), (g.bbox[3] - g.bbox[1]).f64());
+        for lv in &head.grid.levels {
+            n += (w / lv.stride + 1.0) * (h / lv.stride + 1.0);
+        }
+    }
+    n as usize
 }
 
 /// S = max(Σ target_scores, 1) (SPEC §9 step 7).

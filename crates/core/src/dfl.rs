@@ -9,7 +9,7 @@ pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
     let m = z.iter().copied().fold(F::neg_infinity(), F::max);
     let mut sum = F::zero();
     for (pk, &zk) in p.iter_mut().zip(z) {
-        *pk = (zk - m).exp();
+        *pk = (zk - m).exp_nonpos();
         sum += *pk;
     }
     let mut dist = F::zero();

@@ -8,10 +8,12 @@
 
 /// e^t for t ≤ 0 (clamped below at −87, where e^t underflows f32's normal range anyway).
 #[inline(always)]
-fn exp_neg(t: f32) -> f32 {
+pub(crate) fn exp_neg(t: f32) -> f32 {
     let t = t.max(-87.0);
-    // t = n·ln2 + r, |r| ≤ ln2/2, with ln2 split in two for an exact reduction.
-    let n = (t * std::f32::consts::LOG2_E).round();
+    // t = n·ln2 + r, |r| ≤ ln2/2, with ln2 split in two for an exact reduction. n is rounded to the
+    // nearest integer by adding and subtracting 1.5·2^23 (plain SSE2 arithmetic, no libm `roundf`).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (t * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = t - n * 0.693_359_4 - n * (-2.121_944_4e-4);
     // Minimax-style polynomial for e^r on [−ln2/2, ln2/2] (Cephes expf coefficients).
     let p = 1.987_569_1e-4f32;
@@ -116,6 +118,57 @@ pub fn bce_zero_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
         }
     }
     bce_zero_body(x, grad, scale)
+}
+
+/// Soft-argmax of one side for every cell of a level: `z` holds the side's R bins as rows of `hw`
+/// values (channel-major, as in NCHW); writes Σ k·softmax_k per cell into `out`. Vectorised across
+/// cells, which is the contiguous axis.
+#[inline(always)]
+fn softmax_expect_cells_body(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
+    const CH: usize = 256;
+    let mut m = [0.0f32; CH];
+    let mut sum = [0.0f32; CH];
+    let mut wsum = [0.0f32; CH];
+    for c0 in (0..hw).step_by(CH) {
+        let n = CH.min(hw - c0);
+        m[..n].copy_from_slice(&z[c0..c0 + n]);
+        for k in 1..r {
+            for (mv, &zv) in m[..n].iter_mut().zip(&z[k * hw + c0..k * hw + c0 + n]) {
+                *mv = mv.max(zv);
+            }
+        }
+        sum[..n].iter_mut().for_each(|v| *v = 0.0);
+        wsum[..n].iter_mut().for_each(|v| *v = 0.0);
+        for k in 0..r {
+            let kf = k as f32;
+            let row = &z[k * hw + c0..k * hw + c0 + n];
+            for i in 0..n {
+                let e = exp_neg(row[i] - m[i]);
+                sum[i] += e;
+                wsum[i] += e * kf;
+            }
+        }
+        for i in 0..n {
+            out[c0 + i] = wsum[i] / sum[i];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_expect_cells_avx2(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
+    softmax_expect_cells_body(z, hw, r, out)
+}
+
+pub fn softmax_expect_cells_f32(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { softmax_expect_cells_avx2(z, hw, r, out) };
+        }
+    }
+    softmax_expect_cells_body(z, hw, r, out)
 }
 
 /// True when every value is finite; one vectorisable pass (x·0 is NaN exactly for ±inf and NaN).

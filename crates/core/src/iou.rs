@@ -34,12 +34,24 @@ pub const IOU_EPS: f64 = 1e-7;
 /// Value of `bbox_iou(box1, box2, xywh, kind)` for one pair of boxes.
 #[inline]
 pub fn bbox_iou<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F) -> F {
-    iou_forward(box1, box2, xywh, kind, eps, None).value
+    iou_forward(box1, box2, xywh, kind, eps, None, None).value
+}
+
+/// atan(w/h) of an xyxy box as CIoU computes it (eps on the height): cache it for boxes met often.
+#[inline]
+pub fn aspect_atan<F: Real>(b: [F; 4], eps: F) -> F {
+    ((b[2] - b[0]) / (b[3] - b[1] + eps)).atan()
+}
+
+/// CIoU of two xyxy boxes given their [`aspect_atan`]s: the assigner meets each box many times.
+#[inline]
+pub fn ciou_with_atans<F: Real>(box1: [F; 4], box2: [F; 4], atan1: F, atan2: F, eps: F) -> F {
+    iou_forward(box1, box2, false, IouKind::CIoU, eps, None, Some((atan1, atan2))).value
 }
 
 /// CIoU's α = v / (v − IoU + 1 + eps) for a pair; autograd treats it as a constant.
 pub fn ciou_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, eps: F) -> F {
-    iou_forward(box1, box2, xywh, IouKind::CIoU, eps, None).alpha
+    iou_forward(box1, box2, xywh, IouKind::CIoU, eps, None, None).alpha
 }
 
 /// Value and the gradients `up · ∂iou/∂box1`, `up · ∂iou/∂box2`.
@@ -53,7 +65,7 @@ pub fn bbox_iou_grad<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouK
 /// which is what finite-difference tests need.
 #[inline]
 pub fn bbox_iou_grad_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, up: F, alpha: Option<F>) -> (F, [F; 4], [F; 4]) {
-    let fw = iou_forward(box1, box2, xywh, kind, eps, alpha);
+    let fw = iou_forward(box1, box2, xywh, kind, eps, alpha, None);
     let (g1, g2) = iou_backward(&fw, xywh, kind, up);
     (fw.value, g1, g2)
 }
@@ -90,7 +102,7 @@ fn four_over_pi2<F: Real>() -> F {
 }
 
 #[inline(always)]
-fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, alpha: Option<F>) -> IouForward<F> {
+fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, alpha: Option<F>, atans: Option<(F, F)>) -> IouForward<F> {
     let two = F::c(2.0);
     let (b1, b2, w1, h1, w2, h2);
     if xywh {
@@ -147,7 +159,8 @@ fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, e
             let dy = b2[1] + b2[3] - b1[1] - b1[3];
             f.rho2 = (dx * dx + dy * dy) / F::c(4.0);
             if kind == IouKind::CIoU {
-                f.datan = (w2 / h2).atan() - (w1 / h1).atan();
+                let (a1, a2) = atans.unwrap_or_else(|| ((w1 / h1).atan(), (w2 / h2).atan()));
+                f.datan = a2 - a1;
                 let v = four_over_pi2::<F>() * f.datan * f.datan;
                 f.alpha = alpha.unwrap_or_else(|| v / (v - iou + (F::one() + eps)));
                 f.value = iou - (f.rho2 / f.c2 + v * f.alpha);

@@ -110,7 +110,7 @@ impl V8PoseLoss {
         }
         let mut grads = if want_grad {
             let mut g = zero_grads(&head.levels);
-            g.push(vec![F::zero(); kpts.data.len()]);
+            g.push(crate::alloc::zeroed(kpts.data.len()));
             g
         } else {
             Vec::new()

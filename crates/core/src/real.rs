@@ -66,6 +66,24 @@ pub trait Real:
     fn all_finite(x: &[Self]) -> bool {
         x.iter().all(|v| v.is_finite())
     }
+
+    /// Soft-argmax over `r` bins for each of `hw` cells; bin k of cell c is `z[k·hw + c]`.
+    fn softmax_expect_cells(z: &[Self], hw: usize, r: usize, out: &mut [Self]) {
+        let mut bins = vec![Self::zero(); r];
+        let mut probs = vec![Self::zero(); r];
+        for (c, o) in out.iter_mut().enumerate().take(hw) {
+            for (k, b) in bins.iter_mut().enumerate() {
+                *b = z[k * hw + c];
+            }
+            *o = crate::dfl::softmax_expectation(&bins, &mut probs);
+        }
+    }
+
+    /// e^x for x ≤ 0 (softmax after subtracting the maximum); `f32` uses a vectorisable polynomial.
+    #[inline(always)]
+    fn exp_nonpos(self) -> Self {
+        self.exp()
+    }
 }
 
 impl Real for f32 {
@@ -74,6 +92,13 @@ impl Real for f32 {
     }
     fn all_finite(x: &[f32]) -> bool {
         crate::fastmath::all_finite_f32(x)
+    }
+    fn softmax_expect_cells(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
+        crate::fastmath::softmax_expect_cells_f32(z, hw, r, out)
+    }
+    #[inline(always)]
+    fn exp_nonpos(self) -> f32 {
+        crate::fastmath::exp_neg(self)
     }
 }
 

@@ -118,8 +118,8 @@ impl V8SegmentationLoss {
         }
         let mut grads = if want_grad {
             let mut g = zero_grads(&head.levels);
-            g.push(vec![F::zero(); mh.pred_masks.len()]);
-            g.push(vec![F::zero(); mh.proto.len()]);
+            g.push(crate::alloc::zeroed(mh.pred_masks.len()));
+            g.push(crate::alloc::zeroed(mh.proto.len()));
             g
         } else {
             Vec::new()
