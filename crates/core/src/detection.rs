@@ -466,7 +466,7 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
                 .map(|i| GtBox { label: gt.cls[i].to_usize().unwrap_or(0), bbox: gt.boxes[i], valid: gt.valid[i] })
                 .collect();
             let mut preds = ImagePreds::new(head, b, true);
-            if estimated_candidates(head, &gts) * 4 > head.grid.num_anchors {
+            if estimated_candidates(head, &gts) * 16 > head.grid.num_anchors {
                 preds.decode_all();
             }
             assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
