@@ -20,7 +20,9 @@ use napi::bindgen_prelude::{AsyncTask, Float32Array, JsError};
 use napi::{Env, Task};
 use napi_derive::napi;
 use yolo_loss_core::detection::preprocess as core_preprocess;
-use yolo_loss_core::{DetBatch, DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef, V8DetectionLoss};
+use yolo_loss_core::{
+    DetBatch, DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef, V8DetectionLoss,
+};
 
 // ------------------------------------------------------------------------------------------------------------
 // Errors
@@ -29,39 +31,39 @@ use yolo_loss_core::{DetBatch, DetectionConfig, ErrorCode, Hyp, LossError, LossO
 pub struct Code(&'static str);
 
 impl AsRef<str> for Code {
-  fn as_ref(&self) -> &str {
-    self.0
-  }
+    fn as_ref(&self) -> &str {
+        self.0
+    }
 }
 
 type CoreResult<T> = yolo_loss_core::Result<T>;
 
 fn to_js(e: LossError) -> napi::Error<Code> {
-  napi::Error::new(Code(e.code.as_str()), e.message)
+    napi::Error::new(Code(e.code.as_str()), e.message)
 }
 
 fn invalid(message: String) -> LossError {
-  LossError::new(ErrorCode::InvalidArgument, message)
+    LossError::new(ErrorCode::InvalidArgument, message)
 }
 
 /// Runs `f`, turning a panic into `ERR_INTERNAL` so that no panic ever unwinds into Node.
 fn guarded<T>(what: &str, f: impl FnOnce() -> CoreResult<T>) -> CoreResult<T> {
-  match catch_unwind(AssertUnwindSafe(f)) {
-    Ok(result) => result,
-    Err(payload) => {
-      let detail = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-      } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-      } else {
-        "unknown panic payload".to_string()
-      };
-      Err(LossError::new(
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let detail = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_string()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "unknown panic payload".to_string()
+            };
+            Err(LossError::new(
         ErrorCode::Internal,
         format!("{what}: internal error in yolo-loss (caught panic: {detail}); please report this with the input shapes"),
       ))
+        }
     }
-  }
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -69,41 +71,45 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> CoreResult<T>) -> CoreResult<T> {
 
 /// A JavaScript number that must be a non-negative integer (a dimension, a count).
 fn to_usize(name: &str, v: f64) -> CoreResult<usize> {
-  if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
-    Ok(v as usize)
-  } else {
-    Err(invalid(format!("{name}: expected a non-negative integer, got {v}")))
-  }
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+        Ok(v as usize)
+    } else {
+        Err(invalid(format!(
+            "{name}: expected a non-negative integer, got {v}"
+        )))
+    }
 }
 
 /// A shape given as JavaScript numbers.
 fn to_dims(name: &str, shape: &[f64]) -> CoreResult<Vec<usize>> {
-  shape
-    .iter()
-    .enumerate()
-    .map(|(i, &d)| {
-      to_usize(&format!("{name}.shape[{i}]"), d).map_err(|_| {
-        LossError::shape(format!("{name}.shape[{i}]: expected a non-negative integer dimension, got {d}"))
-      })
-    })
-    .collect()
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            to_usize(&format!("{name}.shape[{i}]"), d).map_err(|_| {
+                LossError::shape(format!(
+                    "{name}.shape[{i}]: expected a non-negative integer dimension, got {d}"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Checks `data.len() == product(shape)` (without overflowing) and returns the view.
 fn view<'a>(name: &str, data: &'a [f32], dims: &'a [usize]) -> CoreResult<TensorRef<'a, f32>> {
-  let product = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-  if product != Some(data.len()) {
-    return Err(LossError::shape(format!(
-      "{name}: expected data of length equal to the product of shape {}, got {}",
-      yolo_loss_core::tensor::fmt_shape(dims),
-      data.len()
-    )));
-  }
-  Ok(TensorRef::new(data, dims))
+    let product = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if product != Some(data.len()) {
+        return Err(LossError::shape(format!(
+            "{name}: expected data of length equal to the product of shape {}, got {}",
+            yolo_loss_core::tensor::fmt_shape(dims),
+            data.len()
+        )));
+    }
+    Ok(TensorRef::new(data, dims))
 }
 
 fn dims_to_js(dims: &[usize]) -> Vec<f64> {
-  dims.iter().map(|&d| d as f64).collect()
+    dims.iter().map(|&d| d as f64).collect()
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -112,63 +118,63 @@ fn dims_to_js(dims: &[usize]) -> Vec<f64> {
 /// `{ data, shape }`: a row-major float32 tensor. Inputs are borrowed, outputs are fresh.
 #[napi(object)]
 pub struct NativeTensor {
-  pub data: Float32Array,
-  pub shape: Vec<f64>,
+    pub data: Float32Array,
+    pub shape: Vec<f64>,
 }
 
 /// Hyperparameters with every key present (the facade fills in the `default.yaml` values).
 #[napi(object)]
 pub struct NativeHyp {
-  pub box_gain: f64,
-  pub cls: f64,
-  pub dfl: f64,
-  pub pose: f64,
-  pub kobj: f64,
-  pub overlap_mask: bool,
+    pub box_gain: f64,
+    pub cls: f64,
+    pub dfl: f64,
+    pub pose: f64,
+    pub kobj: f64,
+    pub overlap_mask: bool,
 }
 
 #[napi(object)]
 pub struct NativeDetectionConfig {
-  pub nc: f64,
-  pub reg_max: f64,
-  pub strides: Vec<f64>,
-  pub tal_topk: f64,
-  pub hyp: NativeHyp,
-  /// 'cpu' | 'cuda' | 'auto'.
-  pub device: String,
+    pub nc: f64,
+    pub reg_max: f64,
+    pub strides: Vec<f64>,
+    pub tal_topk: f64,
+    pub hyp: NativeHyp,
+    /// 'cpu' | 'cuda' | 'auto'.
+    pub device: String,
 }
 
 /// The label part of the batch dict.
 #[napi(object)]
 pub struct NativeDetBatch {
-  pub batch_idx: NativeTensor,
-  pub cls: NativeTensor,
-  pub bboxes: NativeTensor,
+    pub batch_idx: NativeTensor,
+    pub cls: NativeTensor,
+    pub bboxes: NativeTensor,
 }
 
 #[napi(object)]
 pub struct NativeLossOutput {
-  pub loss: Float32Array,
-  pub loss_items: Float32Array,
-  /// One flat gradient per prediction tensor (empty for `call`); shapes are those of the inputs.
-  pub grads: Vec<Float32Array>,
+    pub loss: Float32Array,
+    pub loss_items: Float32Array,
+    /// One flat gradient per prediction tensor (empty for `call`); shapes are those of the inputs.
+    pub grads: Vec<Float32Array>,
 }
 
 impl From<LossOutput<f32>> for NativeLossOutput {
-  fn from(o: LossOutput<f32>) -> Self {
-    NativeLossOutput {
-      loss: Float32Array::new(o.loss),
-      loss_items: Float32Array::new(o.loss_items),
-      grads: o.grads.into_iter().map(Float32Array::new).collect(),
+    fn from(o: LossOutput<f32>) -> Self {
+        NativeLossOutput {
+            loss: Float32Array::new(o.loss),
+            loss_items: Float32Array::new(o.loss_items),
+            grads: o.grads.into_iter().map(Float32Array::new).collect(),
+        }
     }
-  }
 }
 
 #[napi(object)]
 pub struct NativeCudaAvailability {
-  pub available: bool,
-  pub device_name: Option<String>,
-  pub reason: Option<String>,
+    pub available: bool,
+    pub device_name: Option<String>,
+    pub reason: Option<String>,
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -177,182 +183,259 @@ pub struct NativeCudaAvailability {
 /// What `yolo_loss_cuda::availability()` says, without panicking into Node.
 #[napi]
 pub fn cuda_availability() -> NativeCudaAvailability {
-  match catch_unwind(yolo_loss_cuda::availability) {
-    Ok(yolo_loss_cuda::Availability::Available { device_name }) => {
-      NativeCudaAvailability { available: true, device_name: Some(device_name), reason: None }
+    match catch_unwind(yolo_loss_cuda::availability) {
+        Ok(yolo_loss_cuda::Availability::Available { device_name }) => NativeCudaAvailability {
+            available: true,
+            device_name: Some(device_name),
+            reason: None,
+        },
+        Ok(yolo_loss_cuda::Availability::Unavailable { reason }) => NativeCudaAvailability {
+            available: false,
+            device_name: None,
+            reason: Some(reason),
+        },
+        Err(_) => NativeCudaAvailability {
+            available: false,
+            device_name: None,
+            reason: Some("the CUDA probe failed (caught panic)".to_string()),
+        },
     }
-    Ok(yolo_loss_cuda::Availability::Unavailable { reason }) => {
-      NativeCudaAvailability { available: false, device_name: None, reason: Some(reason) }
-    }
-    Err(_) => NativeCudaAvailability {
-      available: false,
-      device_name: None,
-      reason: Some("the CUDA probe failed (caught panic)".to_string()),
-    },
-  }
 }
 
 /// Picks the backend for a requested device. The binding has no CUDA path for the task losses yet, so 'auto'
 /// resolves to 'cpu' and 'cuda' is refused with the probe's reason (or, if a device was found, with the fact
 /// that this build cannot use it).
 fn resolve_device(requested: &str) -> CoreResult<&'static str> {
-  match requested {
-    "cpu" | "auto" => Ok("cpu"),
-    "cuda" => {
-      let why = match cuda_availability() {
-        NativeCudaAvailability { available: true, device_name, .. } => format!(
+    match requested {
+        "cpu" | "auto" => Ok("cpu"),
+        "cuda" => {
+            let why = match cuda_availability() {
+                NativeCudaAvailability {
+                    available: true,
+                    device_name,
+                    ..
+                } => format!(
           "CUDA device {} found, but this build of the binding has no CUDA path for this loss yet",
           device_name.unwrap_or_default()
         ),
-        NativeCudaAvailability { reason, .. } => reason.unwrap_or_else(|| "unknown reason".to_string()),
-      };
-      Err(LossError::new(ErrorCode::CudaUnavailable, format!("options.device: 'cuda' was requested but CUDA cannot be used: {why}")))
+                NativeCudaAvailability { reason, .. } => {
+                    reason.unwrap_or_else(|| "unknown reason".to_string())
+                }
+            };
+            Err(LossError::new(
+                ErrorCode::CudaUnavailable,
+                format!("options.device: 'cuda' was requested but CUDA cannot be used: {why}"),
+            ))
+        }
+        other => Err(invalid(format!(
+            "options.device: expected 'cpu', 'cuda' or 'auto', got '{other}'"
+        ))),
     }
-    other => Err(invalid(format!("options.device: expected 'cpu', 'cuda' or 'auto', got '{other}'"))),
-  }
 }
 
 // ------------------------------------------------------------------------------------------------------------
 // v8DetectionLoss
 
 fn detection_config(c: &NativeDetectionConfig) -> CoreResult<DetectionConfig> {
-  let h = &c.hyp;
-  Ok(DetectionConfig {
-    nc: to_usize("model.nc", c.nc)?,
-    reg_max: to_usize("model.reg_max", c.reg_max)?,
-    strides: c.strides.clone(),
-    hyp: Hyp { box_gain: h.box_gain, cls: h.cls, dfl: h.dfl, pose: h.pose, kobj: h.kobj, overlap_mask: h.overlap_mask },
-    tal_topk: to_usize("tal_topk", c.tal_topk)?,
-  })
+    let h = &c.hyp;
+    Ok(DetectionConfig {
+        nc: to_usize("model.nc", c.nc)?,
+        reg_max: to_usize("model.reg_max", c.reg_max)?,
+        strides: c.strides.clone(),
+        hyp: Hyp {
+            box_gain: h.box_gain,
+            cls: h.cls,
+            dfl: h.dfl,
+            pose: h.pose,
+            kobj: h.kobj,
+            overlap_mask: h.overlap_mask,
+        },
+        tal_topk: to_usize("tal_topk", c.tal_topk)?,
+    })
 }
 
 /// Runs the loss on borrowed data (the shapes are still JavaScript numbers).
 fn run_detection(
-  loss: &V8DetectionLoss,
-  preds: &[(&[f32], &[f64])],
-  batch: [(&[f32], &[f64]); 3],
-  want_grad: bool,
+    loss: &V8DetectionLoss,
+    preds: &[(&[f32], &[f64])],
+    batch: [(&[f32], &[f64]); 3],
+    want_grad: bool,
 ) -> CoreResult<LossOutput<f32>> {
-  let what = if want_grad { "valueAndGrad" } else { "call" };
-  guarded(what, || {
-    let pred_dims = preds
-      .iter()
-      .enumerate()
-      .map(|(i, (_, s))| to_dims(&format!("preds[{i}]"), s))
-      .collect::<CoreResult<Vec<_>>>()?;
-    let feats = preds
-      .iter()
-      .zip(&pred_dims)
-      .enumerate()
-      .map(|(i, ((d, _), dims))| view(&format!("preds[{i}]"), d, dims))
-      .collect::<CoreResult<Vec<_>>>()?;
-    let names = ["batch.batch_idx", "batch.cls", "batch.bboxes"];
-    let bdims = [to_dims(names[0], batch[0].1)?, to_dims(names[1], batch[1].1)?, to_dims(names[2], batch[2].1)?];
-    let det = DetBatch {
-      batch_idx: view(names[0], batch[0].0, &bdims[0])?,
-      cls: view(names[1], batch[1].0, &bdims[1])?,
-      bboxes: view(names[2], batch[2].0, &bdims[2])?,
-    };
-    if want_grad {
-      loss.value_and_grad(&feats, &det)
-    } else {
-      loss.call(&feats, &det)
-    }
-  })
+    let what = if want_grad { "valueAndGrad" } else { "call" };
+    guarded(what, || {
+        let pred_dims = preds
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| to_dims(&format!("preds[{i}]"), s))
+            .collect::<CoreResult<Vec<_>>>()?;
+        let feats = preds
+            .iter()
+            .zip(&pred_dims)
+            .enumerate()
+            .map(|(i, ((d, _), dims))| view(&format!("preds[{i}]"), d, dims))
+            .collect::<CoreResult<Vec<_>>>()?;
+        let names = ["batch.batch_idx", "batch.cls", "batch.bboxes"];
+        let bdims = [
+            to_dims(names[0], batch[0].1)?,
+            to_dims(names[1], batch[1].1)?,
+            to_dims(names[2], batch[2].1)?,
+        ];
+        let det = DetBatch {
+            batch_idx: view(names[0], batch[0].0, &bdims[0])?,
+            cls: view(names[1], batch[1].0, &bdims[1])?,
+            bboxes: view(names[2], batch[2].0, &bdims[2])?,
+        };
+        if want_grad {
+            loss.value_and_grad(&feats, &det)
+        } else {
+            loss.call(&feats, &det)
+        }
+    })
 }
 
 /// Native half of `v8DetectionLoss`.
 #[napi]
 pub struct NativeDetectionLoss {
-  inner: Arc<V8DetectionLoss>,
-  device: &'static str,
+    inner: Arc<V8DetectionLoss>,
+    device: &'static str,
 }
 
 #[napi]
 impl NativeDetectionLoss {
-  #[napi(constructor)]
-  pub fn new(config: NativeDetectionConfig) -> napi::Result<Self, Code> {
-    guarded("new v8DetectionLoss", || {
-      let device = resolve_device(&config.device)?;
-      let cfg = detection_config(&config)?;
-      Ok(NativeDetectionLoss { inner: Arc::new(V8DetectionLoss::new(cfg)?), device })
-    })
-    .map_err(to_js)
-  }
+    #[napi(constructor)]
+    pub fn new(config: NativeDetectionConfig) -> napi::Result<Self, Code> {
+        guarded("new v8DetectionLoss", || {
+            let device = resolve_device(&config.device)?;
+            let cfg = detection_config(&config)?;
+            Ok(NativeDetectionLoss {
+                inner: Arc::new(V8DetectionLoss::new(cfg)?),
+                device,
+            })
+        })
+        .map_err(to_js)
+    }
 
-  /// The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path).
-  #[napi(getter)]
-  pub fn device(&self) -> String {
-    self.device.to_string()
-  }
+    /// The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path).
+    #[napi(getter)]
+    pub fn device(&self) -> String {
+        self.device.to_string()
+    }
 
-  #[napi]
-  pub fn call(&self, preds: Vec<NativeTensor>, batch: NativeDetBatch) -> napi::Result<NativeLossOutput, Code> {
-    self.run_sync(&preds, &batch, false)
-  }
+    #[napi]
+    pub fn call(
+        &self,
+        preds: Vec<NativeTensor>,
+        batch: NativeDetBatch,
+    ) -> napi::Result<NativeLossOutput, Code> {
+        self.run_sync(&preds, &batch, false)
+    }
 
-  #[napi]
-  pub fn value_and_grad(&self, preds: Vec<NativeTensor>, batch: NativeDetBatch) -> napi::Result<NativeLossOutput, Code> {
-    self.run_sync(&preds, &batch, true)
-  }
+    #[napi]
+    pub fn value_and_grad(
+        &self,
+        preds: Vec<NativeTensor>,
+        batch: NativeDetBatch,
+    ) -> napi::Result<NativeLossOutput, Code> {
+        self.run_sync(&preds, &batch, true)
+    }
 
-  /// Like `call`, on the libuv thread pool. The inputs are copied before this returns.
-  #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-  pub fn call_async(&self, preds: Vec<NativeTensor>, batch: NativeDetBatch) -> AsyncTask<DetectionTask> {
-    AsyncTask::new(DetectionTask::new(self.inner.clone(), &preds, &batch, false))
-  }
+    /// Like `call`, on the libuv thread pool. The inputs are copied before this returns.
+    #[napi(ts_return_type = "Promise<NativeLossOutput>")]
+    pub fn call_async(
+        &self,
+        preds: Vec<NativeTensor>,
+        batch: NativeDetBatch,
+    ) -> AsyncTask<DetectionTask> {
+        AsyncTask::new(DetectionTask::new(
+            self.inner.clone(),
+            &preds,
+            &batch,
+            false,
+        ))
+    }
 
-  /// Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns.
-  #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-  pub fn value_and_grad_async(&self, preds: Vec<NativeTensor>, batch: NativeDetBatch) -> AsyncTask<DetectionTask> {
-    AsyncTask::new(DetectionTask::new(self.inner.clone(), &preds, &batch, true))
-  }
+    /// Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns.
+    #[napi(ts_return_type = "Promise<NativeLossOutput>")]
+    pub fn value_and_grad_async(
+        &self,
+        preds: Vec<NativeTensor>,
+        batch: NativeDetBatch,
+    ) -> AsyncTask<DetectionTask> {
+        AsyncTask::new(DetectionTask::new(self.inner.clone(), &preds, &batch, true))
+    }
 
-  /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy.
-  #[napi]
-  pub fn bbox_decode(&self, anchor_points: NativeTensor, pred_dist: NativeTensor) -> napi::Result<NativeTensor, Code> {
-    let (data, dims) = guarded("bboxDecode", || {
-      let ad = to_dims("anchorPoints", &anchor_points.shape)?;
-      let pd = to_dims("predDist", &pred_dist.shape)?;
-      self.inner.bbox_decode(view("anchorPoints", &anchor_points.data, &ad)?, view("predDist", &pred_dist.data, &pd)?)
-    })
-    .map_err(to_js)?;
-    Ok(NativeTensor { data: Float32Array::new(data), shape: dims_to_js(&dims) })
-  }
+    /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy.
+    #[napi]
+    pub fn bbox_decode(
+        &self,
+        anchor_points: NativeTensor,
+        pred_dist: NativeTensor,
+    ) -> napi::Result<NativeTensor, Code> {
+        let (data, dims) = guarded("bboxDecode", || {
+            let ad = to_dims("anchorPoints", &anchor_points.shape)?;
+            let pd = to_dims("predDist", &pred_dist.shape)?;
+            self.inner.bbox_decode(
+                view("anchorPoints", &anchor_points.data, &ad)?,
+                view("predDist", &pred_dist.data, &pd)?,
+            )
+        })
+        .map_err(to_js)?;
+        Ok(NativeTensor {
+            data: Float32Array::new(data),
+            shape: dims_to_js(&dims),
+        })
+    }
 }
 
 impl NativeDetectionLoss {
-  fn run_sync(&self, preds: &[NativeTensor], batch: &NativeDetBatch, want_grad: bool) -> napi::Result<NativeLossOutput, Code> {
-    // `&*t.data` is the caller's memory: no copy.
-    let p: Vec<(&[f32], &[f64])> = preds.iter().map(|t| (&*t.data, t.shape.as_slice())).collect();
-    let b = [
-      (&*batch.batch_idx.data, batch.batch_idx.shape.as_slice()),
-      (&*batch.cls.data, batch.cls.shape.as_slice()),
-      (&*batch.bboxes.data, batch.bboxes.shape.as_slice()),
-    ];
-    run_detection(&self.inner, &p, b, want_grad).map(NativeLossOutput::from).map_err(to_js)
-  }
+    fn run_sync(
+        &self,
+        preds: &[NativeTensor],
+        batch: &NativeDetBatch,
+        want_grad: bool,
+    ) -> napi::Result<NativeLossOutput, Code> {
+        // `&*t.data` is the caller's memory: no copy.
+        let p: Vec<(&[f32], &[f64])> = preds
+            .iter()
+            .map(|t| (&*t.data, t.shape.as_slice()))
+            .collect();
+        let b = [
+            (&*batch.batch_idx.data, batch.batch_idx.shape.as_slice()),
+            (&*batch.cls.data, batch.cls.shape.as_slice()),
+            (&*batch.bboxes.data, batch.bboxes.shape.as_slice()),
+        ];
+        run_detection(&self.inner, &p, b, want_grad)
+            .map(NativeLossOutput::from)
+            .map_err(to_js)
+    }
 }
 
 /// `preprocess(targets [N,6], batch_size, scale (W,H,W,H))` → `[B, M, 5]`.
 #[napi]
-pub fn preprocess(targets: NativeTensor, batch_size: f64, scale: Vec<f64>) -> napi::Result<NativeTensor, Code> {
-  let (data, dims) = guarded("preprocess", || {
-    let b = to_usize("batchSize", batch_size)?;
-    let s: [f32; 4] = match scale.as_slice() {
-      [a, b, c, d] => [*a as f32, *b as f32, *c as f32, *d as f32],
-      other => {
-        return Err(LossError::shape(format!(
-          "scaleTensor: expected 4 values (W, H, W, H), got {}",
-          other.len()
-        )))
-      }
-    };
-    let td = to_dims("targets", &targets.shape)?;
-    core_preprocess(view("targets", &targets.data, &td)?, b, s)
-  })
-  .map_err(to_js)?;
-  Ok(NativeTensor { data: Float32Array::new(data), shape: dims_to_js(&dims) })
+pub fn preprocess(
+    targets: NativeTensor,
+    batch_size: f64,
+    scale: Vec<f64>,
+) -> napi::Result<NativeTensor, Code> {
+    let (data, dims) = guarded("preprocess", || {
+        let b = to_usize("batchSize", batch_size)?;
+        let s: [f32; 4] = match scale.as_slice() {
+            [a, b, c, d] => [*a as f32, *b as f32, *c as f32, *d as f32],
+            other => {
+                return Err(LossError::shape(format!(
+                    "scaleTensor: expected 4 values (W, H, W, H), got {}",
+                    other.len()
+                )))
+            }
+        };
+        let td = to_dims("targets", &targets.shape)?;
+        core_preprocess(view("targets", &targets.data, &td)?, b, s)
+    })
+    .map_err(to_js)?;
+    Ok(NativeTensor {
+        data: Float32Array::new(data),
+        shape: dims_to_js(&dims),
+    })
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -361,49 +444,62 @@ pub fn preprocess(targets: NativeTensor, batch_size: f64, scale: Vec<f64>) -> na
 type OwnedTensor = (Vec<f32>, Vec<f64>);
 
 fn owned(t: &NativeTensor) -> OwnedTensor {
-  (t.data.to_vec(), t.shape.clone())
+    (t.data.to_vec(), t.shape.clone())
 }
 
 /// A detection loss evaluation on the libuv pool, over private copies of the inputs.
 pub struct DetectionTask {
-  loss: Arc<V8DetectionLoss>,
-  preds: Vec<OwnedTensor>,
-  batch: [OwnedTensor; 3],
-  want_grad: bool,
+    loss: Arc<V8DetectionLoss>,
+    preds: Vec<OwnedTensor>,
+    batch: [OwnedTensor; 3],
+    want_grad: bool,
 }
 
 impl DetectionTask {
-  fn new(loss: Arc<V8DetectionLoss>, preds: &[NativeTensor], batch: &NativeDetBatch, want_grad: bool) -> Self {
-    DetectionTask {
-      loss,
-      preds: preds.iter().map(owned).collect(),
-      batch: [owned(&batch.batch_idx), owned(&batch.cls), owned(&batch.bboxes)],
-      want_grad,
+    fn new(
+        loss: Arc<V8DetectionLoss>,
+        preds: &[NativeTensor],
+        batch: &NativeDetBatch,
+        want_grad: bool,
+    ) -> Self {
+        DetectionTask {
+            loss,
+            preds: preds.iter().map(owned).collect(),
+            batch: [
+                owned(&batch.batch_idx),
+                owned(&batch.cls),
+                owned(&batch.bboxes),
+            ],
+            want_grad,
+        }
     }
-  }
 }
 
 impl Task for DetectionTask {
-  type Output = CoreResult<LossOutput<f32>>;
-  type JsValue = NativeLossOutput;
+    type Output = CoreResult<LossOutput<f32>>;
+    type JsValue = NativeLossOutput;
 
-  fn compute(&mut self) -> napi::Result<Self::Output> {
-    let p: Vec<(&[f32], &[f64])> = self.preds.iter().map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
-    let b = [
-      (self.batch[0].0.as_slice(), self.batch[0].1.as_slice()),
-      (self.batch[1].0.as_slice(), self.batch[1].1.as_slice()),
-      (self.batch[2].0.as_slice(), self.batch[2].1.as_slice()),
-    ];
-    Ok(run_detection(&self.loss, &p, b, self.want_grad))
-  }
-
-  fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeLossOutput> {
-    match output {
-      Ok(o) => Ok(o.into()),
-      // Reject with a JS Error carrying our code: build it here, on the JS thread, and hand napi the object.
-      Err(e) => Err(napi::Error::from(JsError::from(to_js(e)).into_unknown(env))),
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let p: Vec<(&[f32], &[f64])> = self
+            .preds
+            .iter()
+            .map(|(d, s)| (d.as_slice(), s.as_slice()))
+            .collect();
+        let b = [
+            (self.batch[0].0.as_slice(), self.batch[0].1.as_slice()),
+            (self.batch[1].0.as_slice(), self.batch[1].1.as_slice()),
+            (self.batch[2].0.as_slice(), self.batch[2].1.as_slice()),
+        ];
+        Ok(run_detection(&self.loss, &p, b, self.want_grad))
     }
-  }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeLossOutput> {
+        match output {
+            Ok(o) => Ok(o.into()),
+            // Reject with a JS Error carrying our code: build it here, on the JS thread, and hand napi the object.
+            Err(e) => Err(napi::Error::from(JsError::from(to_js(e)).into_unknown(env))),
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -414,43 +510,67 @@ impl Task for DetectionTask {
 #[doc(hidden)]
 #[napi(js_name = "__panicForTest")]
 pub fn panic_for_test() -> napi::Result<(), Code> {
-  guarded("__panicForTest", || -> CoreResult<()> { panic!("deliberate panic for the test suite") }).map_err(to_js)
+    // Keep the deliberate panic out of the test log: no message, no backtrace (the hook only prints; unwinding and
+    // catching are unaffected). Real panics keep the default hook, whose report helps to find the bug.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = guarded("__panicForTest", || -> CoreResult<()> {
+        panic!("deliberate panic for the test suite")
+    });
+    std::panic::set_hook(previous);
+    result.map_err(to_js)
 }
 
 #[cfg(test)]
 mod tests {
-  use super::*;
+    use super::*;
 
-  #[test]
-  fn dims_reject_non_integers_and_negatives() {
-    assert_eq!(to_dims("t", &[1.0, 0.0, 3.0]).unwrap(), vec![1, 0, 3]);
-    for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e300] {
-      assert_eq!(to_dims("t", &[bad]).unwrap_err().code, ErrorCode::ShapeMismatch, "{bad}");
+    #[test]
+    fn dims_reject_non_integers_and_negatives() {
+        assert_eq!(to_dims("t", &[1.0, 0.0, 3.0]).unwrap(), vec![1, 0, 3]);
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(
+                to_dims("t", &[bad]).unwrap_err().code,
+                ErrorCode::ShapeMismatch,
+                "{bad}"
+            );
+        }
     }
-  }
 
-  #[test]
-  fn view_checks_length_without_overflow() {
-    let data = [0f32; 6];
-    assert!(view("t", &data, &[2, 3]).is_ok());
-    assert_eq!(view("t", &data, &[2, 4]).unwrap_err().code, ErrorCode::ShapeMismatch);
-    assert_eq!(view("t", &data, &[usize::MAX, 3]).unwrap_err().code, ErrorCode::ShapeMismatch);
-  }
-
-  #[test]
-  fn guard_turns_panics_into_internal_errors() {
-    let e = guarded("x", || -> CoreResult<()> { panic!("boom") }).unwrap_err();
-    assert_eq!(e.code, ErrorCode::Internal);
-    assert!(e.message.contains("boom"), "{}", e.message);
-  }
-
-  #[test]
-  fn devices() {
-    assert_eq!(resolve_device("cpu").unwrap(), "cpu");
-    assert_eq!(resolve_device("auto").unwrap(), "cpu");
-    assert_eq!(resolve_device("gpu").unwrap_err().code, ErrorCode::InvalidArgument);
-    if !cuda_availability().available {
-      assert_eq!(resolve_device("cuda").unwrap_err().code, ErrorCode::CudaUnavailable);
+    #[test]
+    fn view_checks_length_without_overflow() {
+        let data = [0f32; 6];
+        assert!(view("t", &data, &[2, 3]).is_ok());
+        assert_eq!(
+            view("t", &data, &[2, 4]).unwrap_err().code,
+            ErrorCode::ShapeMismatch
+        );
+        assert_eq!(
+            view("t", &data, &[usize::MAX, 3]).unwrap_err().code,
+            ErrorCode::ShapeMismatch
+        );
     }
-  }
+
+    #[test]
+    fn guard_turns_panics_into_internal_errors() {
+        let e = guarded("x", || -> CoreResult<()> { panic!("boom") }).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("boom"), "{}", e.message);
+    }
+
+    #[test]
+    fn devices() {
+        assert_eq!(resolve_device("cpu").unwrap(), "cpu");
+        assert_eq!(resolve_device("auto").unwrap(), "cpu");
+        assert_eq!(
+            resolve_device("gpu").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        if !cuda_availability().available {
+            assert_eq!(
+                resolve_device("cuda").unwrap_err().code,
+                ErrorCode::CudaUnavailable
+            );
+        }
+    }
 }
