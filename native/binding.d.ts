@@ -16,6 +16,12 @@ export declare class NativeDetectionLoss {
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor): NativeTensor
 }
 
+/**
+ * Panics inside the guard and returns what the guard made of it. Used by the JavaScript tests to check that a
+ * panic in the core becomes an `ERR_INTERNAL` error instead of crossing into Node. Not part of the public API.
+ */
+export declare function __panicForTest(): void
+
 /** What `yolo_loss_cuda::availability()` says, without panicking into Node. */
 export declare function cudaAvailability(): NativeCudaAvailability
 
