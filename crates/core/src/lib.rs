@@ -4,6 +4,7 @@
 //!
 //! Numbers follow `SPEC.md` of the project; section references (§n) in comments point there.
 
+pub mod alloc;
 pub mod assigner;
 pub mod blocks;
 pub mod classification;
