@@ -14,6 +14,7 @@ pub mod e2e;
 pub mod geometry;
 pub mod iou;
 pub mod labels;
+pub mod probiou;
 pub mod error;
 pub mod focal;
 mod fastmath;
