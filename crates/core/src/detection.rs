@@ -144,7 +144,7 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     /// Per anchor, once decoded: the pixel box and its CIoU aspect term atan(w/h).
     decoded: Vec<Option<([F; 4], F)>>,
     /// Distances of every anchor, decoded in one vectorised pass when most anchors will be needed.
-    bulk: Vec<[F; 4]>,
+    pub(crate) bulk: Vec<[F; 4]>,
     /// The last GT box met and its aspect term (the assigner visits a GT's candidates in a row).
     last_gt: Option<([F; 4], F)>,
     scratch: Vec<F>,
