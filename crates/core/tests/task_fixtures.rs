@@ -1,0 +1,194 @@
+//! The task losses beyond detection, and the loss blocks, against the reference fixtures.
+
+mod common;
+
+use common::{assert_close, load_kind, to_f64, Fixture};
+use yolo_loss_core::classification::V8ClassificationLoss;
+use yolo_loss_core::e2e::E2EDetectLoss;
+use yolo_loss_core::focal::{focal_loss, varifocal_loss};
+use yolo_loss_core::pose::{keypoint_loss, PoseBatch, PoseConfig, V8PoseLoss};
+use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
+use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, TensorRef};
+
+/// Owned f32 copies of a fixture's tensors, borrowed as `TensorRef`s.
+struct Owned {
+    data: Vec<f32>,
+    shape: Vec<usize>,
+}
+
+impl Owned {
+    fn of(f: &Fixture, name: &str) -> Self {
+        let t = f.get(name);
+        Owned { data: t.f32(), shape: t.shape.clone() }
+    }
+    fn r(&self) -> TensorRef<'_, f32> {
+        TensorRef::new(&self.data, &self.shape)
+    }
+}
+
+fn levels(f: &Fixture, prefix: &str) -> Vec<Owned> {
+    (0..).map(|i| format!("{prefix}.{i}")).take_while(|n| f.has(n)).map(|n| Owned::of(f, &n)).collect()
+}
+
+fn refs(v: &[Owned]) -> Vec<TensorRef<'_, f32>> {
+    v.iter().map(Owned::r).collect()
+}
+
+fn config(f: &Fixture) -> DetectionConfig {
+    let c = &f.config;
+    let h = &c["hyp"];
+    let d = Hyp::default();
+    let g = |k: &str, dv: f64| h[k].as_f64().unwrap_or(dv);
+    DetectionConfig {
+        nc: c["nc"].as_u64().unwrap() as usize,
+        reg_max: c["reg_max"].as_u64().unwrap_or(16) as usize,
+        strides: c["stride"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
+        hyp: Hyp {
+            box_gain: g("box", d.box_gain),
+            cls: g("cls", d.cls),
+            dfl: g("dfl", d.dfl),
+            pose: g("pose", d.pose),
+            kobj: g("kobj", d.kobj),
+            overlap_mask: h["overlap_mask"].as_bool().unwrap_or(d.overlap_mask),
+        },
+        tal_topk: c["tal_topk"].as_u64().unwrap_or(10) as usize,
+    }
+}
+
+struct Labels {
+    bi: Owned,
+    cls: Owned,
+    bb: Owned,
+}
+
+impl Labels {
+    fn of(f: &Fixture) -> Self {
+        Labels { bi: Owned::of(f, "batch.batch_idx"), cls: Owned::of(f, "batch.cls"), bb: Owned::of(f, "batch.bboxes") }
+    }
+    fn det(&self) -> DetBatch<'_, f32> {
+        DetBatch { batch_idx: self.bi.r(), cls: self.cls.r(), bboxes: self.bb.r() }
+    }
+}
+
+fn check_out(f: &Fixture, out: &LossOutput<f32>, grad_names: &[String]) {
+    assert_close(&format!("{} loss", f.name), &to_f64(&out.loss), f.get("out.loss"));
+    assert_close(&format!("{} loss_items", f.name), &to_f64(&out.loss_items), f.get("out.loss_items"));
+    assert_eq!(out.grads.len(), grad_names.len(), "{}: gradient count", f.name);
+    for (g, n) in out.grads.iter().zip(grad_names) {
+        assert_close(&format!("{} {n}", f.name), &to_f64(g), f.get(n));
+    }
+}
+
+fn level_grad_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}.{i}")).collect()
+}
+
+#[test]
+fn v8_segmentation_loss_matches_reference() {
+    for f in load_kind("v8SegmentationLoss") {
+        let crit = V8SegmentationLoss::new(config(&f)).unwrap();
+        let feats = levels(&f, "preds");
+        let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
+        let lab = Labels::of(&f);
+        let batch = SegBatch { det: lab.det(), masks: masks.r() };
+        let out = crit.value_and_grad(&refs(&feats), pm.r(), pr.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let mut names = level_grad_names("grad.preds", feats.len());
+        names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
+        check_out(&f, &out, &names);
+    }
+}
+
+#[test]
+fn v8_pose_loss_matches_reference() {
+    for f in load_kind("v8PoseLoss") {
+        let ks = f.config["kpt_shape"].as_array().unwrap();
+        let kpt_shape = (ks[0].as_u64().unwrap() as usize, ks[1].as_u64().unwrap() as usize);
+        let is_list = f.config["kpt_shape_is_list"].as_bool().unwrap_or(true);
+        let crit = V8PoseLoss::new(PoseConfig { det: config(&f), kpt_shape, oks_sigmas: Some(is_list) }).unwrap();
+        let feats = levels(&f, "preds");
+        let (kp, gk) = (Owned::of(&f, "preds.kpts"), Owned::of(&f, "batch.keypoints"));
+        let lab = Labels::of(&f);
+        let batch = PoseBatch { det: lab.det(), keypoints: gk.r() };
+        let out = crit.value_and_grad(&refs(&feats), kp.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let mut names = level_grad_names("grad.preds", feats.len());
+        names.push("grad.kpts".to_string());
+        check_out(&f, &out, &names);
+    }
+}
+
+#[test]
+fn v8_classification_loss_matches_reference() {
+    for f in load_kind("v8ClassificationLoss") {
+        let (lg, cls) = (Owned::of(&f, "preds.logits"), Owned::of(&f, "batch.cls"));
+        let out = V8ClassificationLoss::new().value_and_grad(lg.r(), cls.r()).unwrap();
+        check_out(&f, &out, &["grad.logits".to_string()]);
+    }
+}
+
+#[test]
+fn e2e_detect_loss_matches_reference() {
+    for f in load_kind("E2EDetectLoss") {
+        let crit = E2EDetectLoss::new(config(&f)).unwrap();
+        let (o2m, o2o) = (levels(&f, "preds.one2many"), levels(&f, "preds.one2one"));
+        let lab = Labels::of(&f);
+        let out = crit.value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let mut names = level_grad_names("grad.one2many", o2m.len());
+        names.extend(level_grad_names("grad.one2one", o2o.len()));
+        check_out(&f, &out, &names);
+    }
+}
+
+#[test]
+fn tvp_detect_loss_matches_reference() {
+    for f in load_kind("TVPDetectLoss") {
+        let crit = TVPDetectLoss::new(config(&f)).unwrap();
+        let feats = levels(&f, "preds");
+        let lab = Labels::of(&f);
+        let out = crit.value_and_grad(&refs(&feats), &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        check_out(&f, &out, &level_grad_names("grad.preds", feats.len()));
+    }
+}
+
+#[test]
+fn tvp_segment_loss_matches_reference() {
+    for f in load_kind("TVPSegmentLoss") {
+        let crit = TVPSegmentLoss::new(config(&f)).unwrap();
+        let feats = levels(&f, "preds");
+        let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
+        let lab = Labels::of(&f);
+        let batch = SegBatch { det: lab.det(), masks: masks.r() };
+        let out = crit.value_and_grad(&refs(&feats), pm.r(), pr.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let mut names = level_grad_names("grad.preds", feats.len());
+        names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
+        check_out(&f, &out, &names);
+    }
+}
+
+#[test]
+fn varifocal_and_focal_losses_match_reference() {
+    for f in load_kind("VarifocalLoss") {
+        let (p, q, l) = (Owned::of(&f, "in.pred_score"), Owned::of(&f, "in.gt_score"), Owned::of(&f, "in.label"));
+        let (loss, gp, gq) = varifocal_loss(p.r(), q.r(), l.r(), f.cfg_f64("gamma"), f.cfg_f64("alpha")).unwrap();
+        assert_close(&format!("{} loss", f.name), &[loss as f64], f.get("out.loss"));
+        assert_close(&format!("{} grad.pred_score", f.name), &to_f64(&gp), f.get("grad.pred_score"));
+        assert_close(&format!("{} grad.gt_score", f.name), &to_f64(&gq), f.get("grad.gt_score"));
+    }
+    for f in load_kind("FocalLoss") {
+        let (p, l) = (Owned::of(&f, "in.pred"), Owned::of(&f, "in.label"));
+        let (loss, gp) = focal_loss(p.r(), l.r(), f.cfg_f64("gamma"), f.cfg_f64("alpha")).unwrap();
+        assert_close(&format!("{} loss", f.name), &[loss as f64], f.get("out.loss"));
+        assert_close(&format!("{} grad.pred", f.name), &to_f64(&gp), f.get("grad.pred"));
+    }
+}
+
+#[test]
+fn keypoint_loss_matches_reference() {
+    for f in load_kind("KeypointLoss") {
+        let (p, g, m, a) = (Owned::of(&f, "in.pred_kpts"), Owned::of(&f, "in.gt_kpts"), Owned::of(&f, "in.kpt_mask"), Owned::of(&f, "in.area"));
+        let sigmas = f.get("in.sigmas").data.clone();
+        let (loss, grad) = keypoint_loss(p.r(), g.r(), m.r(), a.r(), &sigmas).unwrap();
+        assert_close(&format!("{} loss", f.name), &[loss as f64], f.get("out.loss"));
+        assert_close(&format!("{} grad.pred_kpts", f.name), &to_f64(&grad), f.get("grad.pred_kpts"));
+    }
+}
