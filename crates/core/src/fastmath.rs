@@ -47,7 +47,7 @@ fn log1p_unit(e: f32) -> f32 {
 /// One element: (BCE(x, 0), σ(x)).
 /// BCE(x, 0) = max(x, 0) + ln(1 + e^{−|x|}); σ(x) = 1/(1 + e^{−|x|}) or e^{−|x|}/(1 + e^{−|x|}).
 #[inline(always)]
-fn bce_sigmoid(x: f32) -> (f32, f32) {
+pub(crate) fn bce_sigmoid(x: f32) -> (f32, f32) {
     let e = exp_neg(-x.abs());
     let inv = 1.0 / (1.0 + e);
     (x.max(0.0) + log1p_unit(e), if x >= 0.0 { inv } else { e * inv })

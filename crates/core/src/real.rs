@@ -79,6 +79,14 @@ pub trait Real:
         }
     }
 
+    /// (BCE(x, 0), σ(x)) of one logit, stable; BCE(x, t) = BCE(x, 0) − x·t. `f32` avoids libm calls.
+    #[inline(always)]
+    fn bce_sigmoid(self) -> (Self, Self) {
+        let e = (-self.abs()).exp();
+        let inv = Self::one() / (Self::one() + e);
+        (self.max(Self::zero()) + e.ln_1p(), if self >= Self::zero() { inv } else { e * inv })
+    }
+
     /// e^x for x ≤ 0 (softmax after subtracting the maximum); `f32` uses a vectorisable polynomial.
     #[inline(always)]
     fn exp_nonpos(self) -> Self {
@@ -95,6 +103,10 @@ impl Real for f32 {
     }
     fn softmax_expect_cells(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
         crate::fastmath::softmax_expect_cells_f32(z, hw, r, out)
+    }
+    #[inline(always)]
+    fn bce_sigmoid(self) -> (f32, f32) {
+        crate::fastmath::bce_sigmoid(self)
     }
     #[inline(always)]
     fn exp_nonpos(self) -> f32 {

@@ -250,10 +250,8 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
             let mut acc = F::zero();
             for (k, (gv, &mv)) in g.iter_mut().zip(m.iter()).enumerate() {
                 let t = gtm.value(b, p.gt, r, c0 + k);
-                let e = (-mv.abs()).exp();
-                acc += mv.max(F::zero()) - mv * t + e.ln_1p();
-                let inv = F::one() / (F::one() + e);
-                let sig = if mv >= F::zero() { inv } else { e * inv };
+                let (bce0, sig) = mv.bce_sigmoid();
+                acc += bce0 - mv * t;
                 *gv = (sig - t) * up;
             }
             sum += acc.f64();
