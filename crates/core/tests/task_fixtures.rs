@@ -84,19 +84,26 @@ fn level_grad_names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}.{i}")).collect()
 }
 
-#[test]
-fn v8_segmentation_loss_matches_reference() {
-    for f in load_kind("v8SegmentationLoss") {
-        let crit = V8SegmentationLoss::new(config(&f)).unwrap();
+/// Runs a segmentation-shaped loss (`value_and_grad(feats, pred_masks, proto, batch)`) on every fixture
+/// of `kind` and checks loss, items and the level, coefficient and prototype gradients.
+fn check_segmentation_kind(kind: &str, run: impl Fn(&Fixture, &[TensorRef<f32>], TensorRef<f32>, TensorRef<f32>, &SegBatch<f32>) -> LossOutput<f32>) {
+    for f in load_kind(kind) {
         let feats = levels(&f, "preds");
         let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
         let lab = Labels::of(&f);
         let batch = SegBatch { det: lab.det(), masks: masks.r() };
-        let out = crit.value_and_grad(&refs(&feats), pm.r(), pr.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let out = run(&f, &refs(&feats), pm.r(), pr.r(), &batch);
         let mut names = level_grad_names("grad.preds", feats.len());
         names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
         check_out(&f, &out, &names);
     }
+}
+
+#[test]
+fn v8_segmentation_loss_matches_reference() {
+    check_segmentation_kind("v8SegmentationLoss", |f, feats, pm, pr, batch| {
+        V8SegmentationLoss::new(config(f)).unwrap().value_and_grad(feats, pm, pr, batch).unwrap_or_else(|e| panic!("{}: {e}", f.name))
+    });
 }
 
 #[test]
@@ -152,17 +159,9 @@ fn tvp_detect_loss_matches_reference() {
 
 #[test]
 fn tvp_segment_loss_matches_reference() {
-    for f in load_kind("TVPSegmentLoss") {
-        let crit = TVPSegmentLoss::new(config(&f)).unwrap();
-        let feats = levels(&f, "preds");
-        let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
-        let lab = Labels::of(&f);
-        let batch = SegBatch { det: lab.det(), masks: masks.r() };
-        let out = crit.value_and_grad(&refs(&feats), pm.r(), pr.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        let mut names = level_grad_names("grad.preds", feats.len());
-        names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
-        check_out(&f, &out, &names);
-    }
+    check_segmentation_kind("TVPSegmentLoss", |f, feats, pm, pr, batch| {
+        TVPSegmentLoss::new(config(f)).unwrap().value_and_grad(feats, pm, pr, batch).unwrap_or_else(|e| panic!("{}: {e}", f.name))
+    });
 }
 
 #[test]
