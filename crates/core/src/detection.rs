@@ -415,6 +415,7 @@ impl<'a, F: Real> Assigned<'a, F> {
         let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, head.nc)?;
         let (img_h, img_w) = head.image_size();
         let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
+        gt.check_finite()?;
         if gt.max_labels > 0 && head.grid.num_anchors < topk {
             return Err(LossError::shape(format!(
                 "preds: expected at least tal_topk = {topk} anchors in total, got {} (feature maps too small)",

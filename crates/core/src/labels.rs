@@ -99,6 +99,20 @@ impl<F: Real> GtTable<F> {
         t
     }
 
+    /// Normalized boxes so large that they overflow float32 once scaled to pixels are rejected here
+    /// (the reference would carry ±inf into NaN losses).
+    pub fn check_finite(&self) -> Result<()> {
+        match self.boxes.iter().position(|b| b.iter().any(|v| !v.is_finite())) {
+            None => Ok(()),
+            Some(slot) => Err(LossError::non_finite(format!(
+                "batch.bboxes: expected boxes that stay finite in pixels, got {:?} for label {} of image {}",
+                self.boxes[slot],
+                slot % self.max_labels.max(1),
+                slot / self.max_labels.max(1)
+            ))),
+        }
+    }
+
     /// `[B, M, 5]` rows (cls, x1, y1, x2, y2), the reference's `preprocess` output.
     pub fn to_rows(&self) -> Vec<F> {
         let mut out = Vec::with_capacity(self.cls.len() * 5);
