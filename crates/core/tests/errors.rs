@@ -1,0 +1,75 @@
+//! Bad input gets a coded error naming the argument, never a panic or a NaN.
+
+use yolo_loss_core::{DetBatch, DetectionConfig, ErrorCode, Hyp, TensorRef, V8DetectionLoss};
+
+const NC: usize = 3;
+const R: usize = 4;
+
+fn crit() -> V8DetectionLoss {
+    V8DetectionLoss::new(DetectionConfig { nc: NC, reg_max: R, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 }).unwrap()
+}
+
+fn shapes() -> Vec<Vec<usize>> {
+    vec![vec![1, 4 * R + NC, 4, 4], vec![1, 4 * R + NC, 2, 2]]
+}
+
+/// Zero logits and one label; tests break one thing at a time.
+struct Case {
+    lv: Vec<Vec<f32>>,
+    sh: Vec<Vec<usize>>,
+    bi: [f32; 1],
+    cls: [f32; 1],
+    bb: [f32; 4],
+}
+
+fn run(edit: impl FnOnce(&mut Case)) -> yolo_loss_core::LossError {
+    let sh = shapes();
+    let lv = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
+    let mut c = Case { lv, sh, bi: [0.0], cls: [1.0], bb: [0.5, 0.5, 0.3, 0.3] };
+    edit(&mut c);
+    let feats: Vec<TensorRef<f32>> = c.lv.iter().zip(&c.sh).map(|(d, s)| TensorRef::new(d, s)).collect();
+    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
+    let batch = DetBatch { batch_idx: TensorRef::new(&c.bi, &s1), cls: TensorRef::new(&c.cls, &s2), bboxes: TensorRef::new(&c.bb, &s4) };
+    crit().value_and_grad(&feats, &batch).expect_err("bad input must be rejected")
+}
+
+fn expect(e: yolo_loss_core::LossError, code: ErrorCode, names: &str) {
+    assert_eq!(e.code, code, "{e}");
+    assert!(e.message.contains(names), "message should name {names}: {e}");
+    assert!(e.message.contains("expected") && e.message.contains("got"), "message should say expected/got: {e}");
+}
+
+#[test]
+fn the_valid_case_runs() {
+    let sh = shapes();
+    let lv: Vec<Vec<f32>> = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
+    let feats: Vec<TensorRef<f32>> = lv.iter().zip(&sh).map(|(d, s)| TensorRef::new(d, s)).collect();
+    let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.3, 0.3]);
+    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
+    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&bb, &s4) };
+    let out = crit().value_and_grad(&feats, &batch).unwrap();
+    assert!(out.loss.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn shape_errors_name_the_level() {
+    expect(run(|c| { c.sh[1][1] -= 1; c.lv[1].truncate(c.sh[1].iter().product()); }), ErrorCode::ShapeMismatch, "preds[1]");
+    expect(run(|c| { c.sh[1][2] = 3; c.lv[1].resize(c.sh[1].iter().product(), 0.0); }), ErrorCode::ShapeMismatch, "preds[1]");
+    expect(run(|c| { c.lv[0].pop(); }), ErrorCode::ShapeMismatch, "preds[0]");
+}
+
+#[test]
+fn label_errors_name_the_label() {
+    expect(run(|c| c.bi[0] = 1.0), ErrorCode::LabelOutOfRange, "batch.batch_idx[0]");
+    expect(run(|c| c.cls[0] = NC as f32), ErrorCode::LabelOutOfRange, "batch.cls[0]");
+    expect(run(|c| c.bb[2] = -0.1), ErrorCode::LabelOutOfRange, "batch.bboxes[0]");
+}
+
+#[test]
+fn non_finite_values_are_rejected() {
+    expect(run(|c| c.lv[1][5] = f32::NAN), ErrorCode::NonFinite, "preds[1]");
+    expect(run(|c| c.lv[0][0] = f32::INFINITY), ErrorCode::NonFinite, "preds[0]");
+    expect(run(|c| c.bb[1] = f32::NAN), ErrorCode::NonFinite, "batch.bboxes");
+    // Finite when normalized, infinite in pixels.
+    expect(run(|c| c.bb[2] = 3e37), ErrorCode::NonFinite, "batch.bboxes");
+}
