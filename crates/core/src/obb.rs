@@ -20,7 +20,7 @@ use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
 use crate::labels::GtTable;
-use crate::probiou::{probiou, probiou_ciou_grad, probiou_grad, PROBIOU_EPS};
+use crate::probiou::{gauss, probiou, probiou_ciou_grad, probiou_gauss, probiou_grad, Gauss, PROBIOU_EPS};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
@@ -256,24 +256,32 @@ pub fn preprocess_obb<F: Real>(targets: TensorRef<F>, batch_size: usize, scale: 
 // ---------------------------------------------------------------------------------------------------
 
 /// One image's predictions as the rotated assigner reads them: pixel boxes (decoded grid
-/// (cx, cy, w, h) × stride, θ unchanged), cached per anchor.
+/// (cx, cy, w, h) × stride, θ unchanged), cached per anchor as probIoU's Gaussians.
 struct RotatedPreds<'h, 'a, F> {
     inner: ImagePreds<'h, 'a, F>,
     /// θ of this image's anchors, `[A]`.
     angle: &'a [F],
-    cache: Vec<Option<[F; 5]>>,
+    cache: Vec<Option<Gauss<F>>>,
+    /// The last GT met and its Gaussian (the assigner visits a GT's candidates in a row).
+    last_gt: Option<([F; 5], Gauss<F>)>,
 }
 
 impl<'h, 'a, F: Real> RotatedPreds<'h, 'a, F> {
     fn new(head: &'h Head<'a, F>, angle: &'a [F], b: usize) -> Self {
         let a = head.grid.num_anchors;
-        Self { inner: ImagePreds::new(head, b, false), angle: &angle[b * a..(b + 1) * a], cache: vec![None; a] }
+        Self { inner: ImagePreds::new(head, b, false), angle: &angle[b * a..(b + 1) * a], cache: vec![None; a], last_gt: None }
+    }
+
+    fn pixel_gauss(&mut self, a: usize) -> Gauss<F> {
+        if let Some(g) = self.cache[a] {
+            return g;
+        }
+        let g = gauss(self.pixel_box(a));
+        self.cache[a] = Some(g);
+        g
     }
 
     fn pixel_box(&mut self, a: usize) -> [F; 5] {
-        if let Some(b) = self.cache[a] {
-            return b;
-        }
         let head = self.inner.head;
         let grid = &head.grid;
         let p = grid.locate(a);
@@ -285,9 +293,7 @@ impl<'h, 'a, F: Real> RotatedPreds<'h, 'a, F> {
             None => self.inner.distances(p),
         };
         let g = dist2rbox(d, theta, anchor);
-        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s, theta];
-        self.cache[a] = Some(b);
-        b
+        [g[0] * s, g[1] * s, g[2] * s, g[3] * s, theta]
     }
 }
 
@@ -306,8 +312,16 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 5]> for RotatedPreds<'h, 'a, F> {
         sigmoid(self.inner.logit(head.grid.locate(a), head.cls_ch0 + cls))
     }
     fn overlap(&mut self, gt: &[F; 5], a: usize) -> F {
-        let pred = self.pixel_box(a);
-        probiou(*gt, pred, F::c(PROBIOU_EPS))
+        let pred = self.pixel_gauss(a);
+        let g = match self.last_gt {
+            Some((b, g)) if b == *gt => g,
+            _ => {
+                let g = gauss(*gt);
+                self.last_gt = Some((*gt, g));
+                g
+            }
+        };
+        probiou_gauss(&g, &pred, F::c(PROBIOU_EPS))
     }
 }
 
