@@ -209,6 +209,20 @@ impl<F: Real> ObbGtTable<F> {
         t
     }
 
+    /// Normalized boxes so large that they overflow float32 once scaled to pixels are rejected (the
+    /// reference would carry ±inf into NaN losses).
+    pub fn check_finite(&self) -> Result<()> {
+        match self.boxes.iter().position(|b| b.iter().any(|v| !v.is_finite())) {
+            None => Ok(()),
+            Some(slot) => Err(LossError::non_finite(format!(
+                "batch.bboxes: expected boxes that stay finite in pixels, got {:?} for label {} of image {}",
+                self.boxes[slot],
+                slot % self.max_labels.max(1),
+                slot / self.max_labels.max(1)
+            ))),
+        }
+    }
+
     /// `[B, M, 6]` rows (cls, cx, cy, w, h, θ), the reference's `preprocess` output.
     pub fn to_rows(&self) -> Vec<F> {
         let mut out = Vec::with_capacity(self.cls.len() * 6);
@@ -413,6 +427,7 @@ impl V8OBBLoss {
         let labels = validate_obb_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, cfg.nc)?;
         let (img_h, img_w) = head.image_size();
         let gt = ObbGtTable::build(&labels.without_tiny(img_h, img_w), head.batch, [img_w, img_h, img_w, img_h]);
+        gt.check_finite()?;
         if gt.max_labels > 0 && a < OBB_TOPK {
             return Err(LossError::shape(format!("preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)")));
         }
@@ -1011,6 +1026,12 @@ mod tests {
         let bbi = [0.5f32, 0.5, 0.5, 0.5, f32::INFINITY];
         let binf = DetBatch { bboxes: TensorRef::new(&bbi, &[1, 5]), ..batch };
         assert_eq!(crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &binf).unwrap_err().code, ErrorCode::NonFinite);
+        // Finite when normalized, infinite in pixels.
+        let bbo = [0.5f32, 0.5, 3e37, 0.5, 0.1];
+        let bov = DetBatch { bboxes: TensorRef::new(&bbo, &[1, 5]), ..batch };
+        let e = crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &bov).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NonFinite);
+        assert!(e.message.contains("batch.bboxes"), "{}", e.message);
         let cls_bad = [2.0f32];
         let bc = DetBatch { cls: TensorRef::new(&cls_bad, &[1, 1]), ..batch };
         assert_eq!(crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &bc).unwrap_err().code, ErrorCode::LabelOutOfRange);
