@@ -321,5 +321,15 @@ mod tests {
         let h = 1e-6;
         let fd = (probiou([3.0 + h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS) - probiou([3.0 - h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS)) / (2.0 * h);
         assert!((fd - g1[0]).abs() < 1e-6 * (1.0 + fd.abs()));
+        // The same case in f32 against torch 2.15 autograd, which gives
+        // grad obb1 = [9.6284e-05, 2.7810e-05, 0, -1.9339e-05, -1.6396e-05],
+        // grad obb2 = [-9.6284e-05, -2.7810e-05, NaN, NaN, NaN]: equal where autograd is finite.
+        let (_, g1, g2) = probiou_grad([3.0f32, 4.0, 0.0, 5.0, 0.3], [3.5f32, 4.2, 2.0, 3.0, 0.1], PROBIOU_EPS as f32, 1.0);
+        let want1 = [9.6284e-05f32, 2.7810e-05, 0.0, -1.9339e-05, -1.6396e-05];
+        for k in 0..5 {
+            assert!((g1[k] - want1[k]).abs() <= 1e-3 * want1[k].abs() + 1e-9, "obb1[{k}]: {} vs {}", g1[k], want1[k]);
+        }
+        assert!((g2[0] + want1[0]).abs() < 1e-3 * want1[0].abs() && (g2[1] + want1[1]).abs() < 1e-3 * want1[1].abs());
+        assert!(g2[2..].iter().all(|v| v.is_finite()));
     }
 }
