@@ -459,13 +459,10 @@ pub(crate) fn times_batch<F: Real>(items: &[F], batch: usize) -> Vec<F> {
 
 /// Runs the assigner on every image (in parallel) with the detection head's decode.
 pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
-    let m = gt.max_labels;
     (0..head.batch)
         .into_par_iter()
         .map(|b| {
-            let gts: Vec<GtBox<[F; 4]>> = (b * m..(b + 1) * m)
-                .map(|i| GtBox { label: gt.cls[i].to_usize().unwrap_or(0), bbox: gt.boxes[i], valid: gt.valid[i] })
-                .collect();
+            let gts = gt.gt_boxes(b);
             let mut preds = ImagePreds::new(head, b, true);
             if estimated_candidates(head, &gts) * 16 > head.grid.num_anchors {
                 preds.decode_all();
@@ -523,7 +520,7 @@ fn image_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[
 
 /// Σ_{a,c} BCE(x, t) of image `b` over the loss's class channels; the gradient (σ(x) − t)·scale.
 /// The dense part uses t = 0 everywhere; positives then get BCE(x, t) = BCE(x, 0) − x·t and −t·scale.
-pub(crate) fn class_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], scale: F, grads: &mut [&mut [F]]) -> f64 {
+pub(crate) fn class_terms<F: Real, const W: usize>(head: &Head<F>, gt: &GtTable<F, W>, b: usize, positives: &[Positive<F>], scale: F, grads: &mut [&mut [F]]) -> f64 {
     let (c0, nc) = (head.cls_ch0, head.nc);
     let mut total = 0.0f64;
     for l in 0..head.grid.levels.len() {

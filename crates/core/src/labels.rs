@@ -5,17 +5,17 @@ use crate::geometry::xywh2xyxy;
 use crate::real::Real;
 use crate::tensor::TensorRef;
 
-/// Validated labels, one entry per label row, in batch order.
+/// Validated labels, one entry per label row, in batch order. `W` values per box: normalized
+/// (cx, cy, w, h), and θ in radians for oriented boxes (`W = 5`).
 #[derive(Debug, Clone)]
-pub struct Labels<F> {
+pub struct Labels<F, const W: usize = 4> {
     pub image: Vec<usize>,
     /// Class id as given (float); the assigner truncates it.
     pub cls: Vec<F>,
-    /// Normalized (cx, cy, w, h).
-    pub boxes: Vec<[F; 4]>,
+    pub boxes: Vec<[F; W]>,
 }
 
-impl<F: Real> Labels<F> {
+impl<F: Real, const W: usize> Labels<F, W> {
     pub fn len(&self) -> usize {
         self.image.len()
     }
@@ -24,8 +24,18 @@ impl<F: Real> Labels<F> {
     }
 }
 
-/// Checks `batch_idx [N]`, `cls [N,1]`, `bboxes [N,4]` against the batch size and class count.
-pub fn validate_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<Labels<F>> {
+/// What the `W` values of a box are, for messages.
+fn box_layout(w: usize) -> &'static str {
+    if w == 5 {
+        "cx, cy, w, h, angle"
+    } else {
+        "cx, cy, w, h"
+    }
+}
+
+/// Checks `batch_idx [N]`, `cls [N,1]`, `bboxes [N,W]` against the batch size and class count: image
+/// indices are integers in [0, B), class ids in [0, nc), widths and heights not negative, all finite.
+pub fn validate_labels<F: Real, const W: usize>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<Labels<F, W>> {
     batch_idx.check_len("batch.batch_idx")?;
     cls.check_len("batch.cls")?;
     bboxes.check_len("batch.bboxes")?;
@@ -37,8 +47,12 @@ pub fn validate_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bbox
     if !vector_like(&cls) || cls.data.len() != n {
         return Err(LossError::shape(format!("batch.cls: expected shape [{n}, 1] (one class per label of batch.batch_idx), got {}", crate::tensor::fmt_shape(cls.shape))));
     }
-    if bboxes.shape.len() != 2 || bboxes.shape[0] != n || bboxes.shape[1] != 4 {
-        return Err(LossError::shape(format!("batch.bboxes: expected shape [{n}, 4] (cx, cy, w, h per label of batch.batch_idx), got {}", crate::tensor::fmt_shape(bboxes.shape))));
+    if bboxes.shape.len() != 2 || bboxes.shape[0] != n || bboxes.shape[1] != W {
+        return Err(LossError::shape(format!(
+            "batch.bboxes: expected shape [{n}, {W}] ({} per label of batch.batch_idx), got {}",
+            box_layout(W),
+            crate::tensor::fmt_shape(bboxes.shape)
+        )));
     }
     batch_idx.check_finite("batch.batch_idx")?;
     cls.check_finite("batch.cls")?;
@@ -53,7 +67,7 @@ pub fn validate_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bbox
         if c < 0.0 || c.trunc() >= nc as f64 {
             return Err(LossError::label(format!("batch.cls[{i}]: expected a class id in [0, {nc}), got {c}")));
         }
-        let b = [bboxes.data[4 * i], bboxes.data[4 * i + 1], bboxes.data[4 * i + 2], bboxes.data[4 * i + 3]];
+        let b: [F; W] = std::array::from_fn(|k| bboxes.data[W * i + k]);
         if b[2] < F::zero() || b[3] < F::zero() {
             return Err(LossError::label(format!("batch.bboxes[{i}]: expected a non-negative width and height, got w = {}, h = {}", b[2], b[3])));
         }
@@ -66,35 +80,48 @@ pub fn validate_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bbox
 
 /// The padded (B, M, ·) table `preprocess` builds: image i's labels in batch order, zero rows after.
 #[derive(Debug, Clone)]
-pub struct GtTable<F> {
+pub struct GtTable<F, const W: usize = 4> {
     pub batch_size: usize,
     /// Largest label count of any image (0 when there are no labels).
     pub max_labels: usize,
-    /// Per slot: class id and pixel xyxy box, zeros for padding.
+    /// Per slot: class id and pixel box (xyxy; xywhr for oriented boxes), zeros for padding.
     pub cls: Vec<F>,
-    pub boxes: Vec<[F; 4]>,
-    /// Per slot: the reference's validity test, sum of the xyxy coordinates > 0.
+    pub boxes: Vec<[F; W]>,
+    /// Per slot: the reference's validity test, sum of the box values > 0 (θ included).
     pub valid: Vec<bool>,
 }
 
-impl<F: Real> GtTable<F> {
+impl<F: Real> GtTable<F, 4> {
     /// Scales normalized (cx, cy, w, h) by `scale = (W, H, W, H)` and converts to xyxy.
-    pub fn build(labels: &Labels<F>, batch_size: usize, scale: [F; 4]) -> Self {
+    pub fn build(labels: &Labels<F, 4>, batch_size: usize, scale: [F; 4]) -> Self {
+        Self::build_with(labels, batch_size, |b| xywh2xyxy([b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3]]))
+    }
+}
+
+impl<F: Real> GtTable<F, 5> {
+    /// Scales normalized (cx, cy, w, h) by `scale = (W, H, W, H)`; θ is kept.
+    pub fn build_rotated(labels: &Labels<F, 5>, batch_size: usize, scale: [F; 4]) -> Self {
+        Self::build_with(labels, batch_size, |b| [b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3], b[4]])
+    }
+}
+
+impl<F: Real, const W: usize> GtTable<F, W> {
+    /// Pads each image's labels to the largest count, converting every box with `to_pixels`.
+    pub fn build_with(labels: &Labels<F, W>, batch_size: usize, to_pixels: impl Fn([F; W]) -> [F; W]) -> Self {
         let mut counts = vec![0usize; batch_size];
         for &i in &labels.image {
             counts[i] += 1;
         }
         let m = counts.iter().copied().max().unwrap_or(0);
-        let mut t = GtTable { batch_size, max_labels: m, cls: vec![F::zero(); batch_size * m], boxes: vec![[F::zero(); 4]; batch_size * m], valid: vec![false; batch_size * m] };
+        let mut t = GtTable { batch_size, max_labels: m, cls: vec![F::zero(); batch_size * m], boxes: vec![[F::zero(); W]; batch_size * m], valid: vec![false; batch_size * m] };
         let mut fill = vec![0usize; batch_size];
         for (k, &i) in labels.image.iter().enumerate() {
             let slot = i * m + fill[i];
             fill[i] += 1;
-            let b = labels.boxes[k];
-            let xyxy = xywh2xyxy([b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3]]);
+            let px = to_pixels(labels.boxes[k]);
             t.cls[slot] = labels.cls[k];
-            t.boxes[slot] = xyxy;
-            t.valid[slot] = xyxy[0] + xyxy[1] + xyxy[2] + xyxy[3] > F::zero();
+            t.boxes[slot] = px;
+            t.valid[slot] = px.iter().fold(F::zero(), |acc, &v| acc + v) > F::zero();
         }
         t
     }
@@ -113,33 +140,45 @@ impl<F: Real> GtTable<F> {
         }
     }
 
-    /// `[B, M, 5]` rows (cls, x1, y1, x2, y2), the reference's `preprocess` output.
+    /// `[B, M, 1 + W]` rows (cls, box…), the reference's `preprocess` output.
     pub fn to_rows(&self) -> Vec<F> {
-        let mut out = Vec::with_capacity(self.cls.len() * 5);
+        let mut out = Vec::with_capacity(self.cls.len() * (W + 1));
         for (c, b) in self.cls.iter().zip(&self.boxes) {
             out.push(*c);
             out.extend_from_slice(b);
         }
         out
     }
+
+    /// The assigner's view of image `b`'s slots.
+    pub fn gt_boxes(&self, b: usize) -> Vec<crate::assigner::GtBox<[F; W]>> {
+        let m = self.max_labels;
+        (b * m..(b + 1) * m).map(|i| crate::assigner::GtBox { label: self.cls[i].to_usize().unwrap_or(0), bbox: self.boxes[i], valid: self.valid[i] }).collect()
+    }
+}
+
+/// `preprocess` of both label widths: `targets` rows are (batch_idx, cls, box…) with `W` box values.
+pub(crate) fn preprocess_rows<F: Real, const W: usize>(targets: TensorRef<F>, batch_size: usize, scale: [F; 4], build: impl Fn(&Labels<F, W>) -> GtTable<F, W>) -> Result<(Vec<F>, Vec<usize>)> {
+    let layout = format!("[N, {}] of (batch_idx, cls, {})", W + 2, box_layout(W));
+    targets.check_rank("targets", 2, &layout)?;
+    if targets.shape[1] != W + 2 {
+        return Err(LossError::shape(format!("targets: expected shape {layout}, got {}", crate::tensor::fmt_shape(targets.shape))));
+    }
+    if scale.iter().any(|s| !s.is_finite()) {
+        return Err(LossError::non_finite(format!("scale_tensor: expected 4 finite values (W, H, W, H), got {:?}", scale)));
+    }
+    let n = targets.shape[0];
+    let col = |j: usize| -> Vec<F> { (0..n).map(|i| targets.data[(W + 2) * i + j]).collect() };
+    let (bi, cls) = (col(0), col(1));
+    let boxes: Vec<F> = (0..n).flat_map(|i| targets.data[(W + 2) * i + 2..(W + 2) * (i + 1)].to_vec()).collect();
+    let (s1, s2) = ([n], [n, W]);
+    let labels = validate_labels::<F, W>(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s1), TensorRef::new(&boxes, &s2), batch_size, usize::MAX)?;
+    let table = build(&labels);
+    Ok((table.to_rows(), vec![batch_size, table.max_labels, W + 1]))
 }
 
 /// `preprocess(targets [N,6], batch_size, scale)` of the reference: targets rows are
 /// (batch_idx, cls, cx, cy, w, h). Returns `[B, M, 5]` data and its shape.
 pub fn preprocess<F: Real>(targets: TensorRef<F>, batch_size: usize, scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
-    targets.check_rank("targets", 2, "[N, 6] of (batch_idx, cls, cx, cy, w, h)")?;
-    if targets.shape[1] != 6 {
-        return Err(LossError::shape(format!("targets: expected shape [N, 6] of (batch_idx, cls, cx, cy, w, h), got {}", crate::tensor::fmt_shape(targets.shape))));
-    }
-    if scale.iter().any(|s| !s.is_finite()) {
-        return Err(LossError::non_finite("scale_tensor: expected 4 finite values (W, H, W, H)"));
-    }
-    let n = targets.shape[0];
-    let col = |j: usize| -> Vec<F> { (0..n).map(|i| targets.data[6 * i + j]).collect() };
-    let (bi, cls) = (col(0), col(1));
-    let boxes: Vec<F> = (0..n).flat_map(|i| targets.data[6 * i + 2..6 * i + 6].to_vec()).collect();
-    let (s1, s2) = ([n], [n, 4]);
-    let labels = validate_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s1), TensorRef::new(&boxes, &s2), batch_size, usize::MAX)?;
-    let table = GtTable::build(&labels, batch_size, scale);
-    Ok((table.to_rows(), vec![batch_size, table.max_labels, 5]))
+    preprocess_rows::<F, 4>(targets, batch_size, scale, |l| GtTable::<F, 4>::build(l, batch_size, scale))
 }

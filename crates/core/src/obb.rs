@@ -19,7 +19,7 @@ use crate::detection::{class_terms, per_image_grads, score_divisor, sigmoid, tim
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
-use crate::labels::GtTable;
+use crate::labels::{preprocess_rows, validate_labels, GtTable, Labels};
 use crate::probiou::{gauss, probiou, probiou_ciou_grad, probiou_gauss, probiou_grad, Gauss, PROBIOU_EPS};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -101,24 +101,7 @@ fn corner_bounds<F: Real>(b: [F; 5]) -> [F; 4] {
 // Labels
 // ---------------------------------------------------------------------------------------------------
 
-/// Validated OBB labels, one entry per label row, in batch order.
-#[derive(Debug, Clone)]
-pub struct ObbLabels<F> {
-    pub image: Vec<usize>,
-    /// Class id as given (float); the assigner truncates it.
-    pub cls: Vec<F>,
-    /// Normalized (cx, cy, w, h) and θ in radians.
-    pub boxes: Vec<[F; 5]>,
-}
-
-impl<F: Real> ObbLabels<F> {
-    pub fn len(&self) -> usize {
-        self.image.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.image.is_empty()
-    }
-
+impl<F: Real> Labels<F, 5> {
     /// The loss's tiny-box filter (SPEC §13 step 3, §18 item 17): keeps a label iff w·H_img ≥ 2 and
     /// h·W_img ≥ 2 — the normalized width is scaled by the image *height* and the height by the width.
     pub fn without_tiny(&self, img_h: F, img_w: F) -> Self {
@@ -128,141 +111,19 @@ impl<F: Real> ObbLabels<F> {
     }
 }
 
-/// Checks `batch_idx [N]`, `cls [N,1]`, `bboxes [N,5]` (normalized cx, cy, w, h, θ) against the batch
-/// size and class count. Every value must be finite (angles included); widths and heights must not
-/// be negative.
-pub fn validate_obb_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<ObbLabels<F>> {
-    batch_idx.check_len("batch.batch_idx")?;
-    cls.check_len("batch.cls")?;
-    bboxes.check_len("batch.bboxes")?;
-    let n = batch_idx.data.len();
-    let vector_like = |t: &TensorRef<F>| t.shape.len() == 1 || (t.shape.len() == 2 && t.shape[1] == 1);
-    if !vector_like(&batch_idx) {
-        return Err(LossError::shape(format!("batch.batch_idx: expected shape [N] or [N, 1], got {}", fmt_shape(batch_idx.shape))));
-    }
-    if !vector_like(&cls) || cls.data.len() != n {
-        return Err(LossError::shape(format!("batch.cls: expected shape [{n}, 1] (one class per label of batch.batch_idx), got {}", fmt_shape(cls.shape))));
-    }
-    if bboxes.shape.len() != 2 || bboxes.shape[0] != n || bboxes.shape[1] != 5 {
-        return Err(LossError::shape(format!(
-            "batch.bboxes: expected shape [{n}, 5] (cx, cy, w, h, angle per label of batch.batch_idx), got {}",
-            fmt_shape(bboxes.shape)
-        )));
-    }
-    batch_idx.check_finite("batch.batch_idx")?;
-    cls.check_finite("batch.cls")?;
-    bboxes.check_finite("batch.bboxes")?;
-    let mut labels = ObbLabels { image: Vec::with_capacity(n), cls: Vec::with_capacity(n), boxes: Vec::with_capacity(n) };
-    for i in 0..n {
-        let bi = batch_idx.data[i].f64();
-        if bi < 0.0 || bi >= batch_size as f64 || bi.fract() != 0.0 {
-            return Err(LossError::label(format!("batch.batch_idx[{i}]: expected an integer image index in [0, {batch_size}), got {bi}")));
-        }
-        let c = cls.data[i].f64();
-        if c < 0.0 || c.trunc() >= nc as f64 {
-            return Err(LossError::label(format!("batch.cls[{i}]: expected a class id in [0, {nc}), got {c}")));
-        }
-        let b: [F; 5] = std::array::from_fn(|k| bboxes.data[5 * i + k]);
-        if b[2] < F::zero() || b[3] < F::zero() {
-            return Err(LossError::label(format!("batch.bboxes[{i}]: expected a non-negative width and height, got w = {}, h = {}", b[2], b[3])));
-        }
-        labels.image.push(bi as usize);
-        labels.cls.push(cls.data[i]);
-        labels.boxes.push(b);
-    }
-    Ok(labels)
+/// Labels with `[N, 5]` boxes: see [`validate_labels`].
+pub fn validate_obb_labels<F: Real>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<Labels<F, 5>> {
+    validate_labels::<F, 5>(batch_idx, cls, bboxes, batch_size, nc)
 }
 
-/// The padded (B, M, 6) table of OBB `preprocess`: image i's labels in batch order, zero rows after.
-#[derive(Debug, Clone)]
-pub struct ObbGtTable<F> {
-    pub batch_size: usize,
-    /// Largest label count of any image (0 when there are no labels).
-    pub max_labels: usize,
-    /// Per slot: class id, zero for padding.
-    pub cls: Vec<F>,
-    /// Per slot: pixel (cx, cy, w, h, θ), zeros for padding.
-    pub boxes: Vec<[F; 5]>,
-    /// Per slot: the reference's validity test, sum of all five box values (θ included) > 0.
-    pub valid: Vec<bool>,
-}
-
-impl<F: Real> ObbGtTable<F> {
-    /// Scales the first four box values by `scale = (W, H, W, H)`; θ is kept.
-    pub fn build(labels: &ObbLabels<F>, batch_size: usize, scale: [F; 4]) -> Self {
-        let mut counts = vec![0usize; batch_size];
-        for &i in &labels.image {
-            counts[i] += 1;
-        }
-        let m = counts.iter().copied().max().unwrap_or(0);
-        let mut t = ObbGtTable { batch_size, max_labels: m, cls: vec![F::zero(); batch_size * m], boxes: vec![[F::zero(); 5]; batch_size * m], valid: vec![false; batch_size * m] };
-        let mut fill = vec![0usize; batch_size];
-        for (k, &i) in labels.image.iter().enumerate() {
-            let slot = i * m + fill[i];
-            fill[i] += 1;
-            let b = labels.boxes[k];
-            let px = [b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3], b[4]];
-            t.cls[slot] = labels.cls[k];
-            t.boxes[slot] = px;
-            t.valid[slot] = px[0] + px[1] + px[2] + px[3] + px[4] > F::zero();
-        }
-        t
-    }
-
-    /// Normalized boxes so large that they overflow float32 once scaled to pixels are rejected (the
-    /// reference would carry ±inf into NaN losses).
-    pub fn check_finite(&self) -> Result<()> {
-        match self.boxes.iter().position(|b| b.iter().any(|v| !v.is_finite())) {
-            None => Ok(()),
-            Some(slot) => Err(LossError::non_finite(format!(
-                "batch.bboxes: expected boxes that stay finite in pixels, got {:?} for label {} of image {}",
-                self.boxes[slot],
-                slot % self.max_labels.max(1),
-                slot / self.max_labels.max(1)
-            ))),
-        }
-    }
-
-    /// `[B, M, 6]` rows (cls, cx, cy, w, h, θ), the reference's `preprocess` output.
-    pub fn to_rows(&self) -> Vec<F> {
-        let mut out = Vec::with_capacity(self.cls.len() * 6);
-        for (c, b) in self.cls.iter().zip(&self.boxes) {
-            out.push(*c);
-            out.extend_from_slice(b);
-        }
-        out
-    }
-
-    /// The class part in the layout the detection class term reads.
-    fn class_table(&self) -> GtTable<F> {
-        GtTable { batch_size: self.batch_size, max_labels: self.max_labels, cls: self.cls.clone(), boxes: Vec::new(), valid: Vec::new() }
-    }
-
-    fn gt_boxes(&self, b: usize) -> Vec<GtBox<[F; 5]>> {
-        let m = self.max_labels;
-        (b * m..(b + 1) * m).map(|i| GtBox { label: self.cls[i].to_usize().unwrap_or(0), bbox: self.boxes[i], valid: self.valid[i] }).collect()
-    }
-}
+/// The oriented-box GT table: pixel (cx, cy, w, h, θ) per slot.
+pub type ObbGtTable<F> = GtTable<F, 5>;
 
 /// `v8OBBLoss.preprocess(targets [N,7], batch_size, scale)`: rows of targets are
 /// (batch_idx, cls, cx, cy, w, h, θ). Returns `[B, M, 6]` data and its shape. (No tiny-box filter:
 /// the reference applies it in `__call__`, before preprocess.)
 pub fn preprocess_obb<F: Real>(targets: TensorRef<F>, batch_size: usize, scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
-    targets.check_rank("targets", 2, "[N, 7] of (batch_idx, cls, cx, cy, w, h, angle)")?;
-    if targets.shape[1] != 7 {
-        return Err(LossError::shape(format!("targets: expected shape [N, 7] of (batch_idx, cls, cx, cy, w, h, angle), got {}", fmt_shape(targets.shape))));
-    }
-    if scale.iter().any(|s| !s.is_finite()) {
-        return Err(LossError::non_finite("scale_tensor: expected 4 finite values (W, H, W, H)"));
-    }
-    let n = targets.shape[0];
-    let col = |j: usize| -> Vec<F> { (0..n).map(|i| targets.data[7 * i + j]).collect() };
-    let (bi, cls) = (col(0), col(1));
-    let boxes: Vec<F> = (0..n).flat_map(|i| targets.data[7 * i + 2..7 * i + 7].to_vec()).collect();
-    let (s1, s2) = ([n], [n, 5]);
-    let labels = validate_obb_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s1), TensorRef::new(&boxes, &s2), batch_size, usize::MAX)?;
-    let table = ObbGtTable::build(&labels, batch_size, scale);
-    Ok((table.to_rows(), vec![batch_size, table.max_labels, 6]))
+    preprocess_rows::<F, 5>(targets, batch_size, scale, |l| ObbGtTable::build_rotated(l, batch_size, scale))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -426,7 +287,7 @@ impl V8OBBLoss {
         angle.check_finite("preds.angle")?;
         let labels = validate_obb_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, cfg.nc)?;
         let (img_h, img_w) = head.image_size();
-        let gt = ObbGtTable::build(&labels.without_tiny(img_h, img_w), head.batch, [img_w, img_h, img_w, img_h]);
+        let gt = ObbGtTable::build_rotated(&labels.without_tiny(img_h, img_w), head.batch, [img_w, img_h, img_w, img_h]);
         gt.check_finite()?;
         if gt.max_labels > 0 && a < OBB_TOPK {
             return Err(LossError::shape(format!("preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)")));
@@ -447,9 +308,8 @@ impl V8OBBLoss {
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, s);
         let mut grads = if want_grad { zero_grads(&head.levels.iter().copied().chain(std::iter::once(angle)).collect::<Vec<_>>()) } else { Vec::new() };
-        let classes = gt.class_table();
         let sums = per_image_grads(&mut grads, head.batch, |b, g| {
-            let bce = class_terms(head, &classes, b, &positives[b], scales.cls, g);
+            let bce = class_terms(head, gt, b, &positives[b], scales.cls, g);
             let (iou, dfl) = rotated_box_terms(head, angle, gt, b, &positives[b], &scales, g);
             TermSums { bce, iou, dfl }
         });
@@ -962,15 +822,15 @@ mod tests {
         let labels = validate_obb_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s2), TensorRef::new(&boxes, &s5), 2, 3).unwrap();
         let kept = labels.without_tiny(64.0, 192.0);
         assert_eq!(kept.image, vec![0, 1]);
-        let t = ObbGtTable::build(&kept, 2, [192.0, 64.0, 192.0, 64.0]);
+        let t = ObbGtTable::build_rotated(&kept, 2, [192.0, 64.0, 192.0, 64.0]);
         assert_eq!(t.max_labels, 1);
         assert_eq!(t.boxes[0], [96.0, 32.0, 2.5 * 3.0, 0.2 * 64.0, 0.3]);
         // A box whose five values sum to ≤ 0 is padding (θ counts).
         let zero = [0.0f32, 0.0, 0.0, 0.0, 0.0];
         let neg = [0.0f32, 0.0, 0.0, 0.0, -0.5];
         for (b, valid) in [(zero, false), (neg, false), ([0.0, 0.0, 0.0, 0.0, 0.5], true)] {
-            let l = ObbLabels { image: vec![0], cls: vec![0.0], boxes: vec![b] };
-            assert_eq!(ObbGtTable::build(&l, 1, [1.0; 4]).valid, vec![valid]);
+            let l = Labels::<f32, 5> { image: vec![0], cls: vec![0.0], boxes: vec![b] };
+            assert_eq!(ObbGtTable::build_rotated(&l, 1, [1.0; 4]).valid, vec![valid]);
         }
         let (rows, shape) = preprocess_obb(TensorRef::new(&[1.0f32, 2.0, 0.5, 0.5, 0.25, 0.5, 1.0], &[1, 7]), 2, [100.0, 50.0, 100.0, 50.0]).unwrap();
         assert_eq!(shape, vec![2, 1, 6]);
