@@ -133,19 +133,21 @@ pub struct DenseAssignment<F> {
     pub target_gt_idx: Vec<i64>,
 }
 
-/// Anchors given as explicit points (the building-block API): a linear scan per GT.
-struct PointAnchors<'a, F> {
+/// Anchors given as explicit points (the building-block API): a linear scan per GT. `W` values per
+/// box; the box kind brings its centre-in-box rule and its overlap (CIoU, or probIoU when rotated).
+struct PointAnchors<'a, F, const W: usize> {
     points: &'a [F],
     scores: &'a [F],
     boxes: &'a [F],
     nc: usize,
+    inside: fn([F; 2], &[F; W]) -> bool,
+    overlap: fn(&[F; W], [F; W]) -> F,
 }
 
-impl<'a, F: Real> AnchorSource<F, [F; 4]> for PointAnchors<'a, F> {
-    fn for_each_inside(&self, b: &[F; 4], visit: &mut dyn FnMut(usize)) {
-        let b = *b;
+impl<'a, F: Real, const W: usize> AnchorSource<F, [F; W]> for PointAnchors<'a, F, W> {
+    fn for_each_inside(&self, b: &[F; W], visit: &mut dyn FnMut(usize)) {
         for a in 0..self.points.len() / 2 {
-            if center_in_box([self.points[2 * a], self.points[2 * a + 1]], b, F::c(1e-9)) {
+            if (self.inside)([self.points[2 * a], self.points[2 * a + 1]], b) {
                 visit(a);
             }
         }
@@ -153,9 +155,8 @@ impl<'a, F: Real> AnchorSource<F, [F; 4]> for PointAnchors<'a, F> {
     fn score(&mut self, a: usize, cls: usize) -> F {
         self.scores[a * self.nc + cls]
     }
-    fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
-        let pb = [self.boxes[4 * a], self.boxes[4 * a + 1], self.boxes[4 * a + 2], self.boxes[4 * a + 3]];
-        bbox_iou(*gt, pb, false, IouKind::CIoU, F::c(IOU_EPS))
+    fn overlap(&mut self, gt: &[F; W], a: usize) -> F {
+        (self.overlap)(gt, std::array::from_fn(|k| self.boxes[W * a + k]))
     }
 }
 
@@ -170,22 +171,39 @@ pub fn assign_dense<F: Real>(
     gt_bboxes: TensorRef<F>,
     mask_gt: TensorRef<F>,
 ) -> Result<DenseAssignment<F>> {
+    let inside = |p: [F; 2], b: &[F; 4]| center_in_box(p, *b, F::c(1e-9));
+    let overlap = |gt: &[F; 4], pred: [F; 4]| bbox_iou(*gt, pred, false, IouKind::CIoU, F::c(IOU_EPS));
+    assign_dense_with::<F, 4>(cfg, [pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt], inside, overlap)
+}
+
+/// The dense assigner for `W`-value boxes: validates `[pd_scores, pd_bboxes, anc_points, gt_labels,
+/// gt_bboxes, mask_gt]` and assigns image by image. `target_bboxes` of the result is `[B, A, W]`.
+pub(crate) fn assign_dense_with<F: Real, const W: usize>(
+    cfg: &AssignerConfig,
+    inputs: [TensorRef<F>; 6],
+    inside: fn([F; 2], &[F; W]) -> bool,
+    overlap: fn(&[F; W], [F; W]) -> F,
+) -> Result<DenseAssignment<F>> {
+    let [pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt] = inputs;
+    if cfg.topk == 0 {
+        return Err(LossError::invalid("topk: expected at least 1, got 0"));
+    }
     pd_scores.check_rank("pd_scores", 3, "[B, A, num_classes]")?;
     let (b, a, nc) = (pd_scores.shape[0], pd_scores.shape[1], pd_scores.shape[2]);
     if nc != cfg.num_classes {
         return Err(LossError::shape(format!("pd_scores: expected {} classes (num_classes), got shape {}", cfg.num_classes, fmt_shape(pd_scores.shape))));
     }
     expect_shape(&pd_scores, "pd_scores", &[b, a, nc])?;
-    expect_shape(&pd_bboxes, "pd_bboxes", &[b, a, 4])?;
+    expect_shape(&pd_bboxes, "pd_bboxes", &[b, a, W])?;
     expect_shape(&anc_points, "anc_points", &[a, 2])?;
-    gt_bboxes.check_rank("gt_bboxes", 3, "[B, M, 4]")?;
+    gt_bboxes.check_rank("gt_bboxes", 3, &format!("[B, M, {W}]"))?;
     let m = gt_bboxes.shape[1];
-    expect_shape(&gt_bboxes, "gt_bboxes", &[b, m, 4])?;
+    expect_shape(&gt_bboxes, "gt_bboxes", &[b, m, W])?;
     expect_shape(&gt_labels, "gt_labels", &[b, m, 1])?;
     expect_shape(&mask_gt, "mask_gt", &[b, m, 1])?;
     let mut out = DenseAssignment {
         target_labels: vec![if m == 0 { nc as i64 } else { 0 }; b * a],
-        target_bboxes: vec![F::zero(); b * a * 4],
+        target_bboxes: vec![F::zero(); b * a * W],
         target_scores: vec![F::zero(); b * a * nc],
         fg_mask: vec![false; b * a],
         target_gt_idx: vec![0; b * a],
@@ -201,26 +219,26 @@ pub fn assign_dense<F: Real>(
         for g in 0..m {
             let i = bi * m + g;
             let label = gt_labels.data[i];
-            if label < F::zero() || label.to_usize().unwrap_or(usize::MAX) >= nc {
-                if mask_gt.data[i] != F::zero() {
-                    return Err(LossError::label(format!("gt_labels[{bi}, {g}]: expected a class id in [0, {nc}), got {label}")));
-                }
+            if (label < F::zero() || label.to_usize().unwrap_or(usize::MAX) >= nc) && mask_gt.data[i] != F::zero() {
+                return Err(LossError::label(format!("gt_labels[{bi}, {g}]: expected a class id in [0, {nc}), got {label}")));
             }
-            let bbox = [gt_bboxes.data[4 * i], gt_bboxes.data[4 * i + 1], gt_bboxes.data[4 * i + 2], gt_bboxes.data[4 * i + 3]];
+            let bbox: [F; W] = std::array::from_fn(|k| gt_bboxes.data[W * i + k]);
             gts.push(GtBox { label: label.max(F::zero()).to_usize().unwrap_or(0).min(nc - 1), bbox, valid: mask_gt.data[i] != F::zero() });
         }
-        let mut src = PointAnchors {
+        let mut src = PointAnchors::<F, W> {
             points: anc_points.data,
             scores: &pd_scores.data[bi * a * nc..(bi + 1) * a * nc],
-            boxes: &pd_bboxes.data[bi * a * 4..(bi + 1) * a * 4],
+            boxes: &pd_bboxes.data[bi * a * W..(bi + 1) * a * W],
             nc,
+            inside,
+            overlap,
         };
         let positives = assign_image(cfg, a, &gts, &mut src);
         // Every anchor starts as background pointing at GT slot 0 (SPEC §7 step 7).
         for ai in 0..a {
             let k = bi * a + ai;
             out.target_labels[k] = gt_labels.data[bi * m].to_i64().unwrap_or(0).max(0);
-            out.target_bboxes[4 * k..4 * k + 4].copy_from_slice(&gts[0].bbox);
+            out.target_bboxes[W * k..W * (k + 1)].copy_from_slice(&gts[0].bbox);
         }
         for p in positives {
             let k = bi * a + p.anchor;
@@ -228,7 +246,7 @@ pub fn assign_dense<F: Real>(
             out.fg_mask[k] = true;
             out.target_gt_idx[k] = p.gt as i64;
             out.target_labels[k] = gt_labels.data[bi * m + p.gt].to_i64().unwrap_or(0).max(0);
-            out.target_bboxes[4 * k..4 * k + 4].copy_from_slice(&g.bbox);
+            out.target_bboxes[W * k..W * (k + 1)].copy_from_slice(&g.bbox);
             out.target_scores[k * nc + g.label] = p.score;
         }
     }

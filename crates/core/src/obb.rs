@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::blocks::{BboxLossInputs, BboxLossOutput, DenseAssignment};
+use crate::blocks::{assign_dense_with, BboxLossInputs, BboxLossOutput, DenseAssignment};
 use crate::detection::{class_terms, per_image_grads, score_divisor, sigmoid, times_batch, zero_grads, DetBatch, DetectionConfig, GradScales, Head, ImagePreds, LossOutput, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
@@ -579,30 +579,6 @@ pub fn rotated_bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Re
     Ok(BboxLossOutput { loss_iou: F::c(liou) / s, loss_dfl: F::c(ldfl) / s, grad_pred_dist: g_dist, grad_pred_bboxes: g_box })
 }
 
-/// Anchors given as explicit pixel points, for the dense rotated assigner: a linear scan per GT.
-struct RotatedPointAnchors<'a, F> {
-    points: &'a [F],
-    scores: &'a [F],
-    boxes: &'a [F],
-    nc: usize,
-}
-
-impl<'a, F: Real> AnchorSource<F, [F; 5]> for RotatedPointAnchors<'a, F> {
-    fn for_each_inside(&self, b: &[F; 5], visit: &mut dyn FnMut(usize)) {
-        for a in 0..self.points.len() / 2 {
-            if center_in_rotated_box(row::<F, 2>(self.points, a), *b) {
-                visit(a);
-            }
-        }
-    }
-    fn score(&mut self, a: usize, cls: usize) -> F {
-        self.scores[a * self.nc + cls]
-    }
-    fn overlap(&mut self, gt: &[F; 5], a: usize) -> F {
-        probiou(*gt, row::<F, 5>(self.boxes, a), F::c(PROBIOU_EPS))
-    }
-}
-
 /// RotatedTaskAlignedAssigner.forward on dense inputs: `pd_scores [B,A,nc]` (probabilities),
 /// `pd_bboxes [B,A,5]`, `anc_points [A,2]`, `gt_labels [B,M,1]`, `gt_bboxes [B,M,5]`, `mask_gt [B,M,1]`,
 /// boxes as pixel (cx, cy, w, h, θ). `target_bboxes` of the result is `[B,A,5]`.
@@ -615,64 +591,9 @@ pub fn assign_dense_rotated<F: Real>(
     gt_bboxes: TensorRef<F>,
     mask_gt: TensorRef<F>,
 ) -> Result<DenseAssignment<F>> {
-    if cfg.topk == 0 {
-        return Err(LossError::invalid("topk: expected at least 1, got 0"));
-    }
-    pd_scores.check_rank("pd_scores", 3, "[B, A, num_classes]")?;
-    let (b, a, nc) = (pd_scores.shape[0], pd_scores.shape[1], pd_scores.shape[2]);
-    if nc != cfg.num_classes {
-        return Err(LossError::shape(format!("pd_scores: expected {} classes (num_classes), got shape {}", cfg.num_classes, fmt_shape(pd_scores.shape))));
-    }
-    expect_shape(&pd_scores, "pd_scores", &[b, a, nc])?;
-    expect_shape(&pd_bboxes, "pd_bboxes", &[b, a, 5])?;
-    expect_shape(&anc_points, "anc_points", &[a, 2])?;
-    gt_bboxes.check_rank("gt_bboxes", 3, "[B, M, 5]")?;
-    let m = gt_bboxes.shape[1];
-    expect_shape(&gt_bboxes, "gt_bboxes", &[b, m, 5])?;
-    expect_shape(&gt_labels, "gt_labels", &[b, m, 1])?;
-    expect_shape(&mask_gt, "mask_gt", &[b, m, 1])?;
-    let mut out = DenseAssignment {
-        target_labels: vec![if m == 0 { nc as i64 } else { 0 }; b * a],
-        target_bboxes: vec![F::zero(); b * a * 5],
-        target_scores: vec![F::zero(); b * a * nc],
-        fg_mask: vec![false; b * a],
-        target_gt_idx: vec![0; b * a],
-    };
-    if m == 0 {
-        return Ok(out);
-    }
-    if a < cfg.topk {
-        return Err(LossError::shape(format!("pd_scores: expected at least topk = {} anchors, got {a}", cfg.topk)));
-    }
-    for bi in 0..b {
-        let mut gts = Vec::with_capacity(m);
-        for g in 0..m {
-            let i = bi * m + g;
-            let label = gt_labels.data[i];
-            if (label < F::zero() || label.to_usize().unwrap_or(usize::MAX) >= nc) && mask_gt.data[i] != F::zero() {
-                return Err(LossError::label(format!("gt_labels[{bi}, {g}]: expected a class id in [0, {nc}), got {label}")));
-            }
-            gts.push(GtBox { label: label.max(F::zero()).to_usize().unwrap_or(0).min(nc - 1), bbox: row::<F, 5>(gt_bboxes.data, i), valid: mask_gt.data[i] != F::zero() });
-        }
-        let mut src = RotatedPointAnchors { points: anc_points.data, scores: &pd_scores.data[bi * a * nc..(bi + 1) * a * nc], boxes: &pd_bboxes.data[bi * a * 5..(bi + 1) * a * 5], nc };
-        let positives = assign_image(cfg, a, &gts, &mut src);
-        // Every anchor starts as background pointing at GT slot 0 (SPEC §7 step 7).
-        for ai in 0..a {
-            let k = bi * a + ai;
-            out.target_labels[k] = gt_labels.data[bi * m].to_i64().unwrap_or(0).max(0);
-            out.target_bboxes[5 * k..5 * k + 5].copy_from_slice(&gts[0].bbox);
-        }
-        for p in positives {
-            let k = bi * a + p.anchor;
-            let g = &gts[p.gt];
-            out.fg_mask[k] = true;
-            out.target_gt_idx[k] = p.gt as i64;
-            out.target_labels[k] = gt_labels.data[bi * m + p.gt].to_i64().unwrap_or(0).max(0);
-            out.target_bboxes[5 * k..5 * k + 5].copy_from_slice(&g.bbox);
-            out.target_scores[k * nc + g.label] = p.score;
-        }
-    }
-    Ok(out)
+    let inside = |p: [F; 2], b: &[F; 5]| center_in_rotated_box(p, *b);
+    let overlap = |gt: &[F; 5], pred: [F; 5]| probiou(*gt, pred, F::c(PROBIOU_EPS));
+    assign_dense_with::<F, 5>(cfg, [pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt], inside, overlap)
 }
 
 #[cfg(test)]
