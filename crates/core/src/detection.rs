@@ -631,14 +631,7 @@ mod tests {
     use super::*;
     use crate::iou::ciou_alpha;
 
-    /// A deterministic pseudo-random stream (no dev-dependency needed).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-        }
-    }
+    use crate::testing::Lcg;
 
     /// Central differences in f64 of the loss with the assignment held fixed, against the analytic
     /// gradient, for every logit of a small case with overlapping boxes (reg_max 16 and 1).

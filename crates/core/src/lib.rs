@@ -25,6 +25,8 @@ pub mod prompts;
 pub mod real;
 pub mod segmentation;
 pub mod tensor;
+#[cfg(test)]
+mod testing;
 
 pub use detection::{DetBatch, DetectionConfig, LossOutput, V8DetectionLoss};
 pub use error::{ErrorCode, LossError, Result};

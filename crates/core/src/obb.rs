@@ -601,14 +601,7 @@ mod tests {
     use super::*;
     use crate::hyp::Hyp;
 
-    /// A deterministic pseudo-random stream (no dev-dependency needed).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-        }
-    }
+    use crate::testing::Lcg;
 
     fn config(nc: usize, reg_max: usize, strides: &[f64]) -> DetectionConfig {
         DetectionConfig { nc, reg_max, strides: strides.to_vec(), hyp: Hyp { box_gain: 7.5, cls: 0.5, dfl: 1.5, ..Hyp::default() }, tal_topk: 3 }

@@ -245,13 +245,7 @@ pub fn probiou_ciou_grad<F: Real>(obb1: [F; 5], obb2: [F; 5], eps: F, up: F, alp
 mod tests {
     use super::*;
 
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-        }
-    }
+    use crate::testing::Lcg;
 
     fn fd_check(f: &dyn Fn([f64; 5], [f64; 5]) -> f64, a: [f64; 5], b: [f64; 5], g1: [f64; 5], g2: [f64; 5], what: &str) {
         let h = 1e-6;
