@@ -74,13 +74,33 @@ pub struct BboxLossOutput<F> {
     pub grad_pred_bboxes: Vec<F>,
 }
 
+/// BboxLoss.forward (SPEC §8.4): CIoU and DFL terms over the positives, with the gradients of
+/// loss_iou + loss_dfl for `pred_dist` and `pred_bboxes` as independent leaves.
 pub fn bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Result<BboxLossOutput<F>> {
-    inp.pred_bboxes.check_rank("pred_bboxes", 3, "[B, A, 4]")?;
+    let iou = |p: [F; 4], t: [F; 4], up: F| {
+        let (v, g, _) = bbox_iou_grad(p, t, false, IouKind::CIoU, F::c(IOU_EPS), up);
+        (v, g)
+    };
+    bbox_loss_with::<F, 4>(inp, reg_max, iou, |t| t)
+}
+
+/// The box loss for `W`-value boxes: `iou(pred, target, up)` gives the overlap and `up`·its gradient
+/// for the prediction; `dfl_box(target)` the xyxy box whose distances the DFL term supervises.
+pub(crate) fn bbox_loss_with<F: Real, const W: usize>(
+    inp: &BboxLossInputs<F>,
+    reg_max: usize,
+    iou: fn([F; W], [F; W], F) -> (F, [F; W]),
+    dfl_box: fn([F; W]) -> [F; 4],
+) -> Result<BboxLossOutput<F>> {
+    if reg_max == 0 {
+        return Err(LossError::invalid("reg_max: expected at least 1, got 0"));
+    }
+    inp.pred_bboxes.check_rank("pred_bboxes", 3, &format!("[B, A, {W}]"))?;
     let (b, a) = (inp.pred_bboxes.shape[0], inp.pred_bboxes.shape[1]);
-    expect_shape(&inp.pred_bboxes, "pred_bboxes", &[b, a, 4])?;
+    expect_shape(&inp.pred_bboxes, "pred_bboxes", &[b, a, W])?;
     expect_shape(&inp.pred_dist, "pred_dist", &[b, a, 4 * reg_max])?;
     expect_shape(&inp.anchor_points, "anchor_points", &[a, 2])?;
-    expect_shape(&inp.target_bboxes, "target_bboxes", &[b, a, 4])?;
+    expect_shape(&inp.target_bboxes, "target_bboxes", &[b, a, W])?;
     inp.target_scores.check_rank("target_scores", 3, "[B, A, nc]")?;
     let nc = inp.target_scores.shape[2];
     expect_shape(&inp.target_scores, "target_scores", &[b, a, nc])?;
@@ -88,21 +108,24 @@ pub fn bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Result<Bbo
         return Err(LossError::shape(format!("fg_mask: expected {} values ([{b}, {a}]), got {}", b * a, inp.fg_mask.len())));
     }
     let s = inp.target_scores_sum;
+    if !s.is_finite() {
+        return Err(LossError::non_finite(format!("target_scores_sum: expected a finite value, got {s}")));
+    }
     let (mut liou, mut ldfl) = (0.0f64, 0.0f64);
     let mut g_dist = vec![F::zero(); inp.pred_dist.data.len()];
     let mut g_box = vec![F::zero(); inp.pred_bboxes.data.len()];
     let mut probs = vec![F::zero(); reg_max];
     for i in (0..b * a).filter(|&i| inp.fg_mask[i]) {
         let w: F = inp.target_scores.data[i * nc..(i + 1) * nc].iter().copied().sum();
-        let pb: [F; 4] = inp.pred_bboxes.data[4 * i..4 * i + 4].try_into().unwrap_or([F::zero(); 4]);
-        let tb: [F; 4] = inp.target_bboxes.data[4 * i..4 * i + 4].try_into().unwrap_or([F::zero(); 4]);
-        let (iou, gp, _) = bbox_iou_grad(pb, tb, false, IouKind::CIoU, F::c(IOU_EPS), -w / s);
-        liou += ((F::one() - iou) * w).f64();
-        g_box[4 * i..4 * i + 4].copy_from_slice(&gp);
+        let pb: [F; W] = std::array::from_fn(|k| inp.pred_bboxes.data[W * i + k]);
+        let tb: [F; W] = std::array::from_fn(|k| inp.target_bboxes.data[W * i + k]);
+        let (v, gp) = iou(pb, tb, -w / s);
+        liou += ((F::one() - v) * w).f64();
+        g_box[W * i..W * (i + 1)].copy_from_slice(&gp);
         if reg_max > 1 {
             let ai = i % a;
             let anchor = [inp.anchor_points.data[2 * ai], inp.anchor_points.data[2 * ai + 1]];
-            let ltrb = bbox2dist(anchor, tb, (reg_max - 1) as f64);
+            let ltrb = bbox2dist(anchor, dfl_box(tb), (reg_max - 1) as f64);
             let mut acc = F::zero();
             for (side, &dist) in ltrb.iter().enumerate() {
                 let off = (i * 4 + side) * reg_max;

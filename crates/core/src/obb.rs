@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::blocks::{assign_dense_with, BboxLossInputs, BboxLossOutput, DenseAssignment};
+use crate::blocks::{assign_dense_with, bbox_loss_with, BboxLossInputs, BboxLossOutput, DenseAssignment};
 use crate::detection::{class_terms, per_image_grads, score_divisor, sigmoid, times_batch, zero_grads, DetBatch, DetectionConfig, GradScales, Head, ImagePreds, LossOutput, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
@@ -530,53 +530,12 @@ pub fn bbox_decode_rotated<F: Real>(anchor_points: TensorRef<F>, pred_dist: Tens
 /// loss_iou + loss_dfl with `pred_dist` and `pred_bboxes` as independent leaves: `grad_pred_dist` is
 /// the DFL part only (zeros for R = 1), `grad_pred_bboxes` is `[B,A,5]`.
 pub fn rotated_bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Result<BboxLossOutput<F>> {
-    if reg_max == 0 {
-        return Err(LossError::invalid("reg_max: expected at least 1, got 0"));
-    }
-    inp.pred_bboxes.check_rank("pred_bboxes", 3, "[B, A, 5]")?;
-    let (b, a) = (inp.pred_bboxes.shape[0], inp.pred_bboxes.shape[1]);
-    expect_shape(&inp.pred_bboxes, "pred_bboxes", &[b, a, 5])?;
-    expect_shape(&inp.pred_dist, "pred_dist", &[b, a, 4 * reg_max])?;
-    expect_shape(&inp.anchor_points, "anchor_points", &[a, 2])?;
-    expect_shape(&inp.target_bboxes, "target_bboxes", &[b, a, 5])?;
-    inp.target_scores.check_rank("target_scores", 3, "[B, A, nc]")?;
-    let nc = inp.target_scores.shape[2];
-    expect_shape(&inp.target_scores, "target_scores", &[b, a, nc])?;
-    if inp.fg_mask.len() != b * a {
-        return Err(LossError::shape(format!("fg_mask: expected {} values ([{b}, {a}]), got {}", b * a, inp.fg_mask.len())));
-    }
-    let s = inp.target_scores_sum;
-    if !s.is_finite() {
-        return Err(LossError::non_finite(format!("target_scores_sum: expected a finite value, got {s}")));
-    }
-    let eps = F::c(PROBIOU_EPS);
-    let (mut liou, mut ldfl) = (0.0f64, 0.0f64);
-    let mut g_dist = vec![F::zero(); inp.pred_dist.data.len()];
-    let mut g_box = vec![F::zero(); inp.pred_bboxes.data.len()];
-    let mut probs = vec![F::zero(); reg_max];
-    for i in (0..b * a).filter(|&i| inp.fg_mask[i]) {
-        let w: F = inp.target_scores.data[i * nc..(i + 1) * nc].iter().copied().sum();
-        let pb = row::<F, 5>(inp.pred_bboxes.data, i);
-        let tb = row::<F, 5>(inp.target_bboxes.data, i);
-        let (iou, gp, _) = probiou_grad(pb, tb, eps, -w / s);
-        liou += ((F::one() - iou) * w).f64();
-        g_box[5 * i..5 * i + 5].copy_from_slice(&gp);
-        if reg_max > 1 {
-            let anchor = row::<F, 2>(inp.anchor_points.data, i % a);
-            let ltrb = bbox2dist(anchor, xywh2xyxy([tb[0], tb[1], tb[2], tb[3]]), (reg_max - 1) as f64);
-            let mut acc = F::zero();
-            for (side, &dist) in ltrb.iter().enumerate() {
-                let off = (i * 4 + side) * reg_max;
-                let z = &inp.pred_dist.data[off..off + reg_max];
-                let t = DflTarget::new(dist, reg_max);
-                acc += dfl_side_loss(z, &t);
-                softmax_expectation(z, &mut probs);
-                dfl_side_grad_acc(&probs, &t, w / (F::c(4.0) * s), &mut g_dist[off..off + reg_max]);
-            }
-            ldfl += (acc / F::c(4.0) * w).f64();
-        }
-    }
-    Ok(BboxLossOutput { loss_iou: F::c(liou) / s, loss_dfl: F::c(ldfl) / s, grad_pred_dist: g_dist, grad_pred_bboxes: g_box })
+    let iou = |p: [F; 5], t: [F; 5], up: F| {
+        let (v, g, _) = probiou_grad(p, t, F::c(PROBIOU_EPS), up);
+        (v, g)
+    };
+    // DFL supervises the unrotated box of the target (θ ignored), SPEC §8.5.
+    bbox_loss_with::<F, 5>(inp, reg_max, iou, |t| xywh2xyxy([t[0], t[1], t[2], t[3]]))
 }
 
 /// RotatedTaskAlignedAssigner.forward on dense inputs: `pd_scores [B,A,nc]` (probabilities),
