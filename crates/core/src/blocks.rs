@@ -11,7 +11,8 @@ use crate::iou::{bbox_iou, bbox_iou_grad, IouKind, IOU_EPS};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
-fn expect_shape<F: Real>(t: &TensorRef<F>, name: &str, want: &[usize]) -> Result<()> {
+/// Exact shape, exact length, finite values.
+pub(crate) fn expect_shape<F: Real>(t: &TensorRef<F>, name: &str, want: &[usize]) -> Result<()> {
     t.check_len(name)?;
     if t.shape != want {
         return Err(LossError::shape(format!("{name}: expected shape {}, got {}", fmt_shape(want), fmt_shape(t.shape))));

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::blocks::{assign_dense_with, bbox_loss_with, BboxLossInputs, BboxLossOutput, DenseAssignment};
+use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
 use crate::detection::{class_terms, per_image_grads, score_divisor, sigmoid, times_batch, zero_grads, DetBatch, DetectionConfig, GradScales, Head, ImagePreds, LossOutput, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
@@ -388,14 +388,6 @@ fn rotated_box_terms<F: Real>(head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, b
 // ---------------------------------------------------------------------------------------------------
 // Building blocks on dense, channel-last tensors
 // ---------------------------------------------------------------------------------------------------
-
-fn expect_shape<F: Real>(t: &TensorRef<F>, name: &str, want: &[usize]) -> Result<()> {
-    t.check_len(name)?;
-    if t.shape != want {
-        return Err(LossError::shape(format!("{name}: expected shape {}, got {}", fmt_shape(want), fmt_shape(t.shape))));
-    }
-    t.check_finite(name)
-}
 
 fn check_upstream<F: Real>(upstream: Option<&[F]>, n: usize, layout: &str) -> Result<()> {
     if let Some(u) = upstream {

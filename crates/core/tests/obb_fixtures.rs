@@ -4,7 +4,6 @@
 mod common;
 
 use common::{assert_close, load_kind, to_f64, Fixture};
-use yolo_loss_core::assigner::AssignerConfig;
 use yolo_loss_core::blocks::BboxLossInputs;
 use yolo_loss_core::obb::{assign_dense_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss};
 use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef, V8OBBLoss};
@@ -108,26 +107,5 @@ fn rotated_bbox_loss_matches_reference() {
 
 #[test]
 fn rotated_task_aligned_assigner_matches_reference() {
-    for f in load_kind("RotatedTaskAlignedAssigner") {
-        let c = &f.config;
-        let cfg = AssignerConfig {
-            topk: c["topk"].as_u64().unwrap() as usize,
-            num_classes: c["num_classes"].as_u64().unwrap() as usize,
-            alpha: c["alpha"].as_f64().unwrap(),
-            beta: c["beta"].as_f64().unwrap(),
-            eps: c["eps"].as_f64().unwrap(),
-        };
-        let names = ["in.pd_scores", "in.pd_bboxes", "in.anc_points", "in.gt_labels", "in.gt_bboxes", "in.mask_gt"];
-        let data: Vec<Vec<f32>> = names.iter().map(|n| f.get(n).f32()).collect();
-        let t = |i: usize| TensorRef::new(&data[i], &f.get(names[i]).shape);
-        let out = assign_dense_rotated(&cfg, t(0), t(1), t(2), t(3), t(4), t(5)).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        let fg: Vec<f64> = out.fg_mask.iter().map(|&b| b as u8 as f64).collect();
-        assert_eq!(fg, f.get("out.fg_mask").data, "{}: fg_mask", f.name);
-        let idx: Vec<f64> = out.target_gt_idx.iter().map(|&v| v as f64).collect();
-        assert_eq!(idx, f.get("out.target_gt_idx").data, "{}: target_gt_idx", f.name);
-        let labels: Vec<f64> = out.target_labels.iter().map(|&v| v as f64).collect();
-        assert_eq!(labels, f.get("out.target_labels").data, "{}: target_labels", f.name);
-        assert_close(&format!("{} target_bboxes", f.name), &to_f64(&out.target_bboxes), f.get("out.target_bboxes"));
-        assert_close(&format!("{} target_scores", f.name), &to_f64(&out.target_scores), f.get("out.target_scores"));
-    }
+    common::check_assigner_kind("RotatedTaskAlignedAssigner", |cfg, [a, b, c, d, e, g]| assign_dense_rotated(cfg, a, b, c, d, e, g));
 }

@@ -112,3 +112,33 @@ pub fn assert_close_tol(what: &str, got: &[f64], want: &[f64], rel: f64, floor: 
 pub fn to_f64<F: Copy + Into<f64>>(v: &[F]) -> Vec<f64> {
     v.iter().map(|&x| x.into()).collect()
 }
+
+/// Runs a dense assigner (`TaskAlignedAssigner` or its rotated variant) on every fixture of `kind`
+/// and checks the five outputs: masks and indices exactly, boxes and scores within tolerance.
+pub fn check_assigner_kind(
+    kind: &str,
+    run: impl Fn(&yolo_loss_core::assigner::AssignerConfig, [yolo_loss_core::TensorRef<f32>; 6]) -> yolo_loss_core::Result<yolo_loss_core::blocks::DenseAssignment<f32>>,
+) {
+    for f in load_kind(kind) {
+        let c = &f.config;
+        let cfg = yolo_loss_core::assigner::AssignerConfig {
+            topk: c["topk"].as_u64().unwrap() as usize,
+            num_classes: c["num_classes"].as_u64().unwrap() as usize,
+            alpha: c["alpha"].as_f64().unwrap(),
+            beta: c["beta"].as_f64().unwrap(),
+            eps: c["eps"].as_f64().unwrap(),
+        };
+        let names = ["in.pd_scores", "in.pd_bboxes", "in.anc_points", "in.gt_labels", "in.gt_bboxes", "in.mask_gt"];
+        let data: Vec<Vec<f32>> = names.iter().map(|n| f.get(n).f32()).collect();
+        let inputs = std::array::from_fn(|i| yolo_loss_core::TensorRef::new(&data[i], &f.get(names[i]).shape));
+        let out = run(&cfg, inputs).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let fg: Vec<f64> = out.fg_mask.iter().map(|&b| b as u8 as f64).collect();
+        assert_eq!(fg, f.get("out.fg_mask").data, "{}: fg_mask", f.name);
+        let idx: Vec<f64> = out.target_gt_idx.iter().map(|&v| v as f64).collect();
+        assert_eq!(idx, f.get("out.target_gt_idx").data, "{}: target_gt_idx", f.name);
+        let labels: Vec<f64> = out.target_labels.iter().map(|&v| v as f64).collect();
+        assert_eq!(labels, f.get("out.target_labels").data, "{}: target_labels", f.name);
+        assert_close(&format!("{} target_bboxes", f.name), &to_f64(&out.target_bboxes), f.get("out.target_bboxes"));
+        assert_close(&format!("{} target_scores", f.name), &to_f64(&out.target_scores), f.get("out.target_scores"));
+    }
+}
