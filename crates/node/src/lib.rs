@@ -24,6 +24,9 @@ use yolo_loss_core::{
     DetBatch, DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef, V8DetectionLoss,
 };
 
+mod blocks;
+mod tasks;
+
 // ------------------------------------------------------------------------------------------------------------
 // Errors
 

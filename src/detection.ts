@@ -1,0 +1,175 @@
+/**
+ * v8DetectionLoss.
+ *
+ * SPDX-License-Identifier: AGPL-3.0-only
+ */
+
+import type * as Native from '../native/binding';
+import {
+  checkBatchSize,
+  checkDetectionBatch,
+  checkDevice,
+  checkFeats,
+  checkModel,
+  checkPositiveInt,
+  checkScale,
+  checkTensor,
+  native,
+  nativeConfig,
+  rethrow,
+  withShapes,
+  type DetectionBatch,
+  type Hyp,
+  type ModelInfo,
+  type Options,
+  type Tensor,
+  type ValueAndGrad,
+} from './common';
+
+/** `valueAndGrad`'s result: `grads[i]` is d sum(loss) / d preds[i], shaped like `preds[i]`. */
+export interface DetectionValueAndGrad extends ValueAndGrad<Tensor[]> {
+  loss: Float32Array;
+  lossItems: Float32Array;
+  grads: Tensor[];
+}
+
+/**
+ * `v8DetectionLoss` of Ultralytics (SPEC §9): CIoU box loss, BCE classification loss and DFL, with the
+ * task-aligned assigner. `call` mirrors `__call__`; `valueAndGrad` adds the gradient of `sum(loss)` with respect
+ * to every prediction tensor.
+ */
+export class v8DetectionLoss {
+  /** Number of classes. */
+  readonly nc: number;
+  /** Outputs per anchor: `nc + 4 * reg_max`. */
+  readonly no: number;
+  readonly reg_max: number;
+  /** Whether DFL is used (`reg_max > 1`). */
+  readonly use_dfl: boolean;
+  readonly stride: readonly number[];
+  readonly hyp: Readonly<Hyp>;
+  readonly tal_topk: number;
+
+  readonly #native: Native.NativeDetectionLoss;
+
+  /**
+   * @param model what Ultralytics reads from the model: `nc`, `stride`, `reg_max` (default 16), `args`.
+   * @param tal_topk top-k of the task-aligned assigner (default 10).
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   */
+  constructor(model: ModelInfo, tal_topk = 10, options?: Options) {
+    const m = checkModel(model);
+    const topk = checkPositiveInt('tal_topk', tal_topk);
+    const device = checkDevice(options);
+    this.nc = m.nc;
+    this.reg_max = m.reg_max;
+    this.no = m.nc + 4 * m.reg_max;
+    this.use_dfl = m.reg_max > 1;
+    this.stride = Object.freeze([...m.stride]);
+    this.hyp = Object.freeze({ ...m.hyp });
+    this.tal_topk = topk;
+    const N = native();
+    try {
+      this.#native = new N.NativeDetectionLoss(nativeConfig(m, topk, device));
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** The backend that runs the computation: 'cpu' or 'cuda'. */
+  get device(): 'cpu' | 'cuda' {
+    return this.#native.device === 'cuda' ? 'cuda' : 'cpu';
+  }
+
+  /**
+   * `__call__(preds, batch)`: `[loss, lossItems]`, `loss = B · [box·g_box, cls·g_cls, dfl·g_dfl]` (what the
+   * trainer sums and back-propagates), `lossItems` the same without the ×B.
+   * @param preds one tensor per level, `[B, 4*reg_max + nc, H_l, W_l]`.
+   * @param batch `{ batch_idx [N], cls [N,1], bboxes [N,4] }` (normalized cx, cy, w, h).
+   */
+  call(preds: Tensor[], batch: DetectionBatch): [loss: Float32Array, lossItems: Float32Array] {
+    const feats = checkFeats(preds);
+    const b = checkDetectionBatch(batch);
+    let out: Native.NativeLossOutput;
+    try {
+      out = this.#native.call(feats, b);
+    } catch (e) {
+      rethrow(e);
+    }
+    return [out.loss, out.lossItems];
+  }
+
+  /** `call` plus the gradient of `sum(loss)` with respect to every tensor of `preds`, shaped like it. */
+  valueAndGrad(preds: Tensor[], batch: DetectionBatch): DetectionValueAndGrad {
+    const feats = checkFeats(preds);
+    const b = checkDetectionBatch(batch);
+    let out: Native.NativeLossOutput;
+    try {
+      out = this.#native.valueAndGrad(feats, b);
+    } catch (e) {
+      rethrow(e);
+    }
+    return { loss: out.loss, lossItems: out.lossItems, grads: withShapes(out.grads, feats) };
+  }
+
+  /**
+   * `call` on the libuv thread pool. The inputs are copied before this returns, so the caller may reuse its
+   * buffers at once. Bad input rejects with the same errors `call` throws.
+   */
+  async callAsync(preds: Tensor[], batch: DetectionBatch): Promise<[loss: Float32Array, lossItems: Float32Array]> {
+    const feats = checkFeats(preds);
+    const b = checkDetectionBatch(batch);
+    let out: Native.NativeLossOutput;
+    try {
+      out = await this.#native.callAsync(feats, b);
+    } catch (e) {
+      rethrow(e);
+    }
+    return [out.loss, out.lossItems];
+  }
+
+  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
+  async valueAndGradAsync(preds: Tensor[], batch: DetectionBatch): Promise<DetectionValueAndGrad> {
+    const feats = checkFeats(preds);
+    const b = checkDetectionBatch(batch);
+    let out: Native.NativeLossOutput;
+    try {
+      out = await this.#native.valueAndGradAsync(feats, b);
+    } catch (e) {
+      rethrow(e);
+    }
+    return { loss: out.loss, lossItems: out.lossItems, grads: withShapes(out.grads, feats) };
+  }
+
+  /**
+   * `bbox_decode(anchor_points, pred_dist)`: expected distances (softmax over the `reg_max` bins when DFL is on)
+   * turned into xyxy boxes around the anchors, in grid units.
+   * @param anchorPoints `[A, 2]` anchor centres (grid units of their level).
+   * @param predDist `[B, A, 4*reg_max]` box-distribution logits, side-major.
+   * @returns `[B, A, 4]`.
+   */
+  bboxDecode(anchorPoints: Tensor, predDist: Tensor): Tensor {
+    const a = checkTensor('anchorPoints', anchorPoints);
+    const p = checkTensor('predDist', predDist);
+    try {
+      return this.#native.bboxDecode(a, p);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /**
+   * `preprocess(targets, batch_size, scale_tensor)`: labels `[N, 6]` = (batch_idx, cls, cx, cy, w, h) grouped per
+   * image into `[B, M, 5]` = (cls, x1, y1, x2, y2) scaled by `scaleTensor` (W, H, W, H), zero padded.
+   */
+  preprocess(targets: Tensor, batchSize: number, scaleTensor: Tensor | number[] | Float32Array): Tensor {
+    const t = checkTensor('targets', targets);
+    const b = checkBatchSize(batchSize);
+    const scale = checkScale(scaleTensor);
+    try {
+      return native().preprocess(t, b, scale);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+}
