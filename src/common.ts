@@ -241,6 +241,9 @@ export function checkTuple(preds: unknown, names: readonly string[]): [Native.Na
   if (!Array.isArray(preds) || preds.length !== names.length + 1) {
     throw lossError('ERR_INVALID_ARGUMENT', `preds: expected ${layout}, got ${describe(preds)}`);
   }
+  if (!Array.isArray(preds[0])) {
+    throw lossError('ERR_INVALID_ARGUMENT', `preds[0]: expected feats, an array of level tensors (preds is ${layout}), got ${describe(preds[0])}`);
+  }
   const feats = checkFeats(preds[0], 'feats');
   return [feats, ...names.map((n, i) => checkTensor(n, preds[i + 1]))];
 }

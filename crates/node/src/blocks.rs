@@ -553,7 +553,16 @@ pub fn make_anchors_native(
             finite(&format!("strides[{l}]"), *s)?;
         }
         let offset = finite("grid_cell_offset", offset)?;
-        let a: usize = hw.iter().map(|(h, w)| h * w).sum();
+        // Only numbers decide the size here: bound it (a failed allocation would abort the process).
+        let a = hw
+            .iter()
+            .try_fold(0usize, |acc, (h, w)| h.checked_mul(*w).and_then(|n| acc.checked_add(n)))
+            .filter(|&a| a <= MAX_BROADCAST_ROWS)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "feats: expected at most {MAX_BROADCAST_ROWS} anchors in total, got level sizes {hw:?}"
+                ))
+            })?;
         let (points, st) = AnchorGrid::new(&hw, &strides).make_anchors::<f32>(offset);
         Ok(vec![out_tensor(points, &[a, 2]), out_tensor(st, &[a, 1])])
     })

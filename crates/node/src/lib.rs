@@ -111,6 +111,28 @@ fn view<'a>(name: &str, data: &'a [f32], dims: &'a [usize]) -> CoreResult<Tensor
     Ok(TensorRef::new(data, dims))
 }
 
+/// The most elements an output built from a size argument (not from input data) may have. A failed allocation
+/// aborts the process, which no guard can catch, so sizes that only a number decides are bounded up front.
+const MAX_BUILT_ELEMENTS: usize = 1 << 31;
+
+/// The largest `batchSize` `preprocess` accepts (a per-image table is allocated for it).
+const MAX_BATCH_SIZE: usize = 1 << 24;
+
+/// Bounds the padded `[B, M, cols]` table of `preprocess` (M ≤ the number of label rows `n`).
+fn check_table_size(batch_size: usize, n: usize, cols: usize) -> CoreResult<()> {
+    if batch_size > MAX_BATCH_SIZE {
+        return Err(invalid(format!(
+            "batchSize: expected at most {MAX_BATCH_SIZE}, got {batch_size}"
+        )));
+    }
+    match batch_size.checked_mul(n).and_then(|x| x.checked_mul(cols)) {
+        Some(total) if total <= MAX_BUILT_ELEMENTS => Ok(()),
+        _ => Err(invalid(format!(
+            "batchSize: expected a padded table [batchSize, M, {cols}] (M ≤ {n} labels) of at most {MAX_BUILT_ELEMENTS} elements, got batchSize {batch_size}"
+        ))),
+    }
+}
+
 fn dims_to_js(dims: &[usize]) -> Vec<f64> {
     dims.iter().map(|&d| d as f64).collect()
 }
@@ -432,7 +454,9 @@ pub fn preprocess(
             }
         };
         let td = to_dims("targets", &targets.shape)?;
-        core_preprocess(view("targets", &targets.data, &td)?, b, s)
+        let t = view("targets", &targets.data, &td)?;
+        check_table_size(b, td.first().copied().unwrap_or(0), 5)?;
+        core_preprocess(t, b, s)
     })
     .map_err(to_js)?;
     Ok(NativeTensor {
@@ -559,6 +583,18 @@ mod tests {
         let e = guarded("x", || -> CoreResult<()> { panic!("boom") }).unwrap_err();
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(e.message.contains("boom"), "{}", e.message);
+    }
+
+    #[test]
+    fn built_sizes_are_bounded() {
+        assert!(check_table_size(16, 100, 5).is_ok());
+        assert!(check_table_size(MAX_BATCH_SIZE, 0, 5).is_ok());
+        for (b, n) in [(MAX_BATCH_SIZE + 1, 0), (1 << 20, 1 << 10), (usize::MAX, 2)] {
+            assert_eq!(
+                check_table_size(b, n, 5).unwrap_err().code,
+                ErrorCode::InvalidArgument
+            );
+        }
     }
 
     #[test]

@@ -19,8 +19,9 @@ use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
 use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8OBBLoss};
 
 use crate::{
-    detection_config, dims_to_js, guarded, invalid, resolve_device, to_dims, to_js, to_usize, view,
-    Code, CoreResult, NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
+    check_table_size, detection_config, dims_to_js, guarded, invalid, resolve_device, to_dims,
+    to_js, to_usize, view, Code, CoreResult, NativeDetBatch, NativeDetectionConfig,
+    NativeLossOutput, NativeTensor,
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -816,8 +817,9 @@ impl NativeObbLoss {
                 }
             };
             let td = to_dims("targets", &targets.shape)?;
-            self.inner
-                .preprocess(view("targets", &targets.data, &td)?, b, s)
+            let t = view("targets", &targets.data, &td)?;
+            check_table_size(b, td.first().copied().unwrap_or(0), 6)?;
+            self.inner.preprocess(t, b, s)
         })
         .map_err(to_js)?;
         Ok(NativeTensor {
