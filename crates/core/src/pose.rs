@@ -7,8 +7,27 @@ use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
-/// OKS sigmas of the 17 COCO keypoints (metrics.py), float64.
-pub const OKS_SIGMA: [f64; 17] = [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089];
+/// OKS sigmas of the 17 COCO keypoints (metrics.py), float64, computed as the reference does (the
+/// tenths divided by 10, which is not always the nearest double to the decimal literal).
+pub const OKS_SIGMA: [f64; 17] = [
+    0.26 / 10.0,
+    0.25 / 10.0,
+    0.25 / 10.0,
+    0.35 / 10.0,
+    0.35 / 10.0,
+    0.79 / 10.0,
+    0.79 / 10.0,
+    0.72 / 10.0,
+    0.72 / 10.0,
+    0.62 / 10.0,
+    0.62 / 10.0,
+    1.07 / 10.0,
+    1.07 / 10.0,
+    0.87 / 10.0,
+    0.87 / 10.0,
+    0.89 / 10.0,
+    0.89 / 10.0,
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoseConfig {
