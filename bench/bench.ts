@@ -256,7 +256,7 @@ function noiseOf(ours: SideResult, reference: SideResult): string[] {
   for (const [side, s] of [['ours', ours], ['reference', reference]] as const) {
     if (s.status !== 'ok' || !s.median_ms || (s.iters ?? 0) < 3) continue;
     const spread = (s.p75_ms! - s.p25_ms!) / s.median_ms;
-    if (spread > NOISY_SPREAD) out.push(`${side}: interquartile spread ${(spread * 100).toFixed(0)} % of the median`);
+    if (spread > NOISY_SPREAD) out.push(`${side} IQR ${(spread * 100).toFixed(0)} %`);
   }
   return out;
 }
@@ -353,7 +353,9 @@ function evaluateTargets(results: CaseResult[]): Target[] {
     targets.push({
       name,
       verdict: r.ratio >= min ? 'met' : 'missed',
-      detail: `${fmtRatio(r.ratio)} (ours ${fmtMs(r.ours.median_ms)}, reference ${fmtMs(r.reference.median_ms)})`,
+      detail:
+        `${fmtRatio(r.ratio)} (ours ${fmtMs(r.ours.median_ms)}, reference ${fmtMs(r.reference.median_ms)}; ` +
+        `fastest calls: ${fmtMs(r.ours.min_ms)} vs ${fmtMs(r.reference.min_ms)}, ${fmtRatio(r.reference.min_ms! / r.ours.min_ms!)})`,
     });
   };
   ratioTarget('det8', 25, 'det8: >= 25x faster than the reference');
@@ -508,7 +510,7 @@ function main(): void {
   console.log('  RSS: peak resident set of the process that ran the case (inputs, library/runtime included);');
   console.log('  loss Δrel: max |ours − ref| / max |ref| over the loss vector (both sides saw the same inputs).');
   if (results.some((r) => r.noisy.length)) {
-    console.log(`  *: timings disturbed (interquartile spread above ${NOISY_SPREAD * 100} % of the median; other load on the machine):`);
+    console.log(`  *: timings disturbed by other load on the machine (interquartile range above ${NOISY_SPREAD * 100} % of the median):`);
     for (const r of results.filter((x) => x.noisy.length)) console.log(`     ${r.id}: ${r.noisy.join('; ')}`);
   }
   const notBound = results.filter((r) => r.ours.status === 'not-bound').map((r) => `${r.id} (${r.class})`);
@@ -545,7 +547,7 @@ function main(): void {
     markdownTable(results),
     '',
     ...(results.some((r) => r.noisy.length)
-      ? [`\\* timings disturbed by other load (interquartile spread above ${NOISY_SPREAD * 100} % of the median): ` +
+      ? [`\\* timings disturbed by other load on the machine (interquartile range above ${NOISY_SPREAD * 100} % of the median): ` +
           results.filter((r) => r.noisy.length).map((r) => `${r.id} (${r.noisy.join('; ')})`).join(', '), '']
       : []),
     ...targets.map((t) => `* **${t.verdict}**: ${t.name}: ${t.detail}`),
