@@ -23,11 +23,20 @@ const NVCC_FLAGS: &[&str] = &["--ptx", "-O3", "-std=c++17", "--fmad=false"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(yolo_cuda_kernels)");
+    println!("cargo::rustc-check-cfg=cfg(yolo_cuda_emulator)");
     println!("cargo::rerun-if-changed=build.rs");
     // NVCC_CCBIN / NVCC_PREPEND_FLAGS / NVCC_APPEND_FLAGS are read by nvcc itself (host compiler, extra flags).
-    for var in
-        ["NVCC", "CUDA_HOME", "PATH", "YOLO_LOSS_REQUIRE_CUDA", "NVCC_CCBIN", "NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS"]
-    {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "PATH",
+        "YOLO_LOSS_REQUIRE_CUDA",
+        "NVCC_CCBIN",
+        "NVCC_PREPEND_FLAGS",
+        "NVCC_APPEND_FLAGS",
+        "CXX",
+        "AR",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
 
@@ -39,6 +48,22 @@ fn main() {
     let kernel_dir = fs::canonicalize(&kernel_dir).unwrap_or(kernel_dir);
     // A directory is scanned as a whole: new .cu files and edited headers (.cuh) both trigger a rebuild.
     println!("cargo::rerun-if-changed={}", kernel_dir.display());
+
+    // The CPU emulator of the detection kernels, for this crate's own tests (see emu/emu.hpp). Independent of
+    // nvcc; without a host C++ compiler the emulator tests skip and say why.
+    let emu_dir = manifest_dir.join("emu");
+    println!("cargo::rerun-if-changed={}", emu_dir.display());
+    match build_emulator(&kernel_dir, &emu_dir, &out_dir) {
+        Ok(lib_dir) => {
+            println!("cargo::rustc-link-search=native={}", lib_dir.display());
+            println!("cargo::rustc-cfg=yolo_cuda_emulator");
+            println!("cargo::rustc-env=YOLO_LOSS_CUDA_EMULATOR_NOTE=built");
+        }
+        Err(reason) => {
+            let first = reason.lines().next().unwrap_or_default().replace(['\r', '\n'], " ");
+            println!("cargo::rustc-env=YOLO_LOSS_CUDA_EMULATOR_NOTE={first}");
+        }
+    }
 
     match build_kernels(&kernel_dir, &out_dir) {
         Ok(built) => {
@@ -231,4 +256,60 @@ fn generated_rust(modules: &[Module], release: &str) -> String {
     }
     s.push_str("];\n");
     s
+}
+
+/// Compiles emu/emu.cpp and every `cuda/det_*.cu` with the host C++ compiler (the kernels see emu/emu.hpp's
+/// stand-ins for the CUDA built-ins) into `libyl_emu.a`. Only the tests link it (`#[link]` under `cfg(test)`).
+fn build_emulator(kernel_dir: &Path, emu_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
+    let cxx = env::var("CXX").ok().filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+        ["c++", "g++", "clang++"].iter().find_map(|c| search_path(&format!("{c}{}", env::consts::EXE_SUFFIX)))
+    });
+    let cxx = cxx.ok_or("no host C++ compiler (c++, g++, clang++ or $CXX) to build the kernel emulator")?;
+    let ar = env::var("AR").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "ar".to_string());
+    let dir = out_dir.join("emu");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut sources = vec![emu_dir.join("emu.cpp")];
+    let mut kernels: Vec<PathBuf> = fs::read_dir(kernel_dir)
+        .map_err(|e| format!("cannot read {}: {e}", kernel_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "cu")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("det_"))
+        })
+        .collect();
+    kernels.sort();
+    sources.extend(kernels);
+    let mut objects = Vec::new();
+    for src in &sources {
+        let obj = dir.join(format!("{}.o", src.file_stem().and_then(|s| s.to_str()).unwrap_or("x")));
+        let out = Command::new(&cxx)
+            .args(["-std=c++17", "-O2", "-ffp-contract=off", "-fno-exceptions", "-fno-rtti", "-fPIC"])
+            .arg("-Wno-unknown-pragmas")
+            .arg("-I")
+            .arg(kernel_dir)
+            .arg("-I")
+            .arg(emu_dir)
+            .args(["-include", "emu.hpp", "-x", "c++", "-c"])
+            .arg(src)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", cxx.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the kernel emulator did not compile ({}):\n{}",
+                src.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        objects.push(obj);
+    }
+    let lib = dir.join("libyl_emu.a");
+    let _ = fs::remove_file(&lib);
+    let out =
+        Command::new(&ar).arg("crs").arg(&lib).args(&objects).output().map_err(|e| format!("cannot run {ar}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{ar} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(dir)
 }

@@ -11,13 +11,19 @@
 //! * `gpu.rs`: the process-wide [`Gpu`] (context, stream, loaded kernels, upload/download);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
 //! * `launch.rs`, `level.rs`, `partials.rs`: launch geometry, level-tensor shapes, per-block partial sums;
-//! * one launcher file per kernel file: `dfl_decode.rs` (cuda/dfl_decode.cu), `cls_bce.rs` (cuda/cls_bce.cu).
+//! * one launcher file per kernel file: `dfl_decode.rs` (cuda/dfl_decode.cu), `cls_bce.rs` (cuda/cls_bce.cu);
+//! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
+//!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
+//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'auto'` → [`DetectionLossAny`] and friends, what the binding calls.
 //!
 //! Launchers compile in every build (cudarc is always there); only the PTX needs nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
+pub mod backend;
 pub mod cls_bce;
+pub mod detection;
 pub mod dfl_decode;
+pub mod e2e;
 mod embedded;
 mod errors;
 mod gpu;
@@ -25,15 +31,20 @@ mod launch;
 mod level;
 mod partials;
 mod probe;
+pub mod prompts;
 #[cfg(test)]
 mod test_support;
 
+pub use backend::{Backend, DetectionLossAny, Device, E2EDetectLossAny, TVPDetectLossAny};
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
 pub use cudarc::driver::CudaSlice;
+pub use detection::{Assignment, CudaDetectionLoss, KernelTiming};
+pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, KERNELS_BUILT};
 pub use gpu::{gpu, Gpu};
 pub use level::LevelShape;
 pub use partials::PartialSums;
 pub use probe::{availability, Availability};
+pub use prompts::CudaTVPDetectLoss;

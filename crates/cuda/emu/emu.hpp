@@ -1,0 +1,92 @@
+// A functional CPU emulator for the detection kernels (tests only): included before a `cuda/*.cu` file when
+// build.rs compiles it with the host C++ compiler, it maps the CUDA built-ins those kernels use onto the runtime
+// of emu.cpp, which runs a launch block by block, every thread of a block as a fiber (ucontext) scheduled round
+// robin on one OS thread. __syncthreads and the warp shuffles are real barriers between the fibers, atomics are
+// plain read-modify-writes (a fiber is never interrupted between two barriers), "device memory" is host memory.
+//
+// It checks the kernels' logic (indexing, the assigner's top-k/fill/conflict rules, block reductions, the
+// last-block pattern) on machines without a GPU; it says nothing about timing, coalescing or hardware races.
+// Compiled with -ffp-contract=off (like nvcc --fmad=false) and glibc's libm, so its float results follow the CPU
+// backend (crates/core) even more closely than the GPU does.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+using std::isfinite;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+// Shared memory: one instance for the whole program is right because blocks run one after another. volatile,
+// because the compiler could otherwise keep a never-escaping static in a register across a barrier (a call it may
+// prove cannot touch it), hiding one fiber's writes from the others.
+#define __shared__ static volatile
+
+struct dim3 {
+    unsigned x, y, z;
+};
+extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+void __syncthreads();
+// Exchanges 64-bit words within the calling thread's warp: returns what lane `src` passed.
+uint64_t yl_emu_exchange(uint64_t mine, int src);
+void __threadfence();
+
+template <class T>
+inline uint64_t yl_emu_bits(T v) {
+    static_assert(sizeof(T) <= 8, "shuffle of a type wider than 64 bits");
+    uint64_t b = 0;
+    std::memcpy(&b, &v, sizeof(T));
+    return b;
+}
+template <class T>
+inline T yl_emu_from_bits(uint64_t b) {
+    T v;
+    std::memcpy(&v, &b, sizeof(T));
+    return v;
+}
+template <class T>
+inline T __shfl_down_sync(unsigned, T v, int delta) {
+    const int lane = static_cast<int>(threadIdx.x & 31u);
+    const int src = lane + delta > 31 ? lane : lane + delta;
+    return yl_emu_from_bits<T>(yl_emu_exchange(yl_emu_bits(v), src));
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned, T v, int mask) {
+    const int lane = static_cast<int>(threadIdx.x & 31u);
+    return yl_emu_from_bits<T>(yl_emu_exchange(yl_emu_bits(v), (lane ^ mask) & 31));
+}
+template <class T>
+inline T __shfl_sync(unsigned, T v, int src) {
+    return yl_emu_from_bits<T>(yl_emu_exchange(yl_emu_bits(v), src & 31));
+}
+
+template <class T>
+inline T atomicAdd(T* p, T v) {
+    const T old = *p;
+    *p = old + v;
+    return old;
+}
+template <class T>
+inline T atomicMax(T* p, T v) {
+    const T old = *p;
+    if (v > old) *p = v;
+    return old;
+}
+
+inline float __uint_as_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline uint32_t __float_as_uint(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}

@@ -1,0 +1,164 @@
+//! v8DetectionLoss on the GPU (SPEC §9): the same inputs, outputs and errors as
+//! `yolo_loss_core::V8DetectionLoss`, computed by the kernels of cuda/det_*.cu (see `run.rs` for the sequence).
+//!
+//! Parity with the CPU backend: same positives and GT indices (the assigner is reproduced rule for rule, ties
+//! included), values within 1e-5 relative. Errors: the CPU backend's for bad input (same codes, same messages),
+//! `ERR_CUDA_UNAVAILABLE` when there is no usable GPU, `ERR_CUDA_OUT_OF_MEMORY` when the GPU is full.
+
+mod device;
+#[cfg(all(test, yolo_cuda_emulator))]
+mod emu;
+mod host;
+mod params;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
+
+use crate::gpu::gpu;
+use device::Dev;
+pub use params::{MAX_LEVELS, MAX_TOPK};
+pub use run::Assignment;
+use run::{Job, RunOut};
+
+/// What `value_and_grad_timed` measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelTiming {
+    /// Device time from the first to the last kernel of the call (CUDA events), uploads and downloads excluded.
+    pub kernel_ms: f32,
+    /// Positive anchors in the batch after assignment.
+    pub positives: usize,
+}
+
+#[derive(Clone)]
+pub struct CudaDetectionLoss {
+    pub cfg: DetectionConfig,
+    dev: Dev,
+}
+
+impl std::fmt::Debug for CudaDetectionLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDetectionLoss").field("cfg", &self.cfg).field("device", &self.device_name()).finish()
+    }
+}
+
+/// The CUDA backend's own limits on a configuration the CPU backend accepts.
+pub(crate) fn check_cuda_limits(cfg: &DetectionConfig) -> Result<()> {
+    if cfg.tal_topk > MAX_TOPK {
+        return Err(LossError::invalid(format!(
+            "tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}",
+            cfg.tal_topk
+        )));
+    }
+    if cfg.strides.len() > MAX_LEVELS {
+        return Err(LossError::invalid(format!(
+            "model.stride: the CUDA backend supports at most {MAX_LEVELS} levels, got {}",
+            cfg.strides.len()
+        )));
+    }
+    Ok(())
+}
+
+impl CudaDetectionLoss {
+    /// Validates `cfg` as the CPU backend does, then opens the GPU: `ERR_CUDA_UNAVAILABLE` (with the reason)
+    /// where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
+    pub fn new(cfg: DetectionConfig) -> Result<Self> {
+        let cfg = V8DetectionLoss::new(cfg)?.cfg;
+        check_cuda_limits(&cfg)?;
+        Ok(Self { cfg, dev: Dev::Gpu(gpu()?) })
+    }
+
+    /// The same loss on the CPU emulator of the kernels (tests of this crate).
+    #[cfg(all(test, yolo_cuda_emulator))]
+    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
+        let cfg = V8DetectionLoss::new(cfg)?.cfg;
+        check_cuda_limits(&cfg)?;
+        Ok(Self { cfg, dev: Dev::Emu })
+    }
+
+    /// Name of the GPU the loss runs on.
+    pub fn device_name(&self) -> &str {
+        match self.dev {
+            Dev::Gpu(g) => g.device_name(),
+            #[cfg(all(test, yolo_cuda_emulator))]
+            Dev::Emu => "CPU emulator",
+        }
+    }
+
+    /// `__call__`: loss and loss items, no gradient.
+    pub fn call(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
+        Ok(self.run(feats, batch, Flags { grad: false, ..Flags::default() })?.out)
+    }
+
+    /// Loss, loss items and the gradient of `sum(loss)` with respect to every level tensor.
+    pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
+        Ok(self.run(feats, batch, Flags { grad: true, ..Flags::default() })?.out)
+    }
+
+    /// `value_and_grad` plus the device time of its kernels (for benchmarks).
+    pub fn value_and_grad_timed(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+    ) -> Result<(LossOutput<f32>, KernelTiming)> {
+        let r = self.run(feats, batch, Flags { grad: true, timed: true, ..Flags::default() })?;
+        let timing =
+            KernelTiming { kernel_ms: r.kernel_ms.unwrap_or(f32::NAN), positives: r.num_positives.unwrap_or(0) };
+        Ok((r.out, timing))
+    }
+
+    /// The assignment the loss uses: per image, (anchor, GT slot, soft target score) of every positive anchor.
+    pub fn assignment(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<Assignment> {
+        let r = self.run(feats, batch, Flags { assignment: true, ..Flags::default() })?;
+        Ok(r.assignment.unwrap_or_default())
+    }
+
+    fn run(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>, f: Flags) -> Result<RunOut> {
+        let cfg = &self.cfg;
+        let window = Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc };
+        self.run_window(feats, batch, f, window, false)
+    }
+
+    /// The loss over a class window (TVPDetectLoss); `only_cls`: the gradient of the cls component alone.
+    pub(crate) fn run_window(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        f: Flags,
+        w: Window,
+        only_cls: bool,
+    ) -> Result<RunOut> {
+        let cfg = &self.cfg;
+        let job = Job {
+            strides: &cfg.strides,
+            reg_max: cfg.reg_max,
+            topk: cfg.tal_topk,
+            gains: [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl],
+            channels: w.channels,
+            cls_ch0: w.cls_ch0,
+            nc: w.nc,
+            only_cls,
+            want_grad: f.grad,
+            want_assignment: f.assignment,
+            time_kernels: f.timed,
+        };
+        run::run(self.dev, &job, feats, batch)
+    }
+}
+
+/// What a run should produce besides the loss.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Flags {
+    pub grad: bool,
+    pub assignment: bool,
+    pub timed: bool,
+}
+
+/// The channels of a level tensor and the loss's class window in it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub channels: usize,
+    pub cls_ch0: usize,
+    pub nc: usize,
+}

@@ -1,0 +1,80 @@
+//! `DetParams`: the one parameter block of the detection kernels, the Rust twin of `struct DetParams` in
+//! cuda/detect.cuh (same fields, same order, `#[repr(C)]`). The emulator test compares the two layouts.
+
+use cudarc::driver::DeviceRepr;
+
+/// Most detection levels the kernels take (`yl::kMaxLevels`).
+pub const MAX_LEVELS: usize = 8;
+/// Largest `tal_topk` the CUDA assigner supports (`yl::kMaxTopk`).
+pub const MAX_TOPK: usize = 32;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DetParams {
+    pub feat: [u64; MAX_LEVELS],
+    pub grad: [u64; MAX_LEVELS],
+    pub height: [i32; MAX_LEVELS],
+    pub width: [i32; MAX_LEVELS],
+    pub offset: [i32; MAX_LEVELS],
+    pub stride: [f32; MAX_LEVELS],
+    pub levels: i32,
+    pub batch: i32,
+    pub channels: i32,
+    pub reg_max: i32,
+    pub cls_ch0: i32,
+    pub nc: i32,
+    pub anchors: i32,
+    pub max_gt: i32,
+    pub topk: i32,
+    pub only_cls: i32,
+    pub score_blocks: i32,
+    pub class_blocks: i32,
+    pub box_blocks: i32,
+    pub pad0: i32,
+    pub gain_box: f32,
+    pub gain_cls: f32,
+    pub gain_dfl: f32,
+    pub pad1: f32,
+    pub gt_box: u64,
+    pub gt_cls: u64,
+    pub gt_valid: u64,
+    pub img_bulk: u64,
+    pub dist: u64,
+    pub best: u64,
+    pub count: u64,
+    pub claim: u64,
+    pub pos_gt: u64,
+    pub pos_t: u64,
+    pub pos_u: u64,
+    pub pos_cls: u64,
+    pub pos_score: u64,
+    pub gt_t: u64,
+    pub gt_u: u64,
+    pub scalars: u64,
+    pub sums: u64,
+    pub flags: u64,
+}
+
+// SAFETY: plain old data of fixed layout (integers, floats, device addresses), passed by value as a kernel
+// parameter whose C declaration has the same layout.
+unsafe impl DeviceRepr for DetParams {}
+
+/// Byte offsets of a few fields, in the order `yl_emu_det_params_layout` reports them.
+#[cfg(test)]
+pub(crate) fn layout_probe() -> (usize, [usize; 9]) {
+    use std::mem::offset_of;
+    (
+        std::mem::size_of::<DetParams>(),
+        [
+            offset_of!(DetParams, grad),
+            offset_of!(DetParams, height),
+            offset_of!(DetParams, stride),
+            offset_of!(DetParams, levels),
+            offset_of!(DetParams, box_blocks),
+            offset_of!(DetParams, gain_box),
+            offset_of!(DetParams, gt_box),
+            offset_of!(DetParams, dist),
+            offset_of!(DetParams, flags),
+        ],
+    )
+}

@@ -1,0 +1,232 @@
+//! One detection loss evaluation on the device: uploads, the six kernel launches, downloads.
+//!
+//! ```text
+//! host:  validate shapes → labels → GT table (CPU backend's checks and messages)
+//! H2D:   level tensors (once), GT table
+//! K1 yl_det_decode   per (b, a): soft-argmax distances; zero the box channels of the gradient
+//! K2 yl_det_assign   per GT slot: candidates under the box, top-k, claims, per-anchor best overlap
+//! K3 yl_det_resolve  per (b, a): conflict resolution; per-GT max t and u
+//! K4 yl_det_scores   per (b, a): soft scores; S and the gradient scales (last block)
+//! K5 yl_det_class    per (b, a): all class logits, BCE sum and gradient, in one pass
+//! K6 yl_det_box      per positive (b, a): CIoU and DFL terms and the box-channel gradient
+//! D2H:   gradients (once), partial sums, S, flags
+//! ```
+//! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
+
+use yolo_loss_core::detection::DetBatch;
+use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
+
+use super::device::{Dev, DevBuf};
+use super::host::{check_finite, gt_table, pack_gt, validate_head};
+use super::params::{DetParams, MAX_LEVELS};
+use crate::launch::int;
+
+const BLOCK: u32 = 256;
+/// Most blocks of the score pass (its partials are summed by its last block).
+const SCORE_BLOCKS_MAX: usize = 1024;
+
+/// The detection configuration the kernels need, and which channels form the loss's class window.
+#[derive(Debug, Clone)]
+pub(crate) struct Job<'c> {
+    pub strides: &'c [f64],
+    pub reg_max: usize,
+    pub topk: usize,
+    pub gains: [f64; 3],
+    pub channels: usize,
+    pub cls_ch0: usize,
+    pub nc: usize,
+    pub only_cls: bool,
+    pub want_grad: bool,
+    pub want_assignment: bool,
+    pub time_kernels: bool,
+}
+
+/// Per image, the positives after conflict resolution: (anchor, GT slot, soft target score), by anchor.
+pub type Assignment = Vec<Vec<(usize, usize, f32)>>;
+
+pub(crate) struct RunOut {
+    pub out: LossOutput<f32>,
+    pub assignment: Option<Assignment>,
+    /// Milliseconds between events recorded before the first and after the last kernel (GPU, when asked).
+    pub kernel_ms: Option<f32>,
+    /// Positive anchors in the batch (when timing or the assignment was asked for).
+    pub num_positives: Option<usize>,
+}
+
+fn blocks_for(n: usize) -> usize {
+    n.div_ceil(BLOCK as usize)
+}
+
+pub(crate) fn run(dev: Dev, job: &Job, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<RunOut> {
+    let head = validate_head(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
+    // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
+    // first looks for a non-finite prediction to report instead.
+    let gt = match gt_table(&head, batch, job.topk) {
+        Ok(gt) => gt,
+        Err(e) => {
+            check_finite(feats)?;
+            return Err(e);
+        }
+    };
+    if head.grid.levels.len() > MAX_LEVELS {
+        return Err(LossError::invalid(format!(
+            "model.stride: the CUDA backend supports at most {MAX_LEVELS} levels, got {}",
+            head.grid.levels.len()
+        )));
+    }
+    let packed = pack_gt(&head, &gt);
+    let (b, a, m) = (head.batch, head.grid.num_anchors, gt.max_labels);
+    let ba = b.checked_mul(a).filter(|&v| i32::try_from(v.div_ceil(BLOCK as usize)).is_ok()).ok_or_else(|| {
+        LossError::invalid(format!("preds: {b} images × {a} anchors is too large for the CUDA kernels"))
+    })?;
+    int("GT slots", b * m)?;
+    int("anchors", a)?;
+    let anchor_blocks = blocks_for(ba);
+    let score_blocks = anchor_blocks.min(SCORE_BLOCKS_MAX);
+
+    // Inputs.
+    let level_bufs: Vec<DevBuf> =
+        feats.iter().enumerate().map(|(l, f)| dev.upload(&format!("preds[{l}]"), f.data)).collect::<Result<_>>()?;
+    let mut grad_bufs: Vec<DevBuf> = Vec::new();
+    if job.want_grad {
+        for (l, f) in feats.iter().enumerate() {
+            let mut g = dev.alloc(&format!("the gradient of preds[{l}]"), std::mem::size_of_val(f.data))?;
+            if cfg!(debug_assertions) {
+                dev.fill(&mut g, 0xFF)?; // NaN everywhere: an element a kernel fails to write shows up in tests
+            }
+            grad_bufs.push(g);
+        }
+    }
+    let gt_boxes = dev.upload("the GT boxes", &packed.boxes)?;
+    let gt_ints = dev.upload("the GT classes", &packed.ints)?;
+
+    // Work buffers: one zeroed (best u64 | count u32 | gt_t u32 | gt_u u32 | flags u32×4), one not
+    // (sums f64 | scalars f32×4 | dist f32×4 | claim | pos_gt | pos_t | pos_u | pos_cls | pos_score).
+    let slots = packed.slots;
+    let zero_bytes = 8 * ba + 4 * ba + 8 * slots + 16;
+    let zeroed = dev.zeros("assigner work buffers", zero_bytes)?;
+    let (best, count) = (zeroed.ptr, zeroed.ptr + 8 * ba as u64);
+    let gt_t = count + 4 * ba as u64;
+    let gt_u = gt_t + 4 * slots as u64;
+    let flags = gt_u + 4 * slots as u64;
+    let sums_len = score_blocks + 3 * anchor_blocks;
+    let work_bytes = 8 * sums_len + 16 + 4 * ba * 10;
+    let mut work = dev.alloc("detection work buffers", work_bytes)?;
+    if cfg!(debug_assertions) {
+        dev.fill(&mut work, 0xFF)?;
+    }
+    let sums = work.ptr;
+    let scalars = sums + 8 * sums_len as u64;
+    let dist = scalars + 16;
+    let per_anchor = |k: u64| dist + 16 * ba as u64 + k * 4 * ba as u64;
+
+    let mut p = DetParams {
+        levels: head.grid.levels.len() as i32,
+        batch: b as i32,
+        channels: head.channels as i32,
+        reg_max: head.reg_max as i32,
+        cls_ch0: head.cls_ch0 as i32,
+        nc: head.nc as i32,
+        anchors: a as i32,
+        max_gt: m as i32,
+        topk: job.topk as i32,
+        only_cls: job.only_cls as i32,
+        score_blocks: score_blocks as i32,
+        class_blocks: anchor_blocks as i32,
+        box_blocks: anchor_blocks as i32,
+        gain_box: job.gains[0] as f32,
+        gain_cls: job.gains[1] as f32,
+        gain_dfl: job.gains[2] as f32,
+        gt_box: gt_boxes.ptr,
+        gt_cls: gt_ints.ptr,
+        gt_valid: gt_ints.at::<i32>(slots),
+        img_bulk: gt_ints.at::<i32>(2 * slots),
+        dist,
+        best,
+        count,
+        claim: per_anchor(0),
+        pos_gt: per_anchor(1),
+        pos_t: per_anchor(2),
+        pos_u: per_anchor(3),
+        pos_cls: per_anchor(4),
+        pos_score: per_anchor(5),
+        gt_t,
+        gt_u,
+        scalars,
+        sums,
+        flags,
+        ..DetParams::default()
+    };
+    for (l, lv) in head.grid.levels.iter().enumerate() {
+        p.feat[l] = level_bufs[l].ptr;
+        p.grad[l] = grad_bufs.get(l).map_or(0, |g| g.ptr);
+        p.height[l] = lv.h as i32;
+        p.width[l] = lv.w as i32;
+        p.offset[l] = lv.offset as i32;
+        p.stride[l] = lv.stride as f32;
+    }
+
+    let start = if job.time_kernels { dev.event()? } else { None };
+    let anchor_grid = anchor_blocks as u32;
+    dev.launch("yl_det_decode", anchor_grid, BLOCK, &p)?;
+    if m > 0 {
+        dev.launch("yl_det_assign", (b * m) as u32, BLOCK, &p)?;
+    }
+    dev.launch("yl_det_resolve", anchor_grid, BLOCK, &p)?;
+    dev.launch("yl_det_scores", score_blocks as u32, BLOCK, &p)?;
+    dev.launch("yl_det_class", anchor_grid, BLOCK, &p)?;
+    dev.launch("yl_det_box", anchor_grid, BLOCK, &p)?;
+    let end = if job.time_kernels { dev.event()? } else { None };
+
+    // Results: flags, S, partial sums, then the gradients.
+    let mut fl = [0u32; 4];
+    dev.download("the status flags", &zeroed, (flags - zeroed.ptr) as usize / 4, &mut fl)?;
+    if fl[0] != 0 {
+        check_finite(feats)?;
+        return Err(LossError::new(
+            ErrorCode::Internal,
+            "the CUDA kernels saw a non-finite prediction that the host check does not find",
+        ));
+    }
+    let kernel_ms = match (start, end) {
+        (Some(s), Some(e)) => Some(s.elapsed_ms(&e).map_err(|e| crate::errors::driver("reading a timing event", e))?),
+        _ => None,
+    };
+    let mut sc = [0f32; 4];
+    dev.download("the score divisor", &work, (scalars - work.ptr) as usize / 4, &mut sc)?;
+    let mut partials = vec![0f64; sums_len];
+    dev.download("the loss partial sums", &work, 0, &mut partials)?;
+    let range_sum = |from: usize, len: usize| partials[from..from + len].iter().sum::<f64>();
+    let bce = range_sum(score_blocks, anchor_blocks);
+    let iou = range_sum(score_blocks + anchor_blocks, anchor_blocks);
+    let dfl = range_sum(score_blocks + 2 * anchor_blocks, anchor_blocks);
+    let s = sc[0];
+    let items: Vec<f32> = [iou, bce, dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
+    let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
+
+    let mut grads = Vec::with_capacity(grad_bufs.len());
+    for (l, g) in grad_bufs.iter().enumerate() {
+        let mut host = vec![0f32; feats[l].data.len()];
+        dev.download(&format!("the gradient of preds[{l}]"), g, 0, &mut host)?;
+        grads.push(host);
+    }
+
+    let (mut num_positives, mut assignment) = (None, None);
+    if job.want_assignment || job.time_kernels {
+        let mut pos_gt = vec![0i32; ba];
+        let mut pos_score = vec![0f32; ba];
+        dev.download("the assignment", &work, ((per_anchor(1) - work.ptr) / 4) as usize, &mut pos_gt)?;
+        dev.download("the target scores", &work, ((per_anchor(5) - work.ptr) / 4) as usize, &mut pos_score)?;
+        num_positives = Some(pos_gt.iter().filter(|&&g| g >= 0).count());
+        let per_image: Assignment = (0..b)
+            .map(|img| {
+                (0..a)
+                    .filter(|&an| pos_gt[img * a + an] >= 0)
+                    .map(|an| (an, pos_gt[img * a + an] as usize, pos_score[img * a + an]))
+                    .collect()
+            })
+            .collect();
+        assignment = job.want_assignment.then_some(per_image);
+    }
+    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment, kernel_ms, num_positives })
+}

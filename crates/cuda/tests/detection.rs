@@ -1,0 +1,123 @@
+//! The detection family on each backend: one test body per backend (tests/common/parity.rs), the CPU one always,
+//! the CUDA one where a GPU is present (else it prints why it is skipped; YOLO_LOSS_REQUIRE_GPU=1 makes that a
+//! failure). The same bodies also run on the kernel emulator in the crate's unit tests.
+
+mod common;
+#[path = "common/gpu.rs"]
+mod gpu;
+#[path = "common/parity.rs"]
+mod parity;
+
+use parity::{Backend, Makers};
+use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp};
+use yolo_loss_cuda::{
+    Backend as Which, CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss, DetectionLossAny, Device,
+};
+
+fn cuda(test: &str) -> Option<Makers<'static>> {
+    gpu::gpu_or_skip(test)?;
+    Some(Makers { det: &CudaDetectionLoss::new, e2e: &CudaE2EDetectLoss::new, tvp: &CudaTVPDetectLoss::new })
+}
+
+#[test]
+fn cpu_v8_detection_fixtures() {
+    parity::v8_detection_fixtures(&Backend::Cpu);
+}
+
+#[test]
+fn cuda_v8_detection_fixtures() {
+    let Some(mk) = cuda("cuda_v8_detection_fixtures") else { return };
+    parity::v8_detection_fixtures(&Backend::Cuda(mk));
+}
+
+#[test]
+fn cpu_e2e_fixtures() {
+    parity::e2e_fixtures(&Backend::Cpu);
+}
+
+#[test]
+fn cuda_e2e_fixtures() {
+    let Some(mk) = cuda("cuda_e2e_fixtures") else { return };
+    parity::e2e_fixtures(&Backend::Cuda(mk));
+}
+
+#[test]
+fn cpu_tvp_fixtures() {
+    parity::tvp_fixtures(&Backend::Cpu);
+}
+
+#[test]
+fn cuda_tvp_fixtures_and_text_channels() {
+    let Some(mk) = cuda("cuda_tvp_fixtures_and_text_channels") else { return };
+    parity::tvp_synthetic(&mk);
+    parity::tvp_fixtures(&Backend::Cuda(mk));
+}
+
+#[test]
+fn cuda_synthetic_cases_match_cpu() {
+    let Some(mk) = cuda("cuda_synthetic_cases_match_cpu") else { return };
+    parity::synthetic_cases(&mk);
+}
+
+#[test]
+fn cuda_errors_match_cpu() {
+    let Some(mk) = cuda("cuda_errors_match_cpu") else { return };
+    parity::errors_match_cpu(&mk);
+}
+
+/// Dense images: 1000 labels per image at 640×640 with 80 classes, against the CPU backend (same positives).
+#[test]
+fn cuda_dense_1000_labels_per_image_matches_cpu() {
+    let Some(mk) = cuda("cuda_dense_1000_labels_per_image_matches_cpu") else { return };
+    let s = parity::synthetic(&parity::SynthSpec {
+        batch: 2,
+        img_h: 640,
+        img_w: 640,
+        nc: 80,
+        per_image: 1000,
+        min_side: 0.01,
+        max_side: 0.12,
+        seed: 31,
+        ..parity::SynthSpec::default()
+    });
+    parity::synthetic_matches_cpu("dense 2×1000 labels", &mk, &s);
+}
+
+/// Device selection: 'cuda' without a usable GPU is ERR_CUDA_UNAVAILABLE with the reason; 'auto' falls back to
+/// the CPU and says so. Runs on every machine (the GPU branch where there is one).
+#[test]
+fn device_selection_reports_the_backend() {
+    let cfg = DetectionConfig { nc: 3, reg_max: 16, strides: vec![8.0, 16.0, 32.0], hyp: Hyp::default(), tal_topk: 10 };
+    let auto = DetectionLossAny::new(cfg.clone(), Device::Auto).unwrap();
+    assert_eq!(DetectionLossAny::new(cfg.clone(), Device::Cpu).unwrap().backend(), Which::Cpu);
+    match yolo_loss_cuda::gpu() {
+        Ok(g) => {
+            assert_eq!(auto.backend(), Which::Cuda);
+            let c = CudaDetectionLoss::new(cfg.clone()).unwrap();
+            assert_eq!(c.device_name(), g.device_name());
+            // A configuration beyond the CUDA limits: an error for 'cuda', the CPU for 'auto'.
+            let big = DetectionConfig { tal_topk: 64, ..cfg.clone() };
+            assert_eq!(CudaDetectionLoss::new(big.clone()).unwrap_err().code, ErrorCode::InvalidArgument);
+            assert_eq!(DetectionLossAny::new(big, Device::Auto).unwrap().backend(), Which::Cpu);
+        }
+        Err(_) => {
+            assert!(!gpu::require_gpu(), "YOLO_LOSS_REQUIRE_GPU=1 but CUDA is unavailable");
+            assert_eq!(auto.backend(), Which::Cpu);
+            let e = DetectionLossAny::new(cfg.clone(), Device::Cuda).unwrap_err();
+            assert_eq!(e.code, ErrorCode::CudaUnavailable, "{e}");
+            assert!(!e.message.is_empty());
+            assert_eq!(CudaE2EDetectLoss::new(cfg.clone()).unwrap_err().code, ErrorCode::CudaUnavailable);
+            assert_eq!(CudaTVPDetectLoss::new(cfg.clone()).unwrap_err().code, ErrorCode::CudaUnavailable);
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("note: device 'cuda' here: {}: {}\n", e.code.as_str(), e.message).as_bytes(),
+            );
+        }
+    }
+    // A bad configuration is the CPU backend's error on every device.
+    let bad = DetectionConfig { nc: 0, ..cfg };
+    for d in [Device::Cpu, Device::Cuda, Device::Auto] {
+        assert_eq!(DetectionLossAny::new(bad.clone(), d).unwrap_err().code, ErrorCode::InvalidArgument, "{d:?}");
+    }
+    assert_eq!("gpu".parse::<Device>().unwrap_err().code, ErrorCode::InvalidArgument);
+}
