@@ -215,6 +215,7 @@ function probeReference(o: Options): Probe {
   if (r.error) return { ok: false, error: `${o.python} cannot be run (${r.error.message})` };
   const p = lastJsonLine(r.stdout ?? '') as unknown as Probe | undefined;
   if (!p) return { ok: false, error: `${o.python} bench/reference.py --probe printed no result (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}` };
+  if (!p.ok) p.error = `${o.python} cannot import the reference: ${p.error}`;
   return p;
 }
 
@@ -423,7 +424,7 @@ function main(): void {
       console.log(`  reference: ultralytics ${probe.ultralytics}, torch ${probe.torch}, Python ${probe.python}, CPU float32, ${o.refThreads} torch threads`);
       if (probe.ultralytics !== '8.3.117') console.log(`  WARNING: the reference is ultralytics ${probe.ultralytics}, not 8.3.117`);
     } else {
-      console.log(`  reference: NOT RUN — ${o.python} cannot import it: ${probe.error}`);
+      console.log(`  reference: NOT RUN — ${probe.error}`);
       console.log('             (needs torch and ultralytics==8.3.117; the table has our numbers only)');
     }
   } else {
