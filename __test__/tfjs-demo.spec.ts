@@ -29,11 +29,13 @@ test('samePad follows TensorFlow', (t) => {
   t.deepEqual(samePad(10, 5, 2), [1, 2, 5]);
 });
 
-test('conv2d: value and both gradients equal tf.conv2d under autograd (strides 1 and 2, odd sizes, 1×1 and 5×5)', (t) => {
+test('conv2d: value and both gradients equal tf.conv2d under autograd (strides 1 and 2, even and odd sizes, 1×1, 3×3, 5×5)', (t) => {
   const cases: [number, number, number, number, number, number, number][] = [
     [2, 8, 8, 3, 4, 3, 1],
     [2, 8, 8, 3, 4, 3, 2],
     [2, 9, 7, 3, 4, 3, 2],
+    [2, 6, 10, 3, 5, 3, 2],
+    [1, 6, 7, 2, 3, 3, 2],
     [1, 6, 6, 2, 3, 1, 1],
     [2, 10, 10, 3, 2, 5, 2],
     [1, 7, 5, 2, 2, 3, 1],
@@ -157,6 +159,10 @@ test('iou and nms: per class, best first, overlap threshold, max_det', (t) => {
     [0.9, 0.7, 0.6],
   );
   t.is(nms(dets, 0.5, 2).length, 2);
+  t.deepEqual(
+    nms(dets, 0.5, 100, true).map((d) => d.score),
+    [0.9, 0.6, 0.5],
+  );
 });
 
 test('averagePrecision: all-point interpolation by hand', (t) => {

@@ -7,6 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import {
   E2EDetectLoss,
   TVPDetectLoss,
+  TVPSegmentLoss,
   isYoloLossError,
   v8ClassificationLoss,
   v8DetectionLoss,
@@ -262,13 +263,12 @@ test('PREDS_STRUCTURE follows API.md', (t) => {
   t.is(PREDS_STRUCTURE.v8ClassificationLoss, 'tensor');
 });
 
-test('v8SegmentationLoss through the adapter: gradients = valueAndGrad', (t) => {
-  const c = makeCase({ B: 2, perImage: 2, seed: 22 });
-  const r = rng(23);
+/** Mask coefficients, prototypes (input/4) and index-map masks painting each label's box, for a makeCase case. */
+function segInputs(c: ReturnType<typeof makeCase>, seed: number): { predMasks: Tensor; proto: Tensor; masks: Tensor } {
+  const r = rng(seed);
   const nm = 4;
   const predMasks = tensor([2, nm, A(64, 64)], () => r() * 2 - 1);
   const proto = tensor([2, nm, 16, 16], () => r() * 2 - 1);
-  // Index maps: each label paints its box (1-based within its image).
   const masks = tensor([2, 16, 16]);
   const seen = [0, 0];
   c.batch.batch_idx.data.forEach((b, k) => {
@@ -278,7 +278,21 @@ test('v8SegmentationLoss through the adapter: gradients = valueAndGrad', (t) => 
       for (let x = Math.floor((cx! - w! / 2) * 16); x < Math.ceil((cx! + w! / 2) * 16); x++) masks.data[(b * 16 + y) * 16 + x] = j;
     }
   });
+  return { predMasks, proto, masks };
+}
+
+test('v8SegmentationLoss through the adapter: gradients = valueAndGrad', (t) => {
+  const c = makeCase({ B: 2, perImage: 2, seed: 22 });
+  const { predMasks, proto, masks } = segInputs(c, 23);
   checkAgainstValueAndGrad(t, new v8SegmentationLoss(c.model), [c.preds, predMasks, proto], { ...c.batch, masks });
+});
+
+test('TVPSegmentLoss through the adapter: gradients = valueAndGrad', (t) => {
+  const vnc = 3;
+  const c = makeCase({ B: 2, perImage: 2, nc: 2 + vnc, seed: 34 });
+  const { predMasks, proto, masks } = segInputs(c, 35);
+  const batch = { ...c.batch, cls: { data: c.batch.cls.data.map((v) => v % vnc), shape: c.batch.cls.shape }, masks };
+  checkAgainstValueAndGrad(t, new TVPSegmentLoss({ ...c.model, nc: 2 }), [c.preds, predMasks, proto], batch);
 });
 
 test('v8PoseLoss through the adapter: gradients = valueAndGrad', (t) => {

@@ -100,15 +100,15 @@ export function decode(preds: readonly PlainTensor[], o: DecodeOptions): Detecti
 }
 
 /**
- * Greedy per-class NMS: highest score first, drop every box of the same class overlapping a kept one by more than
- * `iouThreshold`; at most `maxDet` survivors, best first.
+ * Greedy per-class NMS: highest score first, drop every box of the same class (of any class when `agnostic`)
+ * overlapping a kept one by more than `iouThreshold`; at most `maxDet` survivors, best first.
  */
-export function nms(dets: readonly Detection[], iouThreshold = 0.5, maxDet = 100): Detection[] {
+export function nms(dets: readonly Detection[], iouThreshold = 0.5, maxDet = 100, agnostic = false): Detection[] {
   const sorted = [...dets].sort((a, b) => b.score - a.score);
   const kept: Detection[] = [];
   for (const d of sorted) {
     if (kept.length >= maxDet) break;
-    if (kept.every((k) => k.cls !== d.cls || iou(k, d) <= iouThreshold)) kept.push(d);
+    if (kept.every((k) => (!agnostic && k.cls !== d.cls) || iou(k, d) <= iouThreshold)) kept.push(d);
   }
   return kept;
 }

@@ -44,10 +44,56 @@ function dilate(dy: tf.Tensor4D, s: number): tf.Tensor4D {
   return tf.reshape(spread, [B, H * s, W * s, C]);
 }
 
+/** The taps of a k×k kernel in reverse order, as a [k·k, k·k] matrix (a matMul flips faster than tf.reverse on wasm). */
+const flipMatrices = new Map<number, tf.Tensor2D>();
+function flipKernel(w: tf.Tensor4D): tf.Tensor4D {
+  const [kh, kw, ci, co] = w.shape;
+  const n = kh * kw;
+  let j = flipMatrices.get(n);
+  if (!j) {
+    j = tf.keep(tf.tensor2d(Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) + (i % n) === n - 1 ? 1 : 0)), [n, n]));
+    flipMatrices.set(n, j);
+  }
+  return tf.reshape(tf.matMul(j, tf.reshape(w, [n, ci * co])), [kh, kw, ci, co]);
+}
+
+/**
+ * Stride 2, 3×3, even H and W (no padding before): the four output phases (even/odd row × even/odd column) of dx
+ * are 2×2 convolutions of dy, so one 2×2 convolution with 4·Cin outputs and a depth-to-space give dx without the
+ * zeros of the dilated form. Tap (a, b) of phase (p, q) is w[R[p][a], R[q][b]], R = [[2, 0], [−, 1]].
+ */
+const phaseSelections = new Map<string, tf.Tensor2D>();
+function conv2dGradInputStride2(dy: tf.Tensor4D, w: tf.Tensor4D): tf.Tensor4D {
+  const [, , ci, co] = w.shape;
+  let sel = phaseSelections.get('3x3');
+  if (!sel) {
+    const R = [
+      [2, 0],
+      [-1, 1],
+    ];
+    const rows: number[] = [];
+    // Rows ordered (a, b, p, q); each picks one tap of the 3×3 kernel or none.
+    for (const a of [0, 1]) for (const b of [0, 1]) for (const p of [0, 1]) for (const q of [0, 1]) {
+      const r = R[p]![a]!;
+      const c = R[q]![b]!;
+      for (let t = 0; t < 9; t++) rows.push(r >= 0 && c >= 0 && t === r * 3 + c ? 1 : 0);
+    }
+    sel = tf.keep(tf.tensor2d(rows, [16, 9]));
+    phaseSelections.set('3x3', sel);
+  }
+  const taps = tf.reshape(tf.matMul(sel, tf.reshape(w, [9, ci * co])), [2, 2, 2, 2, ci, co]); // a, b, p, q, ci, co
+  const k = tf.reshape(tf.transpose(taps, [0, 1, 5, 2, 3, 4]), [2, 2, co, 4 * ci]); // a, b, co, (p, q, ci)
+  const phases = tf.conv2d(tf.pad(dy, [[0, 0], [1, 0], [1, 0], [0, 0]]), k as tf.Tensor4D, 1, 'valid');
+  // Depth to space (tf.depthToSpace is slow on wasm): [B, Ho, Wo, p, q, ci] → [B, Ho, p, Wo, q, ci].
+  const [B, Ho, Wo] = phases.shape;
+  return tf.reshape(tf.transpose(tf.reshape(phases, [B, Ho, Wo, 2, 2, ci]), [0, 1, 3, 2, 4, 5]), [B, 2 * Ho, 2 * Wo, ci]);
+}
+
 /** d conv2d(x, w, s, 'same') / dx for the incoming dy, as one stride-1 convolution. */
 export function conv2dGradInput(dy: tf.Tensor4D, w: tf.Tensor4D, xShape: readonly number[], s: number): tf.Tensor4D {
   const [, H, W] = xShape as [number, number, number, number];
   const [kh, kw] = w.shape;
+  if (s === 2 && kh === 3 && kw === 3 && H % 2 === 0 && W % 2 === 0) return conv2dGradInputStride2(dy, w);
   const [pt, , Ho] = samePad(H, kh, s);
   const [pl, , Wo] = samePad(W, kw, s);
   // dy spread to stride 1 (its length is s·(Ho−1)+1 plus s−1 trailing zeros), then framed so that a 'valid'
@@ -58,8 +104,7 @@ export function conv2dGradInput(dy: tf.Tensor4D, w: tf.Tensor4D, xShape: readonl
     [kw - 1 - pl, W + pl - s * Wo],
     [0, 0],
   ]);
-  const wFlipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]);
-  return tf.conv2d(d, wFlipped, 1, 'valid');
+  return tf.conv2d(d, tf.transpose(flipKernel(w), [0, 1, 3, 2]), 1, 'valid');
 }
 
 /** d conv2d(x, w, s, 'same') / dw for the incoming dy, as one dilated convolution over the batch. */

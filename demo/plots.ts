@@ -118,7 +118,15 @@ export interface PredictionTile {
 export function predictionsPng(
   tiles: readonly PredictionTile[],
   size: number,
-  opts: { cols: number; scale: number; classNames: readonly string[]; classColours: readonly (readonly [number, number, number])[]; title: string },
+  opts: {
+    cols: number;
+    scale: number;
+    classNames: readonly string[];
+    classColours: readonly (readonly [number, number, number])[];
+    title: string;
+    /** Round pixel values to multiples of this many 8-bit levels (smaller files for noisy images; default 1). */
+    quantize?: number;
+  },
 ): Buffer {
   const { cols, scale } = opts;
   const rows = Math.ceil(tiles.length / cols);
@@ -137,7 +145,8 @@ export function predictionsPng(
   tiles.forEach((t, i) => {
     const ox = gap + (i % cols) * (tile + gap);
     const oy = top + gap + Math.floor(i / cols) * (tile + gap);
-    img.blit(ox, oy, t.image, size, size, scale);
+    const q = opts.quantize ?? 1;
+    img.blit(ox, oy, q > 1 ? t.image.map((v) => (Math.round((v * 255) / q) * q) / 255) : t.image, size, size, scale);
     for (const g of t.gts) img.strokeRect(ox + g.x1 * scale, oy + g.y1 * scale, ox + g.x2 * scale - 1, oy + g.y2 * scale - 1, [255, 255, 255], 2, 5);
     for (const d of t.dets) {
       const colour = dark(opts.classColours[d.cls] ?? [1, 1, 1]);

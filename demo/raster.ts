@@ -125,7 +125,8 @@ export class Raster {
     for (let j = 0; j < h * scale; j++) {
       for (let i = 0; i < w * scale; i++) {
         const p = (Math.floor(j / scale) * w + Math.floor(i / scale)) * 3;
-        const c: RGB = [Math.round(img[p]! * 255), Math.round(img[p + 1]! * 255), Math.round(img[p + 2]! * 255)];
+        const v = (k: number): number => Math.min(255, Math.max(0, Math.round(img[p + k]! * 255)));
+        const c: RGB = [v(0), v(1), v(2)];
         this.set(x + i, y + j, c);
       }
     }
