@@ -48,6 +48,9 @@ mod tests {
     const LAUNCHED: &[(&str, &[&str])] = &[
         ("dfl_decode", &[crate::dfl_decode::KERNEL]),
         ("cls_bce", &[crate::cls_bce::DENSE_KERNEL, crate::cls_bce::POSITIVE_KERNEL]),
+        ("det_decode", &[crate::detection::run::DECODE]),
+        ("det_assign", &[crate::detection::run::ASSIGN, crate::detection::run::RESOLVE, crate::detection::run::SCORES]),
+        ("det_loss", &[crate::detection::run::CLASS, crate::detection::run::BOX]),
     ];
 
     #[test]

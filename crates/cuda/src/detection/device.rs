@@ -76,6 +76,8 @@ impl Dev {
     pub fn fill(&self, buf: &mut DevBuf, byte: u8) -> Result<()> {
         match (self, &mut buf.keep) {
             (Dev::Gpu(gpu), Keep::Gpu(_)) => {
+                // A raw driver call: make the context current on this thread first (cudarc's own calls do).
+                gpu.stream().context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
                 // SAFETY: the range is the buffer's own allocation; the stream orders it with the kernels.
                 unsafe { result::memset_d8_async(buf.ptr, byte, buf.bytes, gpu.stream().cu_stream()) }
                     .map_err(|e| errors::driver("clearing a work buffer", e))

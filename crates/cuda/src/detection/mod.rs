@@ -10,7 +10,7 @@ mod device;
 mod emu;
 mod host;
 mod params;
-mod run;
+pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 

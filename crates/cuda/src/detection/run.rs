@@ -22,6 +22,14 @@ use super::params::{DetParams, MAX_LEVELS};
 use crate::launch::int;
 
 const BLOCK: u32 = 256;
+
+/// The kernels, by module (cuda/<module>.cu), in launch order.
+pub(crate) const DECODE: &str = "yl_det_decode";
+pub(crate) const ASSIGN: &str = "yl_det_assign";
+pub(crate) const RESOLVE: &str = "yl_det_resolve";
+pub(crate) const SCORES: &str = "yl_det_scores";
+pub(crate) const CLASS: &str = "yl_det_class";
+pub(crate) const BOX: &str = "yl_det_box";
 /// Most blocks of the score pass (its partials are summed by its last block).
 const SCORE_BLOCKS_MAX: usize = 1024;
 
@@ -168,14 +176,14 @@ pub(crate) fn run(dev: Dev, job: &Job, feats: &[TensorRef<f32>], batch: &DetBatc
 
     let start = if job.time_kernels { dev.event()? } else { None };
     let anchor_grid = anchor_blocks as u32;
-    dev.launch("yl_det_decode", anchor_grid, BLOCK, &p)?;
+    dev.launch(DECODE, anchor_grid, BLOCK, &p)?;
     if m > 0 {
-        dev.launch("yl_det_assign", (b * m) as u32, BLOCK, &p)?;
+        dev.launch(ASSIGN, (b * m) as u32, BLOCK, &p)?;
     }
-    dev.launch("yl_det_resolve", anchor_grid, BLOCK, &p)?;
-    dev.launch("yl_det_scores", score_blocks as u32, BLOCK, &p)?;
-    dev.launch("yl_det_class", anchor_grid, BLOCK, &p)?;
-    dev.launch("yl_det_box", anchor_grid, BLOCK, &p)?;
+    dev.launch(RESOLVE, anchor_grid, BLOCK, &p)?;
+    dev.launch(SCORES, score_blocks as u32, BLOCK, &p)?;
+    dev.launch(CLASS, anchor_grid, BLOCK, &p)?;
+    dev.launch(BOX, anchor_grid, BLOCK, &p)?;
     let end = if job.time_kernels { dev.event()? } else { None };
 
     // Results: flags, S, partial sums, then the gradients.

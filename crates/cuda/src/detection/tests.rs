@@ -69,3 +69,13 @@ fn emulator_errors_match_cpu() {
     let Some(mk) = emulator("emulator_errors_match_cpu") else { return };
     parity::errors_match_cpu(&mk);
 }
+
+/// The loss types cross threads (the binding runs them on worker threads).
+#[test]
+fn loss_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<CudaDetectionLoss>();
+    check::<CudaE2EDetectLoss>();
+    check::<CudaTVPDetectLoss>();
+    check::<crate::DetectionLossAny>();
+}

@@ -2,7 +2,7 @@
 //! reader and tolerance of crates/core/tests/common/mod.rs, shared by this crate's unit tests (emulator) and
 //! integration tests (GPU). `parity.rs` beside it holds the test bodies both run.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::neg_cmp_op_on_partial_ord)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

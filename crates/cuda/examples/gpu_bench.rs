@@ -1,0 +1,299 @@
+//! GPU benchmark of the CUDA detection loss (issue 4), run by scripts/gpu-check.sh on a GPU machine:
+//!
+//! ```text
+//! gpu_bench --out DIR [--labels 8,1000] [--batch 16] [--size 640] [--nc 80] [--iters 30] [--warmup 3]
+//!           [--write-cases | --cases-only] [--cpu-check]
+//! ```
+//! For each label count it builds one deterministic case (B images of size×size, strides 8/16/32, reg_max 16),
+//! times `value_and_grad` of `CudaDetectionLoss` (kernel time from CUDA events around the kernels, and end to end
+//! from host `f32` slices: uploads, kernels, gradient download), and measures the device's copy bandwidth to give
+//! the memory-traffic floor (reading every prediction once and writing every gradient once). `--write-cases` also
+//! writes each case's inputs under DIR/case_<labels>/ (raw little-endian f32 + manifest.json) for
+//! bench/gpu_reference.py, so that the reference runs on the very same numbers. `--cpu-check` runs the CPU
+//! backend once per case and reports the largest differences. One JSON object per case goes to stdout and to
+//! DIR/ours.json (one per line).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef, V8DetectionLoss};
+use yolo_loss_cuda::cudarc::driver::sys::CUevent_flags;
+use yolo_loss_cuda::{gpu, CudaDetectionLoss};
+
+struct Args {
+    out: PathBuf,
+    labels: Vec<usize>,
+    batch: usize,
+    size: usize,
+    nc: usize,
+    iters: usize,
+    warmup: usize,
+    write_cases: bool,
+    cases_only: bool,
+    cpu_check: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        out: PathBuf::from("gpu-bench-out"),
+        labels: vec![8, 1000],
+        batch: 16,
+        size: 640,
+        nc: 80,
+        iters: 30,
+        warmup: 3,
+        write_cases: false,
+        cases_only: false,
+        cpu_check: false,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let num = |v: &str| v.parse::<usize>().unwrap_or_else(|_| panic!("not a number: {v}"));
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--out" => a.out = PathBuf::from(&v),
+            "--labels" => a.labels = v.split(',').map(num).collect(),
+            "--batch" => a.batch = num(&v),
+            "--size" => a.size = num(&v),
+            "--nc" => a.nc = num(&v),
+            "--iters" => a.iters = num(&v),
+            "--warmup" => a.warmup = num(&v),
+            "--write-cases" => {
+                a.write_cases = true;
+                i += 1;
+                continue;
+            }
+            "--cases-only" => {
+                a.write_cases = true;
+                a.cases_only = true;
+                i += 1;
+                continue;
+            }
+            "--cpu-check" => {
+                a.cpu_check = true;
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown argument {other} (see the file header)"),
+        }
+        i += 2;
+    }
+    a
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u32() as f32 / (1u64 << 31) as f32)
+    }
+}
+
+struct Case {
+    cfg: DetectionConfig,
+    levels: Vec<(Vec<f32>, Vec<usize>)>,
+    batch_idx: Vec<f32>,
+    cls: Vec<f32>,
+    bboxes: Vec<f32>,
+}
+
+/// Box logits in [−2, 2], class logits in [−8, 2] (mostly background, as in training), labels of random
+/// classes: boxes of side 5–60 % of the image for sparse images, 1–8 % for dense ones (≥ 100 labels).
+fn make_case(a: &Args, labels: usize) -> Case {
+    let reg_max = 16;
+    let strides = [8.0, 16.0, 32.0];
+    let c = 4 * reg_max + a.nc;
+    let mut rng = Lcg(0x5eed_0000 + labels as u64);
+    let levels = strides
+        .iter()
+        .map(|&s| {
+            let n = (a.size as f64 / s).ceil() as usize;
+            let shape = vec![a.batch, c, n, n];
+            let hw = n * n;
+            let mut data = vec![0f32; a.batch * c * hw];
+            for (i, v) in data.iter_mut().enumerate() {
+                let ch = (i / hw) % c;
+                *v = if ch < 4 * reg_max { rng.uniform(-2.0, 2.0) } else { rng.uniform(-8.0, 2.0) };
+            }
+            (data, shape)
+        })
+        .collect();
+    let (lo, hi) = if labels >= 100 { (0.01, 0.08) } else { (0.05, 0.6) };
+    let (mut batch_idx, mut cls, mut bboxes) = (vec![], vec![], vec![]);
+    for b in 0..a.batch {
+        for _ in 0..labels {
+            let (w, h) = (rng.uniform(lo, hi), rng.uniform(lo, hi));
+            batch_idx.push(b as f32);
+            cls.push((rng.next_u32() as usize % a.nc) as f32);
+            bboxes.extend_from_slice(&[rng.uniform(w / 2.0, 1.0 - w / 2.0), rng.uniform(h / 2.0, 1.0 - h / 2.0), w, h]);
+        }
+    }
+    let cfg = DetectionConfig { nc: a.nc, reg_max, strides: strides.to_vec(), hyp: Hyp::default(), tal_topk: 10 };
+    Case { cfg, levels, batch_idx, cls, bboxes }
+}
+
+fn write_f32(path: &Path, v: &[f32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn write_case(dir: &Path, c: &Case) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut levels = String::new();
+    for (l, (data, shape)) in c.levels.iter().enumerate() {
+        write_f32(&dir.join(format!("preds_{l}.f32")), data);
+        let _ =
+            write!(levels, "{}{{\"file\": \"preds_{l}.f32\", \"shape\": {shape:?}}}", if l > 0 { ", " } else { "" });
+    }
+    write_f32(&dir.join("batch_idx.f32"), &c.batch_idx);
+    write_f32(&dir.join("cls.f32"), &c.cls);
+    write_f32(&dir.join("bboxes.f32"), &c.bboxes);
+    let n = c.batch_idx.len();
+    let manifest = format!(
+        "{{\"nc\": {}, \"reg_max\": {}, \"strides\": {:?}, \"hyp\": {{\"box\": {}, \"cls\": {}, \"dfl\": {}}}, \"tal_topk\": {}, \
+         \"levels\": [{levels}], \"labels\": {n}, \"batch_idx\": \"batch_idx.f32\", \"cls\": \"cls.f32\", \"bboxes\": \"bboxes.f32\"}}",
+        c.cfg.nc, c.cfg.reg_max, c.cfg.strides, c.cfg.hyp.box_gain, c.cfg.hyp.cls, c.cfg.hyp.dfl, c.cfg.tal_topk
+    );
+    std::fs::write(dir.join("manifest.json"), manifest).unwrap();
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Device-to-device copy bandwidth in bytes/s (read + write), the ceiling of a memory-bound kernel.
+fn copy_bandwidth() -> f64 {
+    let g = gpu().expect("a GPU");
+    let n = 1usize << 28; // 1 GiB of f32
+    let src = g.zeros::<f32>("bandwidth source", n).expect("1 GiB free");
+    let mut dst = g.zeros::<f32>("bandwidth target", n).expect("1 GiB free");
+    let s = g.stream();
+    s.memcpy_dtod(&src, &mut dst).unwrap();
+    let mut times = vec![];
+    for _ in 0..10 {
+        let e0 = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+        s.memcpy_dtod(&src, &mut dst).unwrap();
+        let e1 = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+        times.push(e0.elapsed_ms(&e1).unwrap() as f64);
+    }
+    let ms = median(&mut times);
+    2.0 * (n * 4) as f64 / (ms / 1000.0)
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
+    a.iter().zip(b).map(|(&x, &y)| ((x - y).abs() as f64) / ((y.abs() as f64) + 1e-6 * scale)).fold(0.0, f64::max)
+}
+
+fn main() {
+    let a = parse_args();
+    if a.cases_only {
+        // Only the inputs (no GPU needed): for trying bench/gpu_reference.py elsewhere.
+        // With --cpu-check, also the CPU backend's loss on each case (to compare with the reference anywhere).
+        for &labels in &a.labels {
+            let c = make_case(&a, labels);
+            write_case(&a.out.join(format!("case_{labels}")), &c);
+            if a.cpu_check {
+                let feats: Vec<TensorRef<f32>> = c.levels.iter().map(|(d, s)| TensorRef::new(d, s)).collect();
+                let (s1, s2, s4) = ([c.batch_idx.len()], [c.cls.len(), 1], [c.batch_idx.len(), 4]);
+                let batch = DetBatch {
+                    batch_idx: TensorRef::new(&c.batch_idx, &s1),
+                    cls: TensorRef::new(&c.cls, &s2),
+                    bboxes: TensorRef::new(&c.bboxes, &s4),
+                };
+                let cpu = V8DetectionLoss::new(c.cfg.clone()).unwrap().call(&feats, &batch).unwrap();
+                println!("{{\"labels\": {labels}, \"cpu_loss\": {:?}}}", cpu.loss);
+            }
+        }
+        return;
+    }
+    let g = match gpu() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("gpu_bench: no GPU: {e}");
+            std::process::exit(2);
+        }
+    };
+    std::fs::create_dir_all(&a.out).unwrap();
+    let bw = copy_bandwidth();
+    let mut lines = String::new();
+    for &labels in &a.labels {
+        let c = make_case(&a, labels);
+        if a.write_cases {
+            write_case(&a.out.join(format!("case_{labels}")), &c);
+        }
+        let feats: Vec<TensorRef<f32>> = c.levels.iter().map(|(d, s)| TensorRef::new(d, s)).collect();
+        let (s1, s2, s4) = ([c.batch_idx.len()], [c.cls.len(), 1], [c.batch_idx.len(), 4]);
+        let batch = DetBatch {
+            batch_idx: TensorRef::new(&c.batch_idx, &s1),
+            cls: TensorRef::new(&c.cls, &s2),
+            bboxes: TensorRef::new(&c.bboxes, &s4),
+        };
+        let loss = CudaDetectionLoss::new(c.cfg.clone()).expect("CUDA loss");
+        for _ in 0..a.warmup {
+            loss.value_and_grad_timed(&feats, &batch).expect("value_and_grad");
+        }
+        let (mut kernel, mut e2e) = (vec![], vec![]);
+        let mut last = None;
+        for _ in 0..a.iters {
+            let t0 = Instant::now();
+            let (out, timing) = loss.value_and_grad_timed(&feats, &batch).expect("value_and_grad");
+            e2e.push(t0.elapsed().as_secs_f64() * 1e3);
+            kernel.push(timing.kernel_ms as f64);
+            last = Some((out, timing));
+        }
+        // Plain value_and_grad (no events, no assignment download): the end-to-end time a caller sees.
+        let mut plain = vec![];
+        for _ in 0..a.iters {
+            let t0 = Instant::now();
+            loss.value_and_grad(&feats, &batch).expect("value_and_grad");
+            plain.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let (out, timing) = last.expect("at least one iteration");
+        let kmin = kernel.iter().cloned().fold(f64::INFINITY, f64::min);
+        let bytes: usize = c.levels.iter().map(|(d, _)| d.len() * 4 * 2).sum();
+        let floor_ms = bytes as f64 / bw * 1e3;
+        let mut line = format!(
+            "{{\"labels\": {labels}, \"batch\": {}, \"size\": {}, \"nc\": {}, \"device\": {:?}, \"kernel_ms\": {:.4}, \
+             \"kernel_min_ms\": {kmin:.4}, \"e2e_ms\": {:.3}, \"e2e_timed_ms\": {:.3}, \"positives\": {}, \"loss\": {:?}, \
+             \"floor_ms\": {floor_ms:.4}, \"bandwidth_gbs\": {:.1}, \"bytes\": {bytes}",
+            a.batch,
+            a.size,
+            a.nc,
+            g.device_name(),
+            median(&mut kernel),
+            median(&mut plain),
+            median(&mut e2e),
+            timing.positives,
+            out.loss,
+            bw / 1e9
+        );
+        if a.cpu_check {
+            let t0 = Instant::now();
+            let cpu = V8DetectionLoss::new(c.cfg.clone()).unwrap().value_and_grad(&feats, &batch).unwrap();
+            let cpu_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let grad_diff = out.grads.iter().zip(&cpu.grads).map(|(g, c)| max_rel_diff(g, c)).fold(0.0, f64::max);
+            let _ = write!(
+                line,
+                ", \"cpu_ms\": {cpu_ms:.1}, \"cpu_loss\": {:?}, \"loss_rel_diff\": {:.3e}, \"grad_rel_diff\": {grad_diff:.3e}",
+                cpu.loss,
+                max_rel_diff(&out.loss, &cpu.loss)
+            );
+        }
+        line.push('}');
+        println!("{line}");
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    std::fs::write(a.out.join("ours.json"), lines).unwrap();
+}

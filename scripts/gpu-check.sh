@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# GPU check of the CUDA backend (issue 4): the CUDA tests and the GPU benchmark against the reference, in one
+# device call of under 5 minutes.
+#
+# 1. Here, on a machine with cargo (no GPU needed):
+#
+#        bash scripts/gpu-check.sh --prepare
+#
+#    builds into .gpu-check/ (git-ignored through .git/info/exclude; well under 64 MiB):
+#      tests/      the yolo-loss-cuda test binaries (`cargo test --no-run`), every kernel compiled to PTX by nvcc
+#                  (YOLO_LOSS_REQUIRE_CUDA=1; scripts/install-nvcc.sh provides nvcc), listed in tests.txt;
+#      bin/        the release benchmark crates/cuda/examples/gpu_bench.rs;
+#      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed).
+#
+# 2. On the GPU machine (CUDA driver, python3 with PyTorch; no cargo, node or network needed), from the
+#    repository root:
+#
+#        bash scripts/gpu-check.sh
+#
+#    runs every prepared test binary with YOLO_LOSS_REQUIRE_GPU=1 (no GPU = failure, not a skip; the emulator
+#    tests are skipped there, CI runs them), then gpu_bench (B=16, 640×640, nc=80, 8 and 1000 labels per image:
+#    kernel time by CUDA events, end-to-end time from host f32 arrays, the memory-traffic floor from the measured
+#    copy bandwidth, a CPU-backend cross-check), then bench/gpu_reference.py (ultralytics on the device's torch,
+#    CUDA, fp32, AMP off, forward + backward, same inputs), and prints the table with the ratios and targets.
+#    Logs and JSON go to $OUT when it is set (the device tool brings them back), else to .gpu-check/out.
+#    Exit status: non-zero when a test failed or the benchmark could not run.
+#
+# Through this workplace's device tool, after step 1:
+#
+#        run(command="bash scripts/gpu-check.sh", carry=[".gpu-check"], timeout_s=420)
+#
+# Options: --prepare; on the GPU machine --skip-tests or --skip-bench to run one half.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+prep=.gpu-check
+
+log() { printf '[gpu-check] %s\n' "$*" >&2; }
+
+prepare() {
+  set -e
+  command -v cargo >/dev/null || { log "cargo not found"; exit 1; }
+  grep -qx '/.gpu-check/' .git/info/exclude 2>/dev/null || echo '/.gpu-check/' >> .git/info/exclude
+  eval "$(bash scripts/install-nvcc.sh)"
+  export YOLO_LOSS_REQUIRE_CUDA=1
+  # A target folder of its own (other profile settings would rebuild the main one), no debug info: small
+  # binaries that still print panics with symbol names.
+  export CARGO_TARGET_DIR="$here/target/gpu-check" CARGO_PROFILE_TEST_DEBUG=0 CARGO_PROFILE_RELEASE_DEBUG=0
+  rm -rf "$prep/tests" "$prep/bin"
+  mkdir -p "$prep/tests" "$prep/bin" "$prep/wheels"
+  log "building the CUDA test binaries (nvcc kernels required)"
+  cargo test -p yolo-loss-cuda --no-run --message-format=json-render-diagnostics >"$prep/build.json"
+  python3 - "$prep" <<'PY'
+import json, os, shutil, sys
+prep = sys.argv[1]
+names = []
+for line in open(os.path.join(prep, "build.json")):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"] + ("-lib" if "lib" in m["target"]["kind"] else "")
+        shutil.copy2(m["executable"], os.path.join(prep, "tests", name))
+        names.append(name)
+open(os.path.join(prep, "tests.txt"), "w").write("\n".join(sorted(names)) + "\n")
+print("test binaries:", ", ".join(sorted(names)), file=sys.stderr)
+PY
+  rm -f "$prep/build.json"
+  log "building the benchmark (release)"
+  cargo build --release -p yolo-loss-cuda --example gpu_bench
+  cp "$CARGO_TARGET_DIR/release/examples/gpu_bench" "$prep/bin/"
+  strip "$prep"/tests/* "$prep/bin/gpu_bench" 2>/dev/null || true
+  if ! ls "$prep"/wheels/ultralytics-8.3.117-*.whl >/dev/null 2>&1; then
+    log "downloading the ultralytics 8.3.117 wheel for the reference (not committed)"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$prep/wheels" ultralytics==8.3.117 \
+      || log "warning: no ultralytics wheel; the reference will only run where ultralytics is installed"
+  fi
+  du -sh "$prep" >&2
+  log "prepared; on the GPU machine run: bash scripts/gpu-check.sh (carry .gpu-check)"
+}
+
+check() {
+  local skip_tests=$1 skip_bench=$2
+  [ -f "$prep/tests.txt" ] || { log "no $prep/tests.txt: run 'bash scripts/gpu-check.sh --prepare' first (and carry $prep)"; exit 2; }
+  local out=${OUT:-$prep/out}
+  local work
+  work=$(mktemp -d /tmp/yl-gpu-check.XXXXXX)
+  mkdir -p "$out"
+  local status=0 summary=""
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/[gpu] /' >&2
+  export YOLO_LOSS_REQUIRE_GPU=1 YOLO_LOSS_FIXTURES_DIR="$here/fixtures/data" RUST_BACKTRACE=1
+  if [ "$skip_tests" = 0 ]; then
+    while read -r t; do
+      [ -n "$t" ] || continue
+      log "tests: $t"
+      local start=$SECONDS
+      timeout 180 "$prep/tests/$t" --skip emulator --test-threads=4 >"$out/test-$t.log" 2>&1
+      local rc=$?
+      grep -E "^test |test result|panicked|skipping" "$out/test-$t.log" | tail -40 >&2
+      summary+="tests $t: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
+      [ $rc = 0 ] || status=1
+    done <"$prep/tests.txt"
+  fi
+  if [ "$skip_bench" = 0 ]; then
+    log "benchmark: ours"
+    if timeout 150 "$prep/bin/gpu_bench" --out "$work" --labels 8,1000 --iters 30 --write-cases --cpu-check \
+        >"$out/ours.json" 2>"$out/bench.log"; then
+      log "benchmark: reference (ultralytics on torch, CUDA, fp32)"
+      : >"$out/reference.json"
+      for n in 8 1000; do
+        local iters=20
+        [ "$n" = 1000 ] && iters=5
+        PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu_reference.py run "$work/case_$n" --iters $iters \
+          --wheels "$prep/wheels" >>"$out/reference.json" 2>>"$out/bench.log" \
+          || echo "{\"labels\": $n, \"ok\": false, \"error\": \"the reference did not finish (exit $?)\"}" >>"$out/reference.json"
+      done
+      python3 bench/gpu_reference.py table "$out/ours.json" "$out/reference.json" | tee "$out/table.txt"
+    else
+      status=1
+      log "the benchmark failed:"
+      tail -20 "$out/bench.log" >&2
+    fi
+  fi
+  rm -rf "$work"
+  printf '%s' "$summary"
+  [ $status = 0 ] && log "all done" || log "FAILED (see $out)"
+  return $status
+}
+
+case "${1:-}" in
+  --prepare) prepare ;;
+  --skip-tests) check 1 0 ;;
+  --skip-bench) check 0 1 ;;
+  "") check 0 0 ;;
+  *) sed -n '2,40p' "$0"; exit 2 ;;
+esac
