@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
+use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, center_in_box, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
@@ -147,15 +147,17 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     pub(crate) bulk: Vec<[F; 4]>,
     /// The last GT box met and its aspect term (the assigner visits a GT's candidates in a row).
     last_gt: Option<([F; 4], F)>,
-    scratch: Vec<F>,
+    /// The 4R box logits of the last decoded anchor, their per-side softmax and log-sum-exp.
+    logits: Vec<F>,
     probs: Vec<F>,
+    lse: [F; 4],
 }
 
 impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, scratch: vec![F::zero(); head.reg_max], probs: vec![F::zero(); 4 * head.reg_max] }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4] }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -188,19 +190,22 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         self.data[p.level][ch * self.head.grid.levels[p.level].len() + p.cell]
     }
 
-    /// Decoded distances (l, t, r, b) in grid units; leaves the per-side softmax in `self.probs`.
+    /// Decoded distances (l, t, r, b) in grid units; leaves the anchor's box logits, their per-side
+    /// softmax and log-sum-exp in `self` for the DFL term and the gradients.
     pub fn distances(&mut self, p: AnchorPos) -> [F; 4] {
         let r = self.head.reg_max;
+        for (ch, z) in self.logits.iter_mut().enumerate() {
+            *z = self.data[p.level][ch * self.head.grid.levels[p.level].len() + p.cell];
+        }
         let mut d = [F::zero(); 4];
         for (s, ds) in d.iter_mut().enumerate() {
             if r == 1 {
-                *ds = self.logit(p, s);
+                *ds = self.logits[s];
                 continue;
             }
-            for k in 0..r {
-                self.scratch[k] = self.logit(p, s * r + k);
-            }
-            *ds = softmax_expectation(&self.scratch, &mut self.probs[s * r..(s + 1) * r]);
+            let (dist, lse) = softmax_expectation_lse(&self.logits[s * r..(s + 1) * r], &mut self.probs[s * r..(s + 1) * r]);
+            *ds = dist;
+            self.lse[s] = lse;
         }
         d
     }
@@ -209,6 +214,12 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn side_probs(&self, s: usize) -> &[F] {
         let r = self.head.reg_max;
         &self.probs[s * r..(s + 1) * r]
+    }
+
+    /// The R logits of side `s` from the last `distances` call, and their log-sum-exp.
+    pub fn side_logits(&self, s: usize) -> (&[F], F) {
+        let r = self.head.reg_max;
+        (&self.logits[s * r..(s + 1) * r], self.lse[s])
     }
 
     /// The predicted box in grid units (xyxy).
@@ -464,7 +475,7 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
         .map(|b| {
             let gts = gt.gt_boxes(b);
             let mut preds = ImagePreds::new(head, b, true);
-            if estimated_candidates(head, &gts) * 16 > head.grid.num_anchors {
+            if estimated_candidates(head, &gts) * 4 > head.grid.num_anchors {
                 preds.decode_all();
             }
             assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
@@ -547,7 +558,6 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
     let mut preds = ImagePreds::new(head, b, false);
     let r = head.reg_max;
     let (mut iou_sum, mut dfl_sum) = (0.0f64, 0.0f64);
-    let mut z = vec![F::zero(); r];
     let mut gz = vec![F::zero(); r];
     for (pi, p) in positives.iter().enumerate() {
         let pos = head.grid.locate(p.anchor);
@@ -576,10 +586,8 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
         let mut dfl = F::zero();
         for s in 0..4 {
             let t = DflTarget::new(ltrb[s], r);
-            for (k, zk) in z.iter_mut().enumerate() {
-                *zk = preds.logit(pos, s * r + k);
-            }
-            dfl += dfl_side_loss(&z, &t);
+            let (z, lse) = preds.side_logits(s);
+            dfl += dfl_side_loss_lse(z, lse, &t);
             if let Some(g) = grads.get_mut(pos.level) {
                 gz.iter_mut().for_each(|v| *v = F::zero());
                 let probs = preds.side_probs(s);

@@ -6,6 +6,12 @@ use crate::real::Real;
 /// Softmax of `z` into `p`; returns the expectation Σ k·p_k (the decoded distance).
 #[inline]
 pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
+    softmax_expectation_lse(z, p).0
+}
+
+/// As [`softmax_expectation`], also returning log Σ exp(z) (what the DFL cross entropy needs).
+#[inline]
+pub fn softmax_expectation_lse<F: Real>(z: &[F], p: &mut [F]) -> (F, F) {
     let m = z.iter().copied().fold(F::neg_infinity(), F::max);
     let mut sum = F::zero();
     for (pk, &zk) in p.iter_mut().zip(z) {
@@ -17,7 +23,7 @@ pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
         *pk /= sum;
         dist += *pk * F::from_usize_(k);
     }
-    dist
+    (dist, m + sum.ln())
 }
 
 /// The DFL target of one side: clamped distance, left bin and the two bin weights.
@@ -51,7 +57,12 @@ pub fn logsumexp<F: Real>(z: &[F]) -> F {
 /// CE(z, l)·w_l + CE(z, l+1)·w_r for one side.
 #[inline]
 pub fn dfl_side_loss<F: Real>(z: &[F], t: &DflTarget<F>) -> F {
-    let lse = logsumexp(z);
+    dfl_side_loss_lse(z, logsumexp(z), t)
+}
+
+/// As [`dfl_side_loss`] with log Σ exp(z) already known.
+#[inline]
+pub fn dfl_side_loss_lse<F: Real>(z: &[F], lse: F, t: &DflTarget<F>) -> F {
     (lse - z[t.left]) * t.w_left + (lse - z[t.left + 1]) * t.w_right
 }
 
