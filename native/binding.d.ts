@@ -4,6 +4,7 @@
 /** Native half of `v8ClassificationLoss`. Gradient: one, of the logits. */
 export declare class NativeClassificationLoss {
   constructor(device: string)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
   valueAndGrad(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
@@ -31,6 +32,7 @@ export declare class NativeDetectionLoss {
 /** Native half of `E2EDetectLoss`. Gradients: the one2many levels, then the one2one levels. */
 export declare class NativeE2EDetectLoss {
   constructor(config: NativeDetectionConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
@@ -43,6 +45,7 @@ export declare class NativeE2EDetectLoss {
 /** Native half of `v8OBBLoss`. Gradients: one per level, then `angle`. */
 export declare class NativeObbLoss {
   constructor(config: NativeDetectionConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
@@ -59,20 +62,22 @@ export declare class NativeObbLoss {
 /** Native half of `v8PoseLoss`. Gradients: one per level, then `kpts`. */
 export declare class NativePoseLoss {
   constructor(config: NativePoseConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
-  /** The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K). */
-  get sigmas(): Array<number>
   call(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): Promise<NativeLossOutput>
   /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
   valueAndGradAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): Promise<NativeLossOutput>
+  /** The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K). */
+  get sigmas(): Array<number>
 }
 
 /** Native half of `v8SegmentationLoss`. Gradients: one per level, then `pred_masks`, then `proto`. */
 export declare class NativeSegmentationLoss {
   constructor(config: NativeDetectionConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
@@ -85,6 +90,7 @@ export declare class NativeSegmentationLoss {
 /** Native half of `TVPDetectLoss` (`nc` = text prompts; channels beyond them are visual prompts). */
 export declare class NativeTvpDetectLoss {
   constructor(config: NativeDetectionConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
@@ -97,6 +103,7 @@ export declare class NativeTvpDetectLoss {
 /** Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call). */
 export declare class NativeTvpSegmentLoss {
   constructor(config: NativeDetectionConfig)
+  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput

@@ -13,16 +13,13 @@
 //! * Panics: every call into the core runs under [`std::panic::catch_unwind`]; a panic becomes `ERR_INTERNAL`.
 //!   (This relies on `panic = "unwind"`, the default, in the profiles that build this crate.)
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncTask, Float32Array, JsError};
-use napi::{Env, Task};
+use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 use yolo_loss_core::detection::preprocess as core_preprocess;
-use yolo_loss_core::{
-    DetBatch, DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef, V8DetectionLoss,
-};
+use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef};
 
 mod blocks;
 mod tasks;
@@ -67,6 +64,11 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> CoreResult<T>) -> CoreResult<T> {
       ))
         }
     }
+}
+
+/// [`guarded`], with the error made ready for JavaScript: the body of every synchronous native function.
+fn guarded_js<T>(what: &str, f: impl FnOnce() -> CoreResult<T>) -> napi::Result<T, Code> {
+    guarded(what, f).map_err(to_js)
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -138,6 +140,44 @@ fn dims_to_js(dims: &[usize]) -> Vec<f64> {
 }
 
 // ------------------------------------------------------------------------------------------------------------
+// Tensor arguments
+
+/// One tensor argument of a native call: its name in error messages, its data and its shape as JavaScript
+/// numbers. The synchronous functions borrow the caller's `Float32Array` (no copy).
+pub(crate) struct Arg<'a> {
+    name: Cow<'a, str>,
+    data: &'a [f32],
+    shape: &'a [f64],
+}
+
+fn arg<'a>(name: impl Into<Cow<'a, str>>, t: &'a NativeTensor) -> Arg<'a> {
+    // `&*t.data` is the caller's memory: no copy.
+    Arg {
+        name: name.into(),
+        data: &t.data,
+        shape: &t.shape,
+    }
+}
+
+/// Checks tensor arguments as every native function does, every shape first (integer dimensions), then every
+/// length against its shape, and hands their views to `f`, in order.
+fn with_views<R>(
+    args: &[Arg<'_>],
+    f: impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<R>,
+) -> CoreResult<R> {
+    let dims = args
+        .iter()
+        .map(|a| to_dims(&a.name, a.shape))
+        .collect::<CoreResult<Vec<_>>>()?;
+    let views = args
+        .iter()
+        .zip(&dims)
+        .map(|(a, d)| view(&a.name, a.data, d))
+        .collect::<CoreResult<Vec<_>>>()?;
+    f(&views)
+}
+
+// ------------------------------------------------------------------------------------------------------------
 // Objects crossing the boundary
 
 /// `{ data, shape }`: a row-major float32 tensor. Inputs are borrowed, outputs are fresh.
@@ -145,6 +185,14 @@ fn dims_to_js(dims: &[usize]) -> Vec<f64> {
 pub struct NativeTensor {
     pub data: Float32Array,
     pub shape: Vec<f64>,
+}
+
+/// A fresh output tensor that takes ownership of `data`.
+fn out_tensor(data: Vec<f32>, dims: &[usize]) -> NativeTensor {
+    NativeTensor {
+        data: Float32Array::new(data),
+        shape: dims_to_js(dims),
+    }
 }
 
 /// Hyperparameters with every key present (the facade fills in the `default.yaml` values).
@@ -259,7 +307,7 @@ fn resolve_device(requested: &str) -> CoreResult<&'static str> {
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// v8DetectionLoss
+// The detection family (the task-loss classes are in `tasks`)
 
 fn detection_config(c: &NativeDetectionConfig) -> CoreResult<DetectionConfig> {
     let h = &c.hyp;
@@ -279,160 +327,32 @@ fn detection_config(c: &NativeDetectionConfig) -> CoreResult<DetectionConfig> {
     })
 }
 
-/// Runs the loss on borrowed data (the shapes are still JavaScript numbers).
-fn run_detection(
-    loss: &V8DetectionLoss,
-    preds: &[(&[f32], &[f64])],
-    batch: [(&[f32], &[f64]); 3],
-    want_grad: bool,
-) -> CoreResult<LossOutput<f32>> {
-    let what = if want_grad { "valueAndGrad" } else { "call" };
-    guarded(what, || {
-        let pred_dims = preds
-            .iter()
-            .enumerate()
-            .map(|(i, (_, s))| to_dims(&format!("preds[{i}]"), s))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let feats = preds
-            .iter()
-            .zip(&pred_dims)
-            .enumerate()
-            .map(|(i, ((d, _), dims))| view(&format!("preds[{i}]"), d, dims))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let names = ["batch.batch_idx", "batch.cls", "batch.bboxes"];
-        let bdims = [
-            to_dims(names[0], batch[0].1)?,
-            to_dims(names[1], batch[1].1)?,
-            to_dims(names[2], batch[2].1)?,
-        ];
-        let det = DetBatch {
-            batch_idx: view(names[0], batch[0].0, &bdims[0])?,
-            cls: view(names[1], batch[1].0, &bdims[1])?,
-            bboxes: view(names[2], batch[2].0, &bdims[2])?,
+/// The `preprocess` of v8DetectionLoss and v8OBBLoss: checks `batchSize`, `scale` and `targets`, bounds the
+/// padded `[B, M, cols]` table, then lets `table` (the core's preprocess) build it.
+fn preprocess_table(
+    targets: &NativeTensor,
+    batch_size: f64,
+    scale: &[f64],
+    cols: usize,
+    table: impl FnOnce(TensorRef<'_, f32>, usize, [f32; 4]) -> CoreResult<(Vec<f32>, Vec<usize>)>,
+) -> napi::Result<NativeTensor, Code> {
+    let (data, dims) = guarded_js("preprocess", || {
+        let b = to_usize("batchSize", batch_size)?;
+        let s: [f32; 4] = match scale {
+            [a, b, c, d] => [*a as f32, *b as f32, *c as f32, *d as f32],
+            other => {
+                return Err(LossError::shape(format!(
+                    "scaleTensor: expected 4 values (W, H, W, H), got {}",
+                    other.len()
+                )))
+            }
         };
-        if want_grad {
-            loss.value_and_grad(&feats, &det)
-        } else {
-            loss.call(&feats, &det)
-        }
-    })
-}
-
-/// Native half of `v8DetectionLoss`.
-#[napi]
-pub struct NativeDetectionLoss {
-    inner: Arc<V8DetectionLoss>,
-    device: &'static str,
-}
-
-#[napi]
-impl NativeDetectionLoss {
-    #[napi(constructor)]
-    pub fn new(config: NativeDetectionConfig) -> napi::Result<Self, Code> {
-        guarded("new v8DetectionLoss", || {
-            let device = resolve_device(&config.device)?;
-            let cfg = detection_config(&config)?;
-            Ok(NativeDetectionLoss {
-                inner: Arc::new(V8DetectionLoss::new(cfg)?),
-                device,
-            })
+        with_views(&[arg("targets", targets)], |t| {
+            check_table_size(b, t[0].shape.first().copied().unwrap_or(0), cols)?;
+            table(t[0], b, s)
         })
-        .map_err(to_js)
-    }
-
-    /// The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path).
-    #[napi(getter)]
-    pub fn device(&self) -> String {
-        self.device.to_string()
-    }
-
-    #[napi]
-    pub fn call(
-        &self,
-        preds: Vec<NativeTensor>,
-        batch: NativeDetBatch,
-    ) -> napi::Result<NativeLossOutput, Code> {
-        self.run_sync(&preds, &batch, false)
-    }
-
-    #[napi]
-    pub fn value_and_grad(
-        &self,
-        preds: Vec<NativeTensor>,
-        batch: NativeDetBatch,
-    ) -> napi::Result<NativeLossOutput, Code> {
-        self.run_sync(&preds, &batch, true)
-    }
-
-    /// Like `call`, on the libuv thread pool. The inputs are copied before this returns.
-    #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-    pub fn call_async(
-        &self,
-        preds: Vec<NativeTensor>,
-        batch: NativeDetBatch,
-    ) -> AsyncTask<DetectionTask> {
-        AsyncTask::new(DetectionTask::new(
-            self.inner.clone(),
-            &preds,
-            &batch,
-            false,
-        ))
-    }
-
-    /// Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns.
-    #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-    pub fn value_and_grad_async(
-        &self,
-        preds: Vec<NativeTensor>,
-        batch: NativeDetBatch,
-    ) -> AsyncTask<DetectionTask> {
-        AsyncTask::new(DetectionTask::new(self.inner.clone(), &preds, &batch, true))
-    }
-
-    /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy.
-    #[napi]
-    pub fn bbox_decode(
-        &self,
-        anchor_points: NativeTensor,
-        pred_dist: NativeTensor,
-    ) -> napi::Result<NativeTensor, Code> {
-        let (data, dims) = guarded("bboxDecode", || {
-            let ad = to_dims("anchorPoints", &anchor_points.shape)?;
-            let pd = to_dims("predDist", &pred_dist.shape)?;
-            self.inner.bbox_decode(
-                view("anchorPoints", &anchor_points.data, &ad)?,
-                view("predDist", &pred_dist.data, &pd)?,
-            )
-        })
-        .map_err(to_js)?;
-        Ok(NativeTensor {
-            data: Float32Array::new(data),
-            shape: dims_to_js(&dims),
-        })
-    }
-}
-
-impl NativeDetectionLoss {
-    fn run_sync(
-        &self,
-        preds: &[NativeTensor],
-        batch: &NativeDetBatch,
-        want_grad: bool,
-    ) -> napi::Result<NativeLossOutput, Code> {
-        // `&*t.data` is the caller's memory: no copy.
-        let p: Vec<(&[f32], &[f64])> = preds
-            .iter()
-            .map(|t| (&*t.data, t.shape.as_slice()))
-            .collect();
-        let b = [
-            (&*batch.batch_idx.data, batch.batch_idx.shape.as_slice()),
-            (&*batch.cls.data, batch.cls.shape.as_slice()),
-            (&*batch.bboxes.data, batch.bboxes.shape.as_slice()),
-        ];
-        run_detection(&self.inner, &p, b, want_grad)
-            .map(NativeLossOutput::from)
-            .map_err(to_js)
-    }
+    })?;
+    Ok(out_tensor(data, &dims))
 }
 
 /// `preprocess(targets [N,6], batch_size, scale (W,H,W,H))` → `[B, M, 5]`.
@@ -442,91 +362,7 @@ pub fn preprocess(
     batch_size: f64,
     scale: Vec<f64>,
 ) -> napi::Result<NativeTensor, Code> {
-    let (data, dims) = guarded("preprocess", || {
-        let b = to_usize("batchSize", batch_size)?;
-        let s: [f32; 4] = match scale.as_slice() {
-            [a, b, c, d] => [*a as f32, *b as f32, *c as f32, *d as f32],
-            other => {
-                return Err(LossError::shape(format!(
-                    "scaleTensor: expected 4 values (W, H, W, H), got {}",
-                    other.len()
-                )))
-            }
-        };
-        let td = to_dims("targets", &targets.shape)?;
-        let t = view("targets", &targets.data, &td)?;
-        check_table_size(b, td.first().copied().unwrap_or(0), 5)?;
-        core_preprocess(t, b, s)
-    })
-    .map_err(to_js)?;
-    Ok(NativeTensor {
-        data: Float32Array::new(data),
-        shape: dims_to_js(&dims),
-    })
-}
-
-// ------------------------------------------------------------------------------------------------------------
-// Async
-
-type OwnedTensor = (Vec<f32>, Vec<f64>);
-
-fn owned(t: &NativeTensor) -> OwnedTensor {
-    (t.data.to_vec(), t.shape.clone())
-}
-
-/// A detection loss evaluation on the libuv pool, over private copies of the inputs.
-pub struct DetectionTask {
-    loss: Arc<V8DetectionLoss>,
-    preds: Vec<OwnedTensor>,
-    batch: [OwnedTensor; 3],
-    want_grad: bool,
-}
-
-impl DetectionTask {
-    fn new(
-        loss: Arc<V8DetectionLoss>,
-        preds: &[NativeTensor],
-        batch: &NativeDetBatch,
-        want_grad: bool,
-    ) -> Self {
-        DetectionTask {
-            loss,
-            preds: preds.iter().map(owned).collect(),
-            batch: [
-                owned(&batch.batch_idx),
-                owned(&batch.cls),
-                owned(&batch.bboxes),
-            ],
-            want_grad,
-        }
-    }
-}
-
-impl Task for DetectionTask {
-    type Output = CoreResult<LossOutput<f32>>;
-    type JsValue = NativeLossOutput;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        let p: Vec<(&[f32], &[f64])> = self
-            .preds
-            .iter()
-            .map(|(d, s)| (d.as_slice(), s.as_slice()))
-            .collect();
-        let b = [
-            (self.batch[0].0.as_slice(), self.batch[0].1.as_slice()),
-            (self.batch[1].0.as_slice(), self.batch[1].1.as_slice()),
-            (self.batch[2].0.as_slice(), self.batch[2].1.as_slice()),
-        ];
-        Ok(run_detection(&self.loss, &p, b, self.want_grad))
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeLossOutput> {
-        match output {
-            Ok(o) => Ok(o.into()),
-            // Reject with a JS Error carrying our code: build it here, on the JS thread, and hand napi the object.
-            Err(e) => Err(napi::Error::from(JsError::from(to_js(e)).into_unknown(env))),
-        }
-    }
+    preprocess_table(&targets, batch_size, &scale, 5, core_preprocess)
 }
 
 // ------------------------------------------------------------------------------------------------------------
