@@ -1,6 +1,6 @@
 //! v8ClassificationLoss (SPEC §12): mean cross entropy over the batch, not multiplied by B.
 
-use crate::detection::LossOutput;
+use crate::detection::{check_grad_buffers, with_fresh_grads, without_grads, GradBufs, LossOutput, LossValues};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -14,15 +14,21 @@ impl V8ClassificationLoss {
     }
 
     pub fn call<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
-        self.run(logits, cls, false)
+        without_grads(|g| self.run(logits, cls, g))
     }
 
     /// Loss `[1]`, items `[1]`, gradient `[logits]` = (softmax − onehot)/B.
     pub fn value_and_grad<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
-        self.run(logits, cls, true)
+        with_fresh_grads(&[logits.data], |g| self.run(logits, cls, g))
     }
 
-    fn run<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    /// As [`value_and_grad`](Self::value_and_grad) into a caller-provided buffer shaped like `logits`.
+    pub fn value_and_grad_into<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &[logits.data])?;
+        self.run(logits, cls, grads)
+    }
+
+    fn run<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         logits.check_rank("preds", 2, "[B, nc] logits")?;
         let (b, nc) = (logits.shape[0], logits.shape[1]);
         if b == 0 || nc == 0 {
@@ -34,7 +40,7 @@ impl V8ClassificationLoss {
         }
         logits.check_finite("preds")?;
         cls.check_finite("batch.cls")?;
-        let mut grad = if want_grad { vec![F::zero(); logits.data.len()] } else { Vec::new() };
+        let mut grad = grads.first_mut();
         let mut total = 0.0f64;
         let inv_b = F::one() / F::from_usize_(b);
         for (i, row) in logits.data.chunks(nc).enumerate() {
@@ -46,7 +52,7 @@ impl V8ClassificationLoss {
             let m = row.iter().copied().fold(F::neg_infinity(), F::max);
             let sum: F = row.iter().map(|&z| (z - m).exp()).sum();
             total += (m + sum.ln() - row[j]).f64();
-            if want_grad {
+            if let Some(grad) = grad.as_deref_mut() {
                 let g = &mut grad[i * nc..(i + 1) * nc];
                 for (gk, &z) in g.iter_mut().zip(row) {
                     *gk = (z - m).exp() / sum * inv_b;
@@ -55,6 +61,6 @@ impl V8ClassificationLoss {
             }
         }
         let loss = F::c(total / b as f64);
-        Ok(LossOutput { loss: vec![loss], loss_items: vec![loss], grads: if want_grad { vec![grad] } else { Vec::new() } })
+        Ok((vec![loss], vec![loss]))
     }
 }

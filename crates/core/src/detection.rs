@@ -353,12 +353,19 @@ impl V8DetectionLoss {
 
     /// `__call__`: loss and loss items, no gradient.
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, batch, false)
+        without_grads(|g| self.run(feats, batch, g))
     }
 
     /// Loss, loss items and the gradient with respect to every level tensor.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, batch, true)
+        with_fresh_grads(&datas(feats), |g| self.run(feats, batch, g))
+    }
+
+    /// As [`value_and_grad`](Self::value_and_grad), writing the gradients into caller-provided,
+    /// zero-filled buffers (one per level, as long as it); returns (loss, loss items).
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &datas(feats))?;
+        self.run(feats, batch, grads)
     }
 
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
@@ -366,34 +373,32 @@ impl V8DetectionLoss {
         bbox_decode(anchor_points, pred_dist, self.cfg.reg_max)
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    /// The loss, and the gradients when `grads` is not empty (checked by the caller).
+    pub(crate) fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
         let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        Ok(self.losses_with_alpha(&asg, want_grad, None))
+        Ok(self.losses_with_scales(&asg, grads, None, false))
     }
 
     /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
-    /// with `only_cls`, the gradient is that of the cls component alone (TVPDetectLoss back-propagates
-    /// only that one).
-    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossOutput<F>> {
+    /// with `only_cls`, the gradient is that of the cls component alone and the loss is `[cls]`
+    /// (TVPDetectLoss back-propagates only that one).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
         let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        let mut out = self.losses_with_scales(&asg, want_grad, None, only_cls);
+        let (mut loss, items) = self.losses_with_scales(&asg, grads, None, only_cls);
         if only_cls {
-            out.loss = vec![out.loss[1]];
+            loss = vec![loss[1]];
         }
-        Ok(out)
+        Ok((loss, items))
     }
 
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
-    fn losses_with_alpha<F: Real>(&self, asg: &Assigned<F>, want_grad: bool, frozen_alpha: Option<&[Vec<F>]>) -> LossOutput<F> {
-        self.losses_with_scales(asg, want_grad, frozen_alpha, false)
-    }
-
-    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, want_grad: bool, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> LossOutput<F> {
+    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> LossValues<F> {
         let head = &asg.head;
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let mut scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
@@ -401,11 +406,53 @@ impl V8DetectionLoss {
             scales.iou = F::zero();
             scales.dfl = F::zero();
         }
-        let mut grads = if want_grad { zero_grads(&head.levels) } else { Vec::new() };
-        let sums = per_image_grads(&mut grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
+        let sums = per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
-        LossOutput { loss: times_batch(&items, head.batch), loss_items: items, grads }
+        (times_batch(&items, head.batch), items)
     }
+}
+
+/// Loss vector (back-propagated, ×B) and detached items of one call.
+pub type LossValues<F> = (Vec<F>, Vec<F>);
+
+/// Gradient buffers of one call: one zero-filled slice per prediction tensor, in the loss's order;
+/// empty for a call without gradients.
+pub type GradBufs<'g, 'b, F> = &'g mut [&'b mut [F]];
+
+/// The data of each tensor, in order.
+pub(crate) fn datas<'a, F>(tensors: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
+    tensors.iter().map(|t| t.data).collect()
+}
+
+/// The level tensors' data followed by the extra prediction tensors' (masks, keypoints, angle).
+pub(crate) fn with_extra<'a, F>(feats: &[TensorRef<'a, F>], extra: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
+    feats.iter().chain(extra).map(|t| t.data).collect()
+}
+
+/// `call`: runs without gradient buffers.
+pub(crate) fn without_grads<F: Real>(run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {
+    let (loss, loss_items) = run(&mut [])?;
+    Ok(LossOutput { loss, loss_items, grads: Vec::new() })
+}
+
+/// `value_and_grad`: fresh zero-filled gradient buffers shaped like `inputs`.
+pub(crate) fn with_fresh_grads<F: Real>(inputs: &[&[F]], run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {
+    let mut bufs = zero_grads(inputs);
+    let (loss, loss_items) = {
+        let mut slices: Vec<&mut [F]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        run(&mut slices)?
+    };
+    Ok(LossOutput { loss, loss_items, grads: bufs })
+}
+
+/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it.
+pub(crate) fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
+    let want: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
+    let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    if want != got {
+        return Err(LossError::shape(format!("grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}", want.len())));
+    }
+    Ok(())
 }
 
 /// A validated head, its labels and the batch's assignment: everything the detection-family losses
@@ -507,7 +554,7 @@ pub(crate) fn score_divisor<F: Real>(positives: &[Vec<Positive<F>>]) -> F {
 }
 
 /// Hands each image its own slices of every level's gradient and runs `f` in parallel; sums the terms.
-pub(crate) fn per_image_grads<F: Real, R, T>(grads: &mut [Vec<F>], batch: usize, f: T) -> R
+pub(crate) fn per_image_grads<F: Real, R, T>(grads: GradBufs<F>, batch: usize, f: T) -> R
 where
     R: Send + Default + std::ops::Add<Output = R>,
     T: Fn(usize, &mut [&mut [F]]) -> R + Sync,
@@ -675,7 +722,11 @@ mod tests {
             let asg = Assigned::new(head, &batch, 4).unwrap();
             assert!(asg.num_positives() >= 6, "the case must have positives");
             let (head, gt, positives) = (&asg.head, &asg.gt, &asg.positives);
-            let base = crit.losses_with_alpha(&asg, true, None);
+            let mut grads = zero_grads(&head.levels);
+            {
+                let mut slices: Vec<&mut [f64]> = grads.iter_mut().map(|v| v.as_mut_slice()).collect();
+                crit.losses_with_scales(&asg, &mut slices, None, false);
+            }
             // α of every positive at the base point (the test's mirror of autograd's no_grad α).
             let alphas: Vec<Vec<f64>> = (0..2)
                 .map(|b| {
@@ -695,7 +746,7 @@ mod tests {
                 let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
                 let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
                 let moved = Assigned { head, labels: asg.labels.clone(), gt: gt.clone(), positives: positives.clone(), s: asg.s };
-                crit.losses_with_alpha(&moved, false, Some(&alphas)).loss.iter().sum()
+                crit.losses_with_scales(&moved, &mut [], Some(&alphas), false).0.iter().sum()
             };
             let h = 1e-6;
             for l in 0..levels.len() {
@@ -707,7 +758,7 @@ mod tests {
                     let fm = total(&levels);
                     levels[l][i] = orig;
                     let fd = (fp - fm) / (2.0 * h);
-                    let an = base.grads[l][i];
+                    let an = grads[l][i];
                     assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "reg_max {reg_max} level {l} elem {i}: fd {fd} analytic {an}");
                 }
             }

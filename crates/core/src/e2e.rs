@@ -1,7 +1,7 @@
 //! E2EDetectLoss (SPEC §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the
 //! two branches, summed with equal weight.
 
-use crate::detection::{DetBatch, DetectionConfig, LossOutput, V8DetectionLoss};
+use crate::detection::{check_grad_buffers, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
 use crate::error::Result;
 use crate::real::Real;
 use crate::tensor::TensorRef;
@@ -22,22 +22,29 @@ impl E2EDetectLoss {
     }
 
     pub fn call<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        Self::sum(self.one2many.call(one2many, batch).map_err(|e| prefix(e, "one2many"))?, self.one2one.call(one2one, batch).map_err(|e| prefix(e, "one2one"))?)
+        without_grads(|g| self.run(one2many, one2one, batch, g))
     }
 
     /// Gradients: the one2many levels, then the one2one levels.
     pub fn value_and_grad<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        Self::sum(
-            self.one2many.value_and_grad(one2many, batch).map_err(|e| prefix(e, "one2many"))?,
-            self.one2one.value_and_grad(one2one, batch).map_err(|e| prefix(e, "one2one"))?,
-        )
+        with_fresh_grads(&with_extra(one2many, one2one), |g| self.run(one2many, one2one, batch, g))
     }
 
-    fn sum<F: Real>(a: LossOutput<F>, b: LossOutput<F>) -> Result<LossOutput<F>> {
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (the
+    /// one2many levels, then the one2one levels); returns (loss, loss items).
+    pub fn value_and_grad_into<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &with_extra(one2many, one2one))?;
+        self.run(one2many, one2one, batch, grads)
+    }
+
+    fn run<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        // Without gradients both halves are empty; with them, the first len(one2many) are that branch's.
+        let split = if grads.is_empty() { 0 } else { one2many.len() };
+        let (g_many, g_one) = grads.split_at_mut(split);
+        let (l1, i1) = self.one2many.run(one2many, batch, g_many).map_err(|e| prefix(e, "one2many"))?;
+        let (l2, i2) = self.one2one.run(one2one, batch, g_one).map_err(|e| prefix(e, "one2one"))?;
         let add = |x: &[F], y: &[F]| x.iter().zip(y).map(|(&p, &q)| p + q).collect::<Vec<F>>();
-        let mut grads = a.grads;
-        grads.extend(b.grads);
-        Ok(LossOutput { loss: add(&a.loss, &b.loss), loss_items: add(&a.loss_items, &b.loss_items), grads })
+        Ok((add(&l1, &l2), add(&i1, &i2)))
     }
 }
 

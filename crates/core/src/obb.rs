@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
-use crate::detection::{class_terms, per_image_grads, score_divisor, sigmoid, times_batch, zero_grads, DetBatch, DetectionConfig, GradScales, Head, ImagePreds, LossOutput, TermSums, V8DetectionLoss};
+use crate::detection::{check_grad_buffers, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
@@ -253,12 +253,19 @@ impl V8OBBLoss {
 
     /// `__call__`: loss and loss items, no gradient.
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, angle, batch, false)
+        without_grads(|g| self.run(feats, angle, batch, g))
     }
 
     /// Loss, loss items and the gradients: one per level tensor, then the angle's `[B, 1, A]`.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, angle, batch, true)
+        with_fresh_grads(&with_extra(feats, &[angle]), |g| self.run(feats, angle, batch, g))
+    }
+
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
+    /// then the angle); returns (loss, loss items).
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &with_extra(feats, &[angle]))?;
+        self.run(feats, angle, batch, grads)
     }
 
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → (`[B,A,5]` grid
@@ -295,27 +302,34 @@ impl V8OBBLoss {
         Ok((head, gt))
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let (head, gt) = self.prepare(feats, angle, batch)?;
         let positives = assign_batch_rotated(&head, angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
         let s = score_divisor::<F>(&positives);
-        Ok(self.losses_given_assignment(&head, angle.data, &gt, &positives, s, want_grad))
+        Ok(self.losses_into(&head, angle.data, &gt, &positives, s, grads))
     }
 
     /// The loss terms and gradients for a fixed assignment and divisor S (the function autograd
     /// differentiates: the assigner and S are constants).
-    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
+    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> LossValues<F> {
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, s);
-        let mut grads = if want_grad { zero_grads(&head.levels.iter().copied().chain(std::iter::once(angle)).collect::<Vec<_>>()) } else { Vec::new() };
-        let sums = per_image_grads(&mut grads, head.batch, |b, g| {
+        let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, gt, b, &positives[b], scales.cls, g);
             let (iou, dfl) = rotated_box_terms(head, angle, gt, b, &positives[b], &scales, g);
             TermSums { bce, iou, dfl }
         });
         // No positives: box = Σ(θ·0) = 0 (θ is finite), with a zero gradient.
         let items: Vec<F> = [sums.iou, sums.bce, sums.dfl].iter().zip(gains).map(|(&v, g)| F::c(v) / s * F::c(g)).collect();
-        LossOutput { loss: times_batch(&items, head.batch), loss_items: items, grads }
+        (times_batch(&items, head.batch), items)
+    }
+
+    /// [`losses_into`](Self::losses_into) with fresh buffers (or none), for the finite-difference tests.
+    #[cfg(test)]
+    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
+        let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g));
+        let out = if want_grad { with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { without_grads(run) };
+        out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
     }
 }
 

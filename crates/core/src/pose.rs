@@ -2,7 +2,7 @@
 //! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, Project decision 1), and for
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
-use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, zero_grads, Assigned, DetBatch, DetectionConfig, GradScales, Head, LossOutput, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_extra, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -82,15 +82,22 @@ impl V8PoseLoss {
     }
 
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, kpts, batch, false)
+        without_grads(|g| self.run(feats, kpts, batch, g))
     }
 
     /// Loss `[box, pose, kobj, cls, dfl]·B`, items, and gradients: one per level, then `kpts`.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, kpts, batch, true)
+        with_fresh_grads(&with_extra(feats, &[kpts]), |g| self.run(feats, kpts, batch, g))
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
+    /// then `kpts`); returns (loss, loss items).
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &with_extra(feats, &[kpts]))?;
+        self.run(feats, kpts, batch, grads)
+    }
+
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let det = &self.cfg.det;
         let (k, d) = self.cfg.kpt_shape;
         let head = Head::validate(feats, &det.strides, det.reg_max, det.nc)?;
@@ -127,16 +134,9 @@ impl V8PoseLoss {
         for (row, &i) in asg.labels.image.iter().enumerate() {
             rows_of_image[i].push(row);
         }
-        let mut grads = if want_grad {
-            let mut g = zero_grads(&head.levels);
-            g.push(crate::alloc::zeroed(kpts.data.len()));
-            g
-        } else {
-            Vec::new()
-        };
         let levels = head.levels.len();
         let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: gt_kp.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
-        let sums = per_image_grads(&mut grads, head.batch, |b, g| {
+        let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, &asg.gt, b, &asg.positives[b], scales.cls, g);
             let (iou, dfl) = box_terms(head, &asg.gt, b, &asg.positives[b], &scales, g);
             let (pose, kobj) = ctx.image_terms(b, g.get_mut(levels).map(|s| &mut **s));
@@ -148,7 +148,7 @@ impl V8PoseLoss {
             items[1] = F::c(sums[1] / pk * det.hyp.pose);
             items[2] = F::c(sums[2] / pk * det.hyp.kobj);
         }
-        Ok(LossOutput { loss: times_batch(&items, head.batch), loss_items: items, grads })
+        Ok((times_batch(&items, head.batch), items))
     }
 }
 

@@ -1,10 +1,10 @@
 //! The text/visual-prompt losses of YOLOE (SPEC §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
-use crate::detection::{DetBatch, DetectionConfig, LossOutput, V8DetectionLoss};
+use crate::detection::{check_grad_buffers, datas, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
-use crate::segmentation::{SegBatch, V8SegmentationLoss};
+use crate::segmentation::{seg_inputs, SegBatch, V8SegmentationLoss};
 use crate::tensor::{fmt_shape, TensorRef};
 
 /// TVPDetectLoss: `cfg.nc` is the model's class count at construction (the text prompts).
@@ -28,9 +28,10 @@ fn vp_window<F: Real>(feats: &[TensorRef<F>], reg_max: usize, ori_nc: usize) -> 
     Ok((c > base).then_some((c, c - base)))
 }
 
-/// The zero result when no visual-prompt channels are present: a `[n]` zero loss, zero gradients.
-fn zero_result<F: Real>(n: usize, grads_like: &[&[F]], want_grad: bool) -> LossOutput<F> {
-    LossOutput { loss: vec![F::zero(); n], loss_items: vec![F::zero(); n], grads: if want_grad { grads_like.iter().map(|t| vec![F::zero(); t.len()]).collect() } else { Vec::new() } }
+/// The result when no visual-prompt channels are present: `[n]` zeros (a fresh leaf in the reference,
+/// so the gradients stay zero).
+fn zero_values<F: Real>(n: usize) -> LossValues<F> {
+    (vec![F::zero(); n], vec![F::zero(); n])
 }
 
 impl TVPDetectLoss {
@@ -39,22 +40,25 @@ impl TVPDetectLoss {
     }
 
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, batch, false)
+        without_grads(|g| self.run(feats, batch, g))
     }
 
     /// Loss: `[B·cls·g_cls]` of the VP branch (or `[3]` zeros without VP channels); items `[3]`.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, batch, true)
+        with_fresh_grads(&datas(feats), |g| self.run(feats, batch, g))
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers.
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &datas(feats))?;
+        self.run(feats, batch, grads)
+    }
+
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
-            None => {
-                let data: Vec<&[F]> = feats.iter().map(|f| f.data).collect();
-                Ok(zero_result(3, &data, want_grad))
-            }
-            Some((channels, vnc)) => self.vp.run_window(feats, batch, want_grad, channels, 4 * cfg.reg_max + cfg.nc, vnc, true),
+            None => Ok(zero_values(3)),
+            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true),
         }
     }
 }
@@ -71,27 +75,27 @@ impl TVPSegmentLoss {
     }
 
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, pred_masks, proto, batch, false)
+        without_grads(|g| self.run(feats, pred_masks, proto, batch, g))
     }
 
     /// Loss: `[B·cls·g_cls]` of the VP branch (or `[4]` zeros); items `[4]`; gradients as segmentation.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, pred_masks, proto, batch, true)
+        with_fresh_grads(&seg_inputs(feats, pred_masks, proto), |g| self.run(feats, pred_masks, proto, batch, g))
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, want_grad: bool) -> Result<LossOutput<F>> {
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers.
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &seg_inputs(feats, pred_masks, proto))?;
+        self.run(feats, pred_masks, proto, batch, grads)
+    }
+
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
-            None => {
-                let mut data: Vec<&[F]> = feats.iter().map(|f| f.data).collect();
-                data.push(pred_masks.data);
-                data.push(proto.data);
-                Ok(zero_result(4, &data, want_grad))
-            }
+            None => Ok(zero_values(4)),
             Some((_, vnc)) => {
-                let mut out = self.vp.run(feats, pred_masks, proto, batch, want_grad, 4 * cfg.reg_max + cfg.nc, vnc, Some(()))?;
-                out.loss = vec![out.loss[2]];
-                Ok(out)
+                let (loss, items) = self.vp.run(feats, pred_masks, proto, batch, grads, 4 * cfg.reg_max + cfg.nc, vnc, true)?;
+                Ok((vec![loss[2]], items))
             }
         }
     }

@@ -2,7 +2,7 @@
 //! its crop box only (exact: the crop zeroes everything outside it), so nothing of size
 //! (positives × H_m × W_m) is ever allocated.
 
-use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, zero_grads, Assigned, DetBatch, DetectionConfig, GradScales, Head, LossOutput, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -76,12 +76,19 @@ impl V8SegmentationLoss {
     }
 
     pub fn call<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, pred_masks, proto, batch, false, 4 * self.cfg.reg_max, self.cfg.nc, None)
+        without_grads(|g| self.run(feats, pred_masks, proto, batch, g, 4 * self.cfg.reg_max, self.cfg.nc, false))
     }
 
     /// Loss, items and gradients: one per level, then `pred_masks`, then `proto`.
     pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        self.run(feats, pred_masks, proto, batch, true, 4 * self.cfg.reg_max, self.cfg.nc, None)
+        with_fresh_grads(&seg_inputs(feats, pred_masks, proto), |g| self.run(feats, pred_masks, proto, batch, g, 4 * self.cfg.reg_max, self.cfg.nc, false))
+    }
+
+    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
+    /// `pred_masks`, `proto`); returns (loss, loss items).
+    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &seg_inputs(feats, pred_masks, proto))?;
+        self.run(feats, pred_masks, proto, batch, grads, 4 * self.cfg.reg_max, self.cfg.nc, false)
     }
 
     /// The shared body. `cls_ch0`/`nc` select the class channels the loss uses (TVP strips text
@@ -93,11 +100,11 @@ impl V8SegmentationLoss {
         pred_masks: TensorRef<F>,
         proto: TensorRef<F>,
         batch: &SegBatch<F>,
-        want_grad: bool,
+        grads: GradBufs<F>,
         cls_ch0: usize,
         nc: usize,
-        only_cls: Option<()>,
-    ) -> Result<LossOutput<F>> {
+        only_cls: bool,
+    ) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         let channels = feats.first().and_then(|f| f.shape.get(1).copied()).unwrap_or(0).max(cls_ch0 + nc);
         let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
@@ -111,21 +118,13 @@ impl V8SegmentationLoss {
         let bsz = F::from_usize_(head.batch);
         // ∂J/∂(mask sum) = B·g_box / P (the sum is over positives of mean-over-map / area).
         let mut mask_scale = if p > 0 { bsz * F::c(cfg.hyp.box_gain) / F::from_usize_(p) } else { F::zero() };
-        if only_cls.is_some() {
+        if only_cls {
             scales.iou = F::zero();
             scales.dfl = F::zero();
             mask_scale = F::zero();
         }
-        let mut grads = if want_grad {
-            let mut g = zero_grads(&head.levels);
-            g.push(crate::alloc::zeroed(mh.pred_masks.len()));
-            g.push(crate::alloc::zeroed(mh.proto.len()));
-            g
-        } else {
-            Vec::new()
-        };
         let levels = head.levels.len();
-        let sums = per_image_grads(&mut grads, head.batch, |b, g| {
+        let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, &asg.gt, b, &asg.positives[b], scales.cls, g);
             let (iou, dfl) = box_terms(head, &asg.gt, b, &asg.positives[b], &scales, g);
             let mask = image_mask_term(&asg, &mh, &gtm, b, mask_scale, g, levels);
@@ -136,8 +135,13 @@ impl V8SegmentationLoss {
         if p > 0 {
             items[1] = F::c(sums[1]) / F::from_usize_(p) * F::c(cfg.hyp.box_gain);
         }
-        Ok(LossOutput { loss: times_batch(&items, head.batch), loss_items: items, grads })
+        Ok((times_batch(&items, head.batch), items))
     }
+}
+
+/// The prediction tensors of a segmentation loss, in gradient order.
+pub(crate) fn seg_inputs<'a, F>(feats: &[TensorRef<'a, F>], pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Vec<&'a [F]> {
+    crate::detection::with_extra(feats, &[pred_masks, proto])
 }
 
 fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Result<MaskHead<'a, F>> {
