@@ -73,3 +73,19 @@ fn non_finite_values_are_rejected() {
     // Finite when normalized, infinite in pixels.
     expect(run(|c| c.bb[2] = 3e37), ErrorCode::NonFinite, "batch.bboxes");
 }
+
+#[test]
+fn gradient_buffers_must_match_the_predictions() {
+    let sh = shapes();
+    let lv: Vec<Vec<f32>> = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
+    let feats: Vec<TensorRef<f32>> = lv.iter().zip(&sh).map(|(d, s)| TensorRef::new(d, s)).collect();
+    let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.3, 0.3]);
+    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
+    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&bb, &s4) };
+    let mut a = vec![0.0f32; lv[0].len()];
+    let mut b = vec![0.0f32; lv[1].len() - 1];
+    let e = crit().value_and_grad_into(&feats, &batch, &mut [&mut a, &mut b]).unwrap_err();
+    expect(e, ErrorCode::ShapeMismatch, "grads");
+    let e = crit().value_and_grad_into(&feats, &batch, &mut [&mut a]).unwrap_err();
+    expect(e, ErrorCode::ShapeMismatch, "grads");
+}

@@ -40,6 +40,12 @@ fn v8_detection_loss_matches_reference() {
         for (i, g) in out.grads.iter().enumerate() {
             assert_close(&format!("{} grad.preds.{i}", f.name), &to_f64(g), f.get(&format!("grad.preds.{i}")));
         }
+        // Caller-provided buffers receive the same gradients.
+        let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| vec![0.0; g.len()]).collect();
+        let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+        let (loss, items) = crit.value_and_grad_into(&feats, &batch, &mut slices).unwrap();
+        assert_eq!((loss, items), (out.loss.clone(), out.loss_items.clone()), "{}: value_and_grad_into values", f.name);
+        assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
         // `call` returns the same values without gradients.
         let plain = crit.call(&feats, &batch).unwrap();
         assert_eq!(plain.loss, out.loss, "{}: call and value_and_grad disagree", f.name);
