@@ -16,6 +16,16 @@
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'auto'` → [`DetectionLossAny`] and friends, what the binding calls.
 //!
+//! For the binding (`device: 'cpu' | 'cuda' | 'auto'`): parse the option with [`Device`]'s `FromStr`, build
+//! [`DetectionLossAny::new`] / [`E2EDetectLossAny::new`] / [`TVPDetectLossAny::new`] with the same
+//! `DetectionConfig` as the CPU types, call `call` / `value_and_grad` with the same `&[TensorRef<f32>]` and
+//! `DetBatch<f32>` (f32 only), and report `.backend().as_str()` (`"cpu"` or `"cuda"`). `'cuda'` without a usable
+//! GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason; `'auto'` falls back to the CPU silently.
+//!
+//! Testing without a GPU: `emu/` is a CPU emulator of the detection kernels (built by build.rs with the host C++
+//! compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU backend
+//! in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
+//!
 //! Launchers compile in every build (cudarc is always there); only the PTX needs nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
