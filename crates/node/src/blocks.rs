@@ -20,7 +20,7 @@ use yolo_loss_core::tensor::fmt_shape;
 use yolo_loss_core::{LossError, TensorRef};
 
 use crate::{
-    dims_to_js, guarded, invalid, to_dims, to_js, to_usize, view, Code, CoreResult, NativeTensor,
+    arg, guarded_js, invalid, out_tensor, to_usize, with_views, Code, CoreResult, NativeTensor,
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -33,23 +33,21 @@ pub struct NativeValueGrads {
     pub grads: Vec<Float32Array>,
 }
 
-fn out_tensor(data: Vec<f32>, dims: &[usize]) -> NativeTensor {
-    NativeTensor {
-        data: Float32Array::new(data),
-        shape: dims_to_js(dims),
-    }
-}
-
-fn value_grads(value: Vec<f32>, dims: &[usize], grads: Vec<Vec<f32>>) -> NativeValueGrads {
+/// The value, and `grads` only when they were asked for.
+fn value_grads(
+    value: Vec<f32>,
+    dims: &[usize],
+    want_grad: bool,
+    grads: Vec<Vec<f32>>,
+) -> NativeValueGrads {
     NativeValueGrads {
         value: out_tensor(value, dims),
-        grads: grads.into_iter().map(Float32Array::new).collect(),
+        grads: if want_grad {
+            grads.into_iter().map(Float32Array::new).collect()
+        } else {
+            Vec::new()
+        },
     }
-}
-
-/// The dimensions of a tensor argument (its length is checked when the view is made).
-fn dims(name: &str, t: &NativeTensor) -> CoreResult<Vec<usize>> {
-    to_dims(name, &t.shape)
 }
 
 /// A finite scalar configuration value.
@@ -68,20 +66,28 @@ fn upstream(t: Option<&NativeTensor>, value_dims: &[usize]) -> CoreResult<Vec<f3
     let n: usize = value_dims.iter().product();
     match t {
         None => Ok(vec![1.0; n]),
-        Some(u) => {
-            let d = dims("upstream", u)?;
-            let v = view("upstream", &u.data, &d)?;
+        Some(u) => with_views(&[arg("upstream", u)], |v| {
+            let d = v[0].shape;
             if d != value_dims {
                 return Err(LossError::shape(format!(
                     "upstream: expected shape {} (that of the value), got {}",
                     fmt_shape(value_dims),
-                    fmt_shape(&d)
+                    fmt_shape(d)
                 )));
             }
-            v.check_finite("upstream")?;
+            v[0].check_finite("upstream")?;
             Ok(u.data.to_vec())
-        }
+        }),
     }
+}
+
+/// The upstream gradient when the gradient is asked for.
+fn upstream_if(
+    want_grad: bool,
+    t: Option<&NativeTensor>,
+    value_dims: &[usize],
+) -> CoreResult<Option<Vec<f32>>> {
+    want_grad.then(|| upstream(t, value_dims)).transpose()
 }
 
 /// A 0/1 mask given as float32 (`fg_mask`): anything else is refused.
@@ -206,26 +212,23 @@ pub fn varifocal_loss_native(
     alpha: f64,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("VarifocalLoss.forward", || {
-        let (dp, dq, dl) = (
-            dims("predScore", &pred_score)?,
-            dims("gtScore", &gt_score)?,
-            dims("label", &label)?,
-        );
-        let (loss, gp, gq) = varifocal_loss(
-            view("predScore", &pred_score.data, &dp)?,
-            view("gtScore", &gt_score.data, &dq)?,
-            view("label", &label.data, &dl)?,
-            finite("gamma", gamma)?,
-            finite("alpha", alpha)?,
-        )?;
-        Ok(value_grads(
-            vec![loss],
-            &[],
-            if want_grad { vec![gp, gq] } else { Vec::new() },
-        ))
+    guarded_js("VarifocalLoss.forward", || {
+        let args = [
+            arg("predScore", &pred_score),
+            arg("gtScore", &gt_score),
+            arg("label", &label),
+        ];
+        with_views(&args, |v| {
+            let (loss, gp, gq) = varifocal_loss(
+                v[0],
+                v[1],
+                v[2],
+                finite("gamma", gamma)?,
+                finite("alpha", alpha)?,
+            )?;
+            Ok(value_grads(vec![loss], &[], want_grad, vec![gp, gq]))
+        })
     })
-    .map_err(to_js)
 }
 
 /// `FocalLoss(gamma, alpha).forward(pred, label)`: scalar; grads [pred].
@@ -237,21 +240,13 @@ pub fn focal_loss_native(
     alpha: f64,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("FocalLoss.forward", || {
-        let (dp, dl) = (dims("pred", &pred)?, dims("label", &label)?);
-        let (loss, gp) = focal_loss(
-            view("pred", &pred.data, &dp)?,
-            view("label", &label.data, &dl)?,
-            finite("gamma", gamma)?,
-            finite("alpha", alpha)?,
-        )?;
-        Ok(value_grads(
-            vec![loss],
-            &[],
-            if want_grad { vec![gp] } else { Vec::new() },
-        ))
+    guarded_js("FocalLoss.forward", || {
+        with_views(&[arg("pred", &pred), arg("label", &label)], |v| {
+            let (loss, gp) =
+                focal_loss(v[0], v[1], finite("gamma", gamma)?, finite("alpha", alpha)?)?;
+            Ok(value_grads(vec![loss], &[], want_grad, vec![gp]))
+        })
     })
-    .map_err(to_js)
 }
 
 /// `DFLoss(reg_max)(pred_dist [4n, R], target [n, 4])` → `[n, 1]`; grads [pred_dist] of sum(value · upstream).
@@ -263,34 +258,25 @@ pub fn df_loss_native(
     upstream_grad: Option<NativeTensor>,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("DFLoss", || {
+    guarded_js("DFLoss", || {
         let r = to_usize("reg_max", reg_max)?;
-        let (dp, dt) = (dims("predDist", &pred_dist)?, dims("target", &target)?);
-        let (p, t) = (
-            view("predDist", &pred_dist.data, &dp)?,
-            view("target", &target.data, &dt)?,
-        );
-        if dt.len() != 2 || dt[1] != 4 {
-            return Err(LossError::shape(format!(
-                "target: expected shape [n, 4] (l, t, r, b distances per anchor), got {}",
-                fmt_shape(&dt)
-            )));
-        }
-        let n = dt[0];
-        let up = if want_grad {
-            Some(upstream(upstream_grad.as_ref(), &[n, 1])?)
-        } else {
-            None
-        };
-        let (loss, grad) = dfl_loss(p, t, r, up.as_deref())?;
-        let vd = [loss.len(), 1];
-        Ok(value_grads(
-            loss,
-            &vd,
-            if want_grad { vec![grad] } else { Vec::new() },
-        ))
+        with_views(
+            &[arg("predDist", &pred_dist), arg("target", &target)],
+            |v| {
+                let dt = v[1].shape;
+                if dt.len() != 2 || dt[1] != 4 {
+                    return Err(LossError::shape(format!(
+                        "target: expected shape [n, 4] (l, t, r, b distances per anchor), got {}",
+                        fmt_shape(dt)
+                    )));
+                }
+                let up = upstream_if(want_grad, upstream_grad.as_ref(), &[dt[0], 1])?;
+                let (loss, grad) = dfl_loss(v[0], v[1], r, up.as_deref())?;
+                let vd = [loss.len(), 1];
+                Ok(value_grads(loss, &vd, want_grad, vec![grad]))
+            },
+        )
     })
-    .map_err(to_js)
 }
 
 /// The inputs of `BboxLoss.forward` / `RotatedBboxLoss.forward`.
@@ -320,11 +306,13 @@ pub fn bbox_loss_native(
     } else {
         "BboxLoss.forward"
     };
-    guarded(what, || {
+    guarded_js(what, || {
         let i = &inputs;
         let r = to_usize("reg_max", reg_max)?;
         if r == 0 {
-            return Err(invalid("reg_max: expected a positive integer, got 0".to_string()));
+            return Err(invalid(
+                "reg_max: expected a positive integer, got 0".to_string(),
+            ));
         }
         let s = inputs.target_scores_sum;
         if !s.is_finite() {
@@ -337,45 +325,38 @@ pub fn bbox_loss_native(
                 "targetScoresSum: expected a positive divisor (the losses pass max(sum, 1)), got {s}"
             )));
         }
-        let names = ["predDist", "predBboxes", "anchorPoints", "targetBboxes", "targetScores", "fgMask"];
-        let ts = [&i.pred_dist, &i.pred_bboxes, &i.anchor_points, &i.target_bboxes, &i.target_scores, &i.fg_mask];
-        let ds = names
-            .iter()
-            .zip(ts)
-            .map(|(n, t)| dims(n, t))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let vs = names
-            .iter()
-            .zip(ts)
-            .zip(&ds)
-            .map(|((n, t), d)| view(n, &t.data, d))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let fg = bool_mask("fg_mask", &vs[5])?;
-        let inp = BboxLossInputs {
-            pred_dist: vs[0],
-            pred_bboxes: vs[1],
-            anchor_points: vs[2],
-            target_bboxes: vs[3],
-            target_scores: vs[4],
-            target_scores_sum: s as f32,
-            fg_mask: &fg,
-        };
-        let out = if rotated {
-            rotated_bbox_loss(&inp, r)?
-        } else {
-            bbox_loss(&inp, r)?
-        };
-        Ok(value_grads(
-            vec![out.loss_iou, out.loss_dfl],
-            &[2],
-            if want_grad {
-                vec![out.grad_pred_dist, out.grad_pred_bboxes]
+        let args = [
+            arg("predDist", &i.pred_dist),
+            arg("predBboxes", &i.pred_bboxes),
+            arg("anchorPoints", &i.anchor_points),
+            arg("targetBboxes", &i.target_bboxes),
+            arg("targetScores", &i.target_scores),
+            arg("fgMask", &i.fg_mask),
+        ];
+        with_views(&args, |vs| {
+            let fg = bool_mask("fg_mask", &vs[5])?;
+            let inp = BboxLossInputs {
+                pred_dist: vs[0],
+                pred_bboxes: vs[1],
+                anchor_points: vs[2],
+                target_bboxes: vs[3],
+                target_scores: vs[4],
+                target_scores_sum: s as f32,
+                fg_mask: &fg,
+            };
+            let out = if rotated {
+                rotated_bbox_loss(&inp, r)?
             } else {
-                Vec::new()
-            },
-        ))
+                bbox_loss(&inp, r)?
+            };
+            Ok(value_grads(
+                vec![out.loss_iou, out.loss_dfl],
+                &[2],
+                want_grad,
+                vec![out.grad_pred_dist, out.grad_pred_bboxes],
+            ))
+        })
     })
-    .map_err(to_js)
 }
 
 /// `KeypointLoss(sigmas).forward(pred_kpts, gt_kpts, kpt_mask, area)`: scalar; grads [pred_kpts].
@@ -388,7 +369,7 @@ pub fn keypoint_loss_native(
     sigmas: Vec<f64>,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("KeypointLoss.forward", || {
+    guarded_js("KeypointLoss.forward", || {
         if let Some((i, v)) = sigmas
             .iter()
             .enumerate()
@@ -398,26 +379,17 @@ pub fn keypoint_loss_native(
                 "sigmas[{i}]: expected a positive finite number, got {v}"
             )));
         }
-        let (dp, dg, dm, da) = (
-            dims("predKpts", &pred_kpts)?,
-            dims("gtKpts", &gt_kpts)?,
-            dims("kptMask", &kpt_mask)?,
-            dims("area", &area)?,
-        );
-        let (loss, grad) = keypoint_loss(
-            view("predKpts", &pred_kpts.data, &dp)?,
-            view("gtKpts", &gt_kpts.data, &dg)?,
-            view("kptMask", &kpt_mask.data, &dm)?,
-            view("area", &area.data, &da)?,
-            &sigmas,
-        )?;
-        Ok(value_grads(
-            vec![loss],
-            &[],
-            if want_grad { vec![grad] } else { Vec::new() },
-        ))
+        let args = [
+            arg("predKpts", &pred_kpts),
+            arg("gtKpts", &gt_kpts),
+            arg("kptMask", &kpt_mask),
+            arg("area", &area),
+        ];
+        with_views(&args, |v| {
+            let (loss, grad) = keypoint_loss(v[0], v[1], v[2], v[3], &sigmas)?;
+            Ok(value_grads(vec![loss], &[], want_grad, vec![grad]))
+        })
     })
-    .map_err(to_js)
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -451,7 +423,7 @@ pub fn task_aligned_assign_native(
     } else {
         "TaskAlignedAssigner.forward"
     };
-    guarded(what, || {
+    guarded_js(what, || {
         let topk = to_usize("topk", config.topk)?;
         let num_classes = to_usize("num_classes", config.num_classes)?;
         if topk == 0 || num_classes == 0 {
@@ -466,55 +438,37 @@ pub fn task_aligned_assign_native(
             beta: finite("beta", config.beta)?,
             eps: finite("eps", config.eps)?,
         };
-        let names = [
-            "pd_scores",
-            "pd_bboxes",
-            "anc_points",
-            "gt_labels",
-            "gt_bboxes",
-            "mask_gt",
+        let args = [
+            arg("pd_scores", &pd_scores),
+            arg("pd_bboxes", &pd_bboxes),
+            arg("anc_points", &anc_points),
+            arg("gt_labels", &gt_labels),
+            arg("gt_bboxes", &gt_bboxes),
+            arg("mask_gt", &mask_gt),
         ];
-        let ts = [
-            &pd_scores,
-            &pd_bboxes,
-            &anc_points,
-            &gt_labels,
-            &gt_bboxes,
-            &mask_gt,
-        ];
-        let ds = names
-            .iter()
-            .zip(ts)
-            .map(|(n, t)| dims(n, t))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let vs = names
-            .iter()
-            .zip(ts)
-            .zip(&ds)
-            .map(|((n, t), d)| view(n, &t.data, d))
-            .collect::<CoreResult<Vec<_>>>()?;
-        let assign = if rotated {
-            assign_dense_rotated
-        } else {
-            assign_dense
-        };
-        let out: DenseAssignment<f32> = assign(&cfg, vs[0], vs[1], vs[2], vs[3], vs[4], vs[5])?;
-        // pd_scores was validated as [B, A, nc].
-        let (b, a, nc) = (ds[0][0], ds[0][1], ds[0][2]);
-        let w = if rotated { 5 } else { 4 };
-        let ints = |v: Vec<i64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
-        Ok(vec![
-            out_tensor(ints(out.target_labels), &[b, a]),
-            out_tensor(out.target_bboxes, &[b, a, w]),
-            out_tensor(out.target_scores, &[b, a, nc]),
-            out_tensor(
-                out.fg_mask.into_iter().map(|f| f as u8 as f32).collect(),
-                &[b, a],
-            ),
-            out_tensor(ints(out.target_gt_idx), &[b, a]),
-        ])
+        with_views(&args, |vs| {
+            let assign = if rotated {
+                assign_dense_rotated
+            } else {
+                assign_dense
+            };
+            let out: DenseAssignment<f32> = assign(&cfg, vs[0], vs[1], vs[2], vs[3], vs[4], vs[5])?;
+            // pd_scores was validated as [B, A, nc].
+            let (b, a, nc) = (vs[0].shape[0], vs[0].shape[1], vs[0].shape[2]);
+            let w = if rotated { 5 } else { 4 };
+            let ints = |v: Vec<i64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+            Ok(vec![
+                out_tensor(ints(out.target_labels), &[b, a]),
+                out_tensor(out.target_bboxes, &[b, a, w]),
+                out_tensor(out.target_scores, &[b, a, nc]),
+                out_tensor(
+                    out.fg_mask.into_iter().map(|f| f as u8 as f32).collect(),
+                    &[b, a],
+                ),
+                out_tensor(ints(out.target_gt_idx), &[b, a]),
+            ])
+        })
     })
-    .map_err(to_js)
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -527,7 +481,7 @@ pub fn make_anchors_native(
     strides: Vec<f64>,
     offset: f64,
 ) -> napi::Result<Vec<NativeTensor>, Code> {
-    guarded("make_anchors", || {
+    guarded_js("make_anchors", || {
         if shapes.len() != strides.len() {
             return Err(LossError::shape(format!(
                 "strides: expected one stride per level ({} levels), got {}",
@@ -566,49 +520,66 @@ pub fn make_anchors_native(
         let (points, st) = AnchorGrid::new(&hw, &strides).make_anchors::<f32>(offset);
         Ok(vec![out_tensor(points, &[a, 2]), out_tensor(st, &[a, 1])])
     })
-    .map_err(to_js)
 }
 
-/// Runs `f(row1, row2)` over the broadcast rows of two record tensors; `f` writes `out_w` values per row.
-#[allow(clippy::too_many_arguments)]
-fn pairwise(
-    n1: &str,
-    t1: &NativeTensor,
-    w1: usize,
-    what1: &str,
-    n2: &str,
-    t2: &NativeTensor,
-    w2: usize,
-    what2: &str,
-    out_w: usize,
-    mut f: impl FnMut(usize, &[f32], &[f32], &mut [f32]),
-) -> CoreResult<(
-    Vec<f32>,
-    Vec<usize>,
-    Vec<usize>,
-    Vec<usize>,
-    Vec<usize>,
-    Vec<usize>,
-)> {
-    let (d1, d2) = (dims(n1, t1)?, dims(n2, t2)?);
-    let (v1, v2) = (view(n1, &t1.data, &d1)?, view(n2, &t2.data, &d2)?);
-    records(n1, &d1, w1, what1)?;
-    records(n2, &d2, w2, what2)?;
-    v1.check_finite(n1)?;
-    v2.check_finite(n2)?;
-    let (lead, r1, r2) = broadcast_rows(n1, &d1, n2, &d2)?;
-    let mut out = vec![0f32; r1.len() * out_w];
-    for (o, (&i, &j)) in r1.iter().zip(&r2).enumerate() {
-        f(
-            o,
-            &v1.data[i * w1..(i + 1) * w1],
-            &v2.data[j * w2..(j + 1) * w2],
-            &mut out[o * out_w..(o + 1) * out_w],
-        );
+/// A tensor of records for [`pairwise`]: its name, `width` values per record on the last axis (`what` they are).
+struct Records<'a> {
+    name: &'a str,
+    t: &'a NativeTensor,
+    width: usize,
+    what: &'a str,
+}
+
+fn rec<'a>(name: &'a str, t: &'a NativeTensor, width: usize, what: &'a str) -> Records<'a> {
+    Records {
+        name,
+        t,
+        width,
+        what,
     }
-    let mut od = lead.clone();
-    od.push(out_w);
-    Ok((out, od, d1, d2, r1, r2))
+}
+
+/// What [`pairwise`] computed: the values and their shape, the shapes of the inputs and, for each output row, the
+/// row of each input.
+struct Pairwise {
+    out: Vec<f32>,
+    shape: Vec<usize>,
+    inputs: [Vec<usize>; 2],
+    rows: [Vec<usize>; 2],
+}
+
+/// Runs `f(row1, row2, out)` over the broadcast rows of two record tensors; `f` writes `out_w` values per row.
+fn pairwise(
+    x: Records<'_>,
+    y: Records<'_>,
+    out_w: usize,
+    mut f: impl FnMut(&[f32], &[f32], &mut [f32]),
+) -> CoreResult<Pairwise> {
+    with_views(&[arg(x.name, x.t), arg(y.name, y.t)], |v| {
+        let (d1, d2) = (v[0].shape, v[1].shape);
+        records(x.name, d1, x.width, x.what)?;
+        records(y.name, d2, y.width, y.what)?;
+        v[0].check_finite(x.name)?;
+        v[1].check_finite(y.name)?;
+        let (lead, r1, r2) = broadcast_rows(x.name, d1, y.name, d2)?;
+        let (w1, w2) = (x.width, y.width);
+        let mut out = vec![0f32; r1.len() * out_w];
+        for (o, (&i, &j)) in r1.iter().zip(&r2).enumerate() {
+            f(
+                &v[0].data[i * w1..(i + 1) * w1],
+                &v[1].data[j * w2..(j + 1) * w2],
+                &mut out[o * out_w..(o + 1) * out_w],
+            );
+        }
+        let mut shape = lead;
+        shape.push(out_w);
+        Ok(Pairwise {
+            out,
+            shape,
+            inputs: [d1.to_vec(), d2.to_vec()],
+            rows: [r1, r2],
+        })
+    })
 }
 
 /// `dist2bbox(distance [..., 4], anchor_points [..., 2], xywh)` → `[..., 4]` (leading axes broadcast).
@@ -618,24 +589,15 @@ pub fn dist2bbox_native(
     anchor_points: NativeTensor,
     xywh: bool,
 ) -> napi::Result<NativeTensor, Code> {
-    guarded("dist2bbox", || {
-        let (out, od, ..) = pairwise(
-            "distance",
-            &distance,
+    guarded_js("dist2bbox", || {
+        let p = pairwise(
+            rec("distance", &distance, 4, "l, t, r, b"),
+            rec("anchor_points", &anchor_points, 2, "x, y"),
             4,
-            "l, t, r, b",
-            "anchor_points",
-            &anchor_points,
-            2,
-            "x, y",
-            4,
-            |_, d, a, o| {
-                o.copy_from_slice(&dist2bbox([d[0], d[1], d[2], d[3]], [a[0], a[1]], xywh))
-            },
+            |d, a, o| o.copy_from_slice(&dist2bbox([d[0], d[1], d[2], d[3]], [a[0], a[1]], xywh)),
         )?;
-        Ok(out_tensor(out, &od))
+        Ok(out_tensor(p.out, &p.shape))
     })
-    .map_err(to_js)
 }
 
 /// `bbox2dist(anchor_points [..., 2], bbox [..., 4] xyxy, reg_max)` → `[..., 4]` clamped to [0, reg_max − 0.01].
@@ -645,23 +607,16 @@ pub fn bbox2dist_native(
     bbox: NativeTensor,
     reg_max: f64,
 ) -> napi::Result<NativeTensor, Code> {
-    guarded("bbox2dist", || {
+    guarded_js("bbox2dist", || {
         let r = finite("reg_max", reg_max)?;
-        let (out, od, ..) = pairwise(
-            "anchor_points",
-            &anchor_points,
-            2,
-            "x, y",
-            "bbox",
-            &bbox,
+        let p = pairwise(
+            rec("anchor_points", &anchor_points, 2, "x, y"),
+            rec("bbox", &bbox, 4, "x1, y1, x2, y2"),
             4,
-            "x1, y1, x2, y2",
-            4,
-            |_, a, b, o| o.copy_from_slice(&bbox2dist([a[0], a[1]], [b[0], b[1], b[2], b[3]], r)),
+            |a, b, o| o.copy_from_slice(&bbox2dist([a[0], a[1]], [b[0], b[1], b[2], b[3]], r)),
         )?;
-        Ok(out_tensor(out, &od))
+        Ok(out_tensor(p.out, &p.shape))
     })
-    .map_err(to_js)
 }
 
 /// Pairwise IoU-like function over broadcast rows, with the gradients of sum(value · upstream).
@@ -677,26 +632,26 @@ fn pairwise_grad<const W: usize>(
     f: impl Fn([f32; W], [f32; W], f32) -> (f32, [f32; W], [f32; W]),
 ) -> CoreResult<NativeValueGrads> {
     // First pass: values (and the broadcast maps).
-    let (value, od, d1, d2, r1, r2) =
-        pairwise(n1, t1, W, what, n2, t2, W, what, 1, |_, a, b, o| {
-            o[0] = f(row::<W>(a, 0), row::<W>(b, 0), 0.0).0;
-        })?;
+    let p = pairwise(rec(n1, t1, W, what), rec(n2, t2, W, what), 1, |a, b, o| {
+        o[0] = f(row::<W>(a, 0), row::<W>(b, 0), 0.0).0;
+    })?;
     if !want_grad {
-        return Ok(value_grads(value, &od, Vec::new()));
+        return Ok(value_grads(p.out, &p.shape, false, Vec::new()));
     }
-    let u = upstream(up, &od)?;
+    let u = upstream(up, &p.shape)?;
     let mut g1 = vec![0f32; t1.data.len()];
     let mut g2 = vec![0f32; t2.data.len()];
-    for (o, (&i, &j)) in r1.iter().zip(&r2).enumerate() {
+    let [r1, r2] = &p.rows;
+    for (o, (&i, &j)) in r1.iter().zip(r2).enumerate() {
         let (_, ga, gb) = f(row::<W>(&t1.data, i), row::<W>(&t2.data, j), u[o]);
         for k in 0..W {
             g1[i * W + k] += ga[k];
             g2[j * W + k] += gb[k];
         }
     }
-    debug_assert_eq!(d1.iter().product::<usize>(), g1.len());
-    debug_assert_eq!(d2.iter().product::<usize>(), g2.len());
-    Ok(value_grads(value, &od, vec![g1, g2]))
+    debug_assert_eq!(p.inputs[0].iter().product::<usize>(), g1.len());
+    debug_assert_eq!(p.inputs[1].iter().product::<usize>(), g2.len());
+    Ok(value_grads(p.out, &p.shape, true, vec![g1, g2]))
 }
 
 #[napi(object)]
@@ -717,7 +672,7 @@ pub fn bbox_iou_native(
     upstream_grad: Option<NativeTensor>,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("bbox_iou", || {
+    guarded_js("bbox_iou", || {
         let eps = finite("eps", options.eps)? as f32;
         let kind = IouKind::from_flags(options.giou, options.diou, options.ciou);
         let what = if options.xywh {
@@ -736,7 +691,6 @@ pub fn bbox_iou_native(
             |a, b, up| bbox_iou_grad(a, b, options.xywh, kind, eps, up),
         )
     })
-    .map_err(to_js)
 }
 
 /// `probiou(obb1 [..., 5], obb2 [..., 5], CIoU, eps)` → `[..., 1]`; grads [obb1, obb2].
@@ -749,7 +703,7 @@ pub fn probiou_native(
     upstream_grad: Option<NativeTensor>,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("probiou", || {
+    guarded_js("probiou", || {
         let eps = finite("eps", eps)? as f32;
         pairwise_grad::<5>(
             "obb1",
@@ -768,7 +722,6 @@ pub fn probiou_native(
             },
         )
     })
-    .map_err(to_js)
 }
 
 /// `dist2rbox(pred_dist [..., A, 4], pred_angle [..., A, 1], anchor_points [A, 2])` → `[..., A, 4]` (cx, cy,
@@ -781,34 +734,23 @@ pub fn dist2rbox_native(
     upstream_grad: Option<NativeTensor>,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    guarded("dist2rbox", || {
-        let (dd, da, dp) = (
-            dims("pred_dist", &pred_dist)?,
-            dims("pred_angle", &pred_angle)?,
-            dims("anchor_points", &anchor_points)?,
-        );
-        let (vd, va, vp) = (
-            view("pred_dist", &pred_dist.data, &dd)?,
-            view("pred_angle", &pred_angle.data, &da)?,
-            view("anchor_points", &anchor_points.data, &dp)?,
-        );
-        let up = if want_grad {
-            Some(upstream(upstream_grad.as_ref(), &dd)?)
-        } else {
-            None
-        };
-        let out = dist2rbox_batch(vd, va, vp, up.as_deref())?;
-        Ok(value_grads(
-            out.boxes,
-            &out.shape,
-            if want_grad {
-                vec![out.grad_pred_dist, out.grad_pred_angle]
-            } else {
-                Vec::new()
-            },
-        ))
+    guarded_js("dist2rbox", || {
+        let args = [
+            arg("pred_dist", &pred_dist),
+            arg("pred_angle", &pred_angle),
+            arg("anchor_points", &anchor_points),
+        ];
+        with_views(&args, |v| {
+            let up = upstream_if(want_grad, upstream_grad.as_ref(), v[0].shape)?;
+            let out = dist2rbox_batch(v[0], v[1], v[2], up.as_deref())?;
+            Ok(value_grads(
+                out.boxes,
+                &out.shape,
+                want_grad,
+                vec![out.grad_pred_dist, out.grad_pred_angle],
+            ))
+        })
     })
-    .map_err(to_js)
 }
 
 #[cfg(test)]
