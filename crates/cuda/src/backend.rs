@@ -10,6 +10,7 @@
 
 use std::str::FromStr;
 
+use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::e2e::E2EDetectLoss;
 use yolo_loss_core::prompts::TVPDetectLoss;
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
@@ -110,6 +111,18 @@ impl DetectionLossAny {
             Self::Cuda(g) => g.value_and_grad(feats, batch),
         }
     }
+    /// Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items).
+    pub fn value_and_grad_into(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        match self {
+            Self::Cpu(c) => c.value_and_grad_into(feats, batch, grads),
+            Self::Cuda(g) => g.value_and_grad_into(feats, batch, grads),
+        }
+    }
 }
 
 /// E2EDetectLoss on the selected backend.
@@ -154,6 +167,19 @@ impl E2EDetectLossAny {
             Self::Cuda(g) => g.value_and_grad(o2m, o2o, batch),
         }
     }
+    /// Gradients into caller-provided zero-filled buffers (one2many levels, then one2one); returns (loss, items).
+    pub fn value_and_grad_into(
+        &self,
+        o2m: &[TensorRef<f32>],
+        o2o: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        match self {
+            Self::Cpu(c) => c.value_and_grad_into(o2m, o2o, batch, grads),
+            Self::Cuda(g) => g.value_and_grad_into(o2m, o2o, batch, grads),
+        }
+    }
 }
 
 /// TVPDetectLoss on the selected backend.
@@ -186,6 +212,18 @@ impl TVPDetectLossAny {
         match self {
             Self::Cpu(c) => c.value_and_grad(feats, batch),
             Self::Cuda(g) => g.value_and_grad(feats, batch),
+        }
+    }
+    /// Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items).
+    pub fn value_and_grad_into(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        match self {
+            Self::Cpu(c) => c.value_and_grad_into(feats, batch, grads),
+            Self::Cuda(g) => g.value_and_grad_into(feats, batch, grads),
         }
     }
 }

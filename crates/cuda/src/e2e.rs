@@ -1,9 +1,10 @@
 //! E2EDetectLoss on the GPU (SPEC §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the two
 //! branches, summed, as `yolo_loss_core::e2e::E2EDetectLoss`.
 
+use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef};
 
-use crate::detection::CudaDetectionLoss;
+use crate::detection::{check_grad_buffers, CudaDetectionLoss};
 
 #[derive(Debug, Clone)]
 pub struct CudaE2EDetectLoss {
@@ -49,6 +50,25 @@ impl CudaE2EDetectLoss {
         let a = self.one2many.value_and_grad(one2many, batch).map_err(|e| prefix(e, "one2many"))?;
         let b = self.one2one.value_and_grad(one2one, batch).map_err(|e| prefix(e, "one2one"))?;
         Ok(sum(a, b))
+    }
+}
+
+impl CudaE2EDetectLoss {
+    /// As `value_and_grad` into caller-provided buffers (the one2many levels, then the one2one levels).
+    pub fn value_and_grad_into(
+        &self,
+        one2many: &[TensorRef<f32>],
+        one2one: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        let all: Vec<TensorRef<f32>> = one2many.iter().chain(one2one).copied().collect();
+        check_grad_buffers(grads, &all)?;
+        let (g_many, g_one) = grads.split_at_mut(one2many.len());
+        let (l1, i1) = self.one2many.value_and_grad_into(one2many, batch, g_many).map_err(|e| prefix(e, "one2many"))?;
+        let (l2, i2) = self.one2one.value_and_grad_into(one2one, batch, g_one).map_err(|e| prefix(e, "one2one"))?;
+        let add = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(&p, &q)| p + q).collect::<Vec<f32>>();
+        Ok((add(&l1, &l2), add(&i1, &i2)))
     }
 }
 

@@ -1,10 +1,11 @@
 //! TVPDetectLoss on the GPU (SPEC §15.1): the detection loss over the visual-prompt class channels, returning
 //! (and differentiating) only its cls component, as `yolo_loss_core::prompts::TVPDetectLoss`.
 
+use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::tensor::fmt_shape;
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef};
 
-use crate::detection::{CudaDetectionLoss, Flags, Window};
+use crate::detection::{check_grad_buffers, CudaDetectionLoss, Flags, Window};
 
 /// `cfg.nc` is the model's class count at construction (the text prompts).
 #[derive(Debug, Clone)]
@@ -29,6 +30,26 @@ impl CudaTVPDetectLoss {
     /// Loss: `[B·cls·g_cls]` of the VP branch (or `[3]` zeros without VP channels); items `[3]`.
     pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
         self.run(feats, batch, true)
+    }
+
+    /// As `value_and_grad` into caller-provided zero-filled buffers (left untouched without VP channels).
+    pub fn value_and_grad_into(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        check_grad_buffers(grads, feats)?;
+        let cfg = &self.vp.cfg;
+        match vp_window(feats, cfg.reg_max, cfg.nc)? {
+            None => Ok((vec![0.0; 3], vec![0.0; 3])),
+            Some((channels, vnc)) => {
+                let window = Window { channels, cls_ch0: 4 * cfg.reg_max + cfg.nc, nc: vnc };
+                let flags = Flags { grad: true, ..Flags::default() };
+                let out = self.vp.run_window_into(feats, batch, flags, window, true, Some(grads))?.out;
+                Ok((vec![out.loss[1]], out.loss_items))
+            }
+        }
     }
 
     fn run(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>, want_grad: bool) -> Result<LossOutput<f32>> {

@@ -14,6 +14,7 @@ pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 
+use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
 
 use crate::gpu::gpu;
@@ -96,6 +97,22 @@ impl CudaDetectionLoss {
         Ok(self.run(feats, batch, Flags { grad: true, ..Flags::default() })?.out)
     }
 
+    /// As `value_and_grad`, writing the gradients into caller-provided buffers (one per level, each as long as
+    /// it; overwritten entirely) as `yolo_loss_core::V8DetectionLoss::value_and_grad_into`; returns (loss, items).
+    pub fn value_and_grad_into(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
+        check_grad_buffers(grads, feats)?;
+        let f = Flags { grad: true, ..Flags::default() };
+        let cfg = &self.cfg;
+        let w = Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc };
+        let out = self.run_window_into(feats, batch, f, w, false, Some(grads))?.out;
+        Ok((out.loss, out.loss_items))
+    }
+
     /// `value_and_grad` plus the device time of its kernels (for benchmarks).
     pub fn value_and_grad_timed(
         &self,
@@ -129,6 +146,19 @@ impl CudaDetectionLoss {
         w: Window,
         only_cls: bool,
     ) -> Result<RunOut> {
+        self.run_window_into(feats, batch, f, w, only_cls, None)
+    }
+
+    /// As `run_window`, with the gradients downloaded into `into` when given.
+    pub(crate) fn run_window_into(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        f: Flags,
+        w: Window,
+        only_cls: bool,
+        into: Option<&mut [&mut [f32]]>,
+    ) -> Result<RunOut> {
         let cfg = &self.cfg;
         let job = Job {
             strides: &cfg.strides,
@@ -143,8 +173,22 @@ impl CudaDetectionLoss {
             want_assignment: f.assignment,
             time_kernels: f.timed,
         };
-        run::run(self.dev, &job, feats, batch)
+        run::run(self.dev, &job, feats, batch, into)
     }
+}
+
+/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it (the CPU
+/// backend's check and message; `check_grad_buffers` is crate-private in the core).
+pub(crate) fn check_grad_buffers(grads: &[&mut [f32]], inputs: &[TensorRef<f32>]) -> Result<()> {
+    let want: Vec<usize> = inputs.iter().map(|t| t.data.len()).collect();
+    let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    if want != got {
+        return Err(LossError::shape(format!(
+            "grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}",
+            want.len()
+        )));
+    }
+    Ok(())
 }
 
 /// What a run should produce besides the loss.

@@ -65,7 +65,15 @@ fn blocks_for(n: usize) -> usize {
     n.div_ceil(BLOCK as usize)
 }
 
-pub(crate) fn run(dev: Dev, job: &Job, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<RunOut> {
+/// Runs one evaluation. With `into` (caller buffers, one per level, checked by the caller) the gradients are
+/// downloaded there and `RunOut.out.grads` stays empty; else, when `job.want_grad`, into fresh vectors.
+pub(crate) fn run(
+    dev: Dev,
+    job: &Job,
+    feats: &[TensorRef<f32>],
+    batch: &DetBatch<f32>,
+    mut into: Option<&mut [&mut [f32]]>,
+) -> Result<RunOut> {
     let head = validate_head(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
     // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
     // first looks for a non-finite prediction to report instead.
@@ -212,11 +220,17 @@ pub(crate) fn run(dev: Dev, job: &Job, feats: &[TensorRef<f32>], batch: &DetBatc
     let items: Vec<f32> = [iou, bce, dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
     let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
 
-    let mut grads = Vec::with_capacity(grad_bufs.len());
+    let mut grads = Vec::new();
     for (l, g) in grad_bufs.iter().enumerate() {
-        let mut host = vec![0f32; feats[l].data.len()];
-        dev.download(&format!("the gradient of preds[{l}]"), g, 0, &mut host)?;
-        grads.push(host);
+        let what = format!("the gradient of preds[{l}]");
+        match into.as_deref_mut() {
+            Some(bufs) => dev.download(&what, g, 0, &mut *bufs[l])?,
+            None => {
+                let mut host = vec![0f32; feats[l].data.len()];
+                dev.download(&what, g, 0, &mut host)?;
+                grads.push(host);
+            }
+        }
     }
 
     let (mut num_positives, mut assignment) = (None, None);

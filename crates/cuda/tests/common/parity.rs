@@ -203,6 +203,11 @@ pub fn v8_detection_fixtures(backend: &Backend) {
                 let plain = gpu.call(&refs(&feats), &lab.det()).unwrap();
                 assert!(plain.grads.is_empty());
                 assert_backends_close(&format!("{} call", f.name), &plain.loss, &out.loss);
+                let mut bufs: Vec<Vec<f32>> = feats.iter().map(|t| vec![0.0; t.data.len()]).collect();
+                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let (loss, items) = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut slices).unwrap();
+                assert_eq!((&loss, &items), (&out.loss, &out.loss_items), "{}: value_and_grad_into", f.name);
+                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
                 let asg = gpu.assignment(&refs(&feats), &lab.det()).unwrap();
                 let want = cpu_assignment(&cfg, &refs(&feats), &lab.det(), 4 * cfg.reg_max, cfg.nc);
                 compare_assignment(&f.name, &asg, &want);
@@ -230,6 +235,11 @@ pub fn e2e_fixtures(backend: &Backend) {
                     .unwrap_or_else(|e| panic!("cuda {}: {e}", f.name));
                 check_fixture_out(&f, "cuda", &out, &names);
                 compare_outputs(&format!("cuda vs cpu {}", f.name), &out, &cpu_out);
+                let mut bufs: Vec<Vec<f32>> = o2m.iter().chain(&o2o).map(|t| vec![0.0; t.data.len()]).collect();
+                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let (loss, _) = gpu.value_and_grad_into(&refs(&o2m), &refs(&o2o), &lab.det(), &mut slices).unwrap();
+                assert_eq!(loss, out.loss, "{}: value_and_grad_into", f.name);
+                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
                 let plain = gpu.call(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap();
                 assert_backends_close(&format!("{} call", f.name), &plain.loss, &out.loss);
             }
@@ -253,6 +263,14 @@ pub fn tvp_fixtures(backend: &Backend) {
                     gpu.value_and_grad(&refs(&feats), &lab.det()).unwrap_or_else(|e| panic!("cuda {}: {e}", f.name));
                 check_fixture_out(&f, "cuda", &out, &names);
                 compare_outputs(&format!("cuda vs cpu {}", f.name), &out, &cpu_out);
+                let mut bufs: Vec<Vec<f32>> = feats.iter().map(|t| vec![0.0; t.data.len()]).collect();
+                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let (loss, _) = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut slices).unwrap();
+                assert_eq!(loss, out.loss, "{}: value_and_grad_into", f.name);
+                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
+                let mut wrong = vec![0.0f32; 3];
+                let e = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut [wrong.as_mut_slice()]).unwrap_err();
+                assert_eq!(e.code, yolo_loss_core::ErrorCode::ShapeMismatch, "{e}");
             }
         }
     }
