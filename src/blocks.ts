@@ -45,6 +45,31 @@ function shaped(data: Float32Array | undefined, like: Native.NativeTensor): Tens
   return { data, shape: [...like.shape] };
 }
 
+/** Tensor arguments checked in order, each named (in errors too) after its key. */
+type Checked<K extends string> = Record<K, Native.NativeTensor>;
+
+function tensors<K extends string>(named: Record<K, unknown>): Checked<K> {
+  const out = {} as Checked<K>;
+  for (const key of Object.keys(named) as K[]) out[key] = checkTensor(key, named[key]);
+  return out;
+}
+
+/** The checked inputs of a native call and its result. */
+interface Run<K extends string> {
+  t: Checked<K>;
+  out: Native.NativeValueGrads;
+}
+
+/** The gradients of a gradient form: those of the binding in order, each shaped like and named after the input
+ * it belongs to. */
+function gradsOf<K extends string>(out: Native.NativeValueGrads, like: Checked<K>): Record<K, Tensor> {
+  const grads = {} as Record<K, Tensor>;
+  (Object.keys(like) as K[]).forEach((key, i) => {
+    grads[key] = shaped(out.grads[i], like[key]);
+  });
+  return grads;
+}
+
 function checkOptions(name: string, options: unknown): Record<string, unknown> {
   if (options === undefined || options === null) return {};
   if (!isObject(options) || Array.isArray(options)) {
@@ -80,22 +105,18 @@ export class VarifocalLoss {
    * @param predScore logits `[b, n, c]` (any shape of rank ≥ 2); @param gtScore, @param label the same shape.
    */
   forward(predScore: Tensor, gtScore: Tensor, label: Tensor): number {
-    return scalar(this.#run(predScore, gtScore, label, false));
+    return scalar(this.#run(predScore, gtScore, label, false).out);
   }
 
   /** `forward` and its gradients with respect to `predScore` and `gtScore` (the weight is not detached). */
   forwardWithGrad(predScore: Tensor, gtScore: Tensor, label: Tensor): WithGrad<number, { predScore: Tensor; gtScore: Tensor }> {
-    const p = checkTensor('predScore', predScore);
-    const q = checkTensor('gtScore', gtScore);
-    const out = this.#run(p, q, label, true);
-    return { value: scalar(out), grads: { predScore: shaped(out.grads[0], p), gtScore: shaped(out.grads[1], q) } };
+    const { t, out } = this.#run(predScore, gtScore, label, true);
+    return { value: scalar(out), grads: gradsOf(out, { predScore: t.predScore, gtScore: t.gtScore }) };
   }
 
-  #run(predScore: Tensor, gtScore: Tensor, label: Tensor, wantGrad: boolean): Native.NativeValueGrads {
-    const p = checkTensor('predScore', predScore);
-    const q = checkTensor('gtScore', gtScore);
-    const l = checkTensor('label', label);
-    return callNative(() => native().varifocalLossNative(p, q, l, this.gamma, this.alpha, wantGrad));
+  #run(predScore: Tensor, gtScore: Tensor, label: Tensor, wantGrad: boolean): Run<'predScore' | 'gtScore' | 'label'> {
+    const t = tensors({ predScore, gtScore, label });
+    return { t, out: callNative(() => native().varifocalLossNative(t.predScore, t.gtScore, t.label, this.gamma, this.alpha, wantGrad)) };
   }
 }
 
@@ -111,20 +132,18 @@ export class FocalLoss {
 
   /** `forward(pred, label)`: the focal BCE, mean over axis 1, summed over the rest. @param pred logits, rank ≥ 2. */
   forward(pred: Tensor, label: Tensor): number {
-    return scalar(this.#run(pred, label, false));
+    return scalar(this.#run(pred, label, false).out);
   }
 
   /** `forward` and its gradient with respect to `pred` (the modulating factor is not detached). */
   forwardWithGrad(pred: Tensor, label: Tensor): WithGrad<number, { pred: Tensor }> {
-    const p = checkTensor('pred', pred);
-    const out = this.#run(p, label, true);
-    return { value: scalar(out), grads: { pred: shaped(out.grads[0], p) } };
+    const { t, out } = this.#run(pred, label, true);
+    return { value: scalar(out), grads: gradsOf(out, { pred: t.pred }) };
   }
 
-  #run(pred: Tensor, label: Tensor, wantGrad: boolean): Native.NativeValueGrads {
-    const p = checkTensor('pred', pred);
-    const l = checkTensor('label', label);
-    return callNative(() => native().focalLossNative(p, l, this.gamma, this.alpha, wantGrad));
+  #run(pred: Tensor, label: Tensor, wantGrad: boolean): Run<'pred' | 'label'> {
+    const t = tensors({ pred, label });
+    return { t, out: callNative(() => native().focalLossNative(t.pred, t.label, this.gamma, this.alpha, wantGrad)) };
   }
 }
 
@@ -148,21 +167,19 @@ export class DFLoss {
    * @param predDist `[4n, reg_max]` logits, rows anchor-major, side-minor; @param target `[n, 4]` distances.
    */
   call(predDist: Tensor, target: Tensor): Tensor {
-    return this.#run(predDist, target, undefined, false).value;
+    return this.#run(predDist, target, undefined, false).out.value;
   }
 
   /** `call` and the gradient of `sum(value · upstream)` with respect to `predDist` (`upstream [n, 1]`, default ones). */
   callWithGrad(predDist: Tensor, target: Tensor, upstream?: Tensor): WithGrad<Tensor, { predDist: Tensor }> {
-    const p = checkTensor('predDist', predDist);
-    const out = this.#run(p, target, upstream, true);
-    return { value: out.value, grads: { predDist: shaped(out.grads[0], p) } };
+    const { t, out } = this.#run(predDist, target, upstream, true);
+    return { value: out.value, grads: gradsOf(out, { predDist: t.predDist }) };
   }
 
-  #run(predDist: Tensor, target: Tensor, upstream: Tensor | undefined, wantGrad: boolean): Native.NativeValueGrads {
-    const p = checkTensor('predDist', predDist);
-    const t = checkTensor('target', target);
+  #run(predDist: Tensor, target: Tensor, upstream: Tensor | undefined, wantGrad: boolean): Run<'predDist' | 'target'> {
+    const t = tensors({ predDist, target });
     const u = checkOptionalTensor('upstream', upstream);
-    return callNative(() => native().dfLossNative(p, t, this.reg_max, u, wantGrad));
+    return { t, out: callNative(() => native().dfLossNative(t.predDist, t.target, this.reg_max, u, wantGrad)) };
   }
 }
 
@@ -205,8 +222,7 @@ export class BboxLoss {
     targetScoresSum: number | Tensor,
     fgMask: Tensor,
   ): [lossIou: number, lossDfl: number] {
-    const out = this.#run(predDist, predBboxes, anchorPoints, targetBboxes, targetScores, targetScoresSum, fgMask, false);
-    return [out.value.data[0]!, out.value.data[1]!];
+    return lossPair(this.#run(predDist, predBboxes, anchorPoints, targetBboxes, targetScores, targetScoresSum, fgMask, false).out);
   }
 
   /** `forward` and the gradients of `lossIou + lossDfl` with respect to `predDist` and `predBboxes` (independent
@@ -220,13 +236,8 @@ export class BboxLoss {
     targetScoresSum: number | Tensor,
     fgMask: Tensor,
   ): WithGrad<[lossIou: number, lossDfl: number], BboxLossGrads> {
-    const pd = checkTensor('predDist', predDist);
-    const pb = checkTensor('predBboxes', predBboxes);
-    const out = this.#run(pd, pb, anchorPoints, targetBboxes, targetScores, targetScoresSum, fgMask, true);
-    return {
-      value: [out.value.data[0]!, out.value.data[1]!],
-      grads: { predDist: shaped(out.grads[0], pd), predBboxes: shaped(out.grads[1], pb) },
-    };
+    const { t, out } = this.#run(predDist, predBboxes, anchorPoints, targetBboxes, targetScores, targetScoresSum, fgMask, true);
+    return { value: lossPair(out), grads: gradsOf(out, { predDist: t.predDist, predBboxes: t.predBboxes }) };
   }
 
   #run(
@@ -238,18 +249,20 @@ export class BboxLoss {
     targetScoresSum: number | Tensor,
     fgMask: Tensor,
     wantGrad: boolean,
-  ): Native.NativeValueGrads {
+  ): Run<'predDist' | 'predBboxes' | 'anchorPoints' | 'targetBboxes' | 'targetScores'> {
+    const t = tensors({ predDist, predBboxes, anchorPoints, targetBboxes, targetScores });
     const inputs: Native.NativeBboxLossInputs = {
-      predDist: checkTensor('predDist', predDist),
-      predBboxes: checkTensor('predBboxes', predBboxes),
-      anchorPoints: checkTensor('anchorPoints', anchorPoints),
-      targetBboxes: checkTensor('targetBboxes', targetBboxes),
-      targetScores: checkTensor('targetScores', targetScores),
+      ...t,
       targetScoresSum: checkScalar('targetScoresSum', targetScoresSum),
       fgMask: checkTensor('fgMask', fgMask),
     };
-    return callNative(() => native().bboxLossNative(inputs, this.reg_max, this.#rotated, wantGrad));
+    return { t, out: callNative(() => native().bboxLossNative(inputs, this.reg_max, this.#rotated, wantGrad)) };
   }
+}
+
+/** The value of BboxLoss: `[lossIou, lossDfl]`. */
+function lossPair(out: Native.NativeValueGrads): [lossIou: number, lossDfl: number] {
+  return [out.value.data[0]!, out.value.data[1]!];
 }
 
 /** A number, or a tensor holding exactly one. */
@@ -301,23 +314,19 @@ export class KeypointLoss {
    * (0/1); @param area `[P, 1]`.
    */
   forward(predKpts: Tensor, gtKpts: Tensor, kptMask: Tensor, area: Tensor): number {
-    return scalar(this.#run(predKpts, gtKpts, kptMask, area, false));
+    return scalar(this.#run(predKpts, gtKpts, kptMask, area, false).out);
   }
 
   /** `forward` and its gradient with respect to `predKpts` (zeros beyond x, y). */
   forwardWithGrad(predKpts: Tensor, gtKpts: Tensor, kptMask: Tensor, area: Tensor): WithGrad<number, { predKpts: Tensor }> {
-    const p = checkTensor('predKpts', predKpts);
-    const out = this.#run(p, gtKpts, kptMask, area, true);
-    return { value: scalar(out), grads: { predKpts: shaped(out.grads[0], p) } };
+    const { t, out } = this.#run(predKpts, gtKpts, kptMask, area, true);
+    return { value: scalar(out), grads: gradsOf(out, { predKpts: t.predKpts }) };
   }
 
-  #run(predKpts: Tensor, gtKpts: Tensor, kptMask: Tensor, area: Tensor, wantGrad: boolean): Native.NativeValueGrads {
-    const p = checkTensor('predKpts', predKpts);
-    const g = checkTensor('gtKpts', gtKpts);
-    const m = checkTensor('kptMask', kptMask);
-    const a = checkTensor('area', area);
+  #run(predKpts: Tensor, gtKpts: Tensor, kptMask: Tensor, area: Tensor, wantGrad: boolean): Run<'predKpts' | 'gtKpts' | 'kptMask' | 'area'> {
+    const t = tensors({ predKpts, gtKpts, kptMask, area });
     const sigmas = Array.from(this.sigmas);
-    return callNative(() => native().keypointLossNative(p, g, m, a, sigmas, wantGrad));
+    return { t, out: callNative(() => native().keypointLossNative(t.predKpts, t.gtKpts, t.kptMask, t.area, sigmas, wantGrad)) };
   }
 }
 
@@ -385,16 +394,11 @@ export class TaskAlignedAssigner {
    * (rotated: `[B, M, 5]`); @param maskGt `[B, M, 1]` 0/1.
    */
   forward(pdScores: Tensor, pdBboxes: Tensor, ancPoints: Tensor, gtLabels: Tensor, gtBboxes: Tensor, maskGt: Tensor): Assignment {
-    const t = [
-      checkTensor('pdScores', pdScores),
-      checkTensor('pdBboxes', pdBboxes),
-      checkTensor('ancPoints', ancPoints),
-      checkTensor('gtLabels', gtLabels),
-      checkTensor('gtBboxes', gtBboxes),
-      checkTensor('maskGt', maskGt),
-    ] as const;
+    const t = tensors({ pdScores, pdBboxes, ancPoints, gtLabels, gtBboxes, maskGt });
     const cfg: Native.NativeAssignerConfig = { topk: this.topk, numClasses: this.num_classes, alpha: this.alpha, beta: this.beta, eps: this.eps };
-    const out = callNative(() => native().taskAlignedAssignNative(cfg, ...t, this.#rotated));
+    const out = callNative(() =>
+      native().taskAlignedAssignNative(cfg, t.pdScores, t.pdBboxes, t.ancPoints, t.gtLabels, t.gtBboxes, t.maskGt, this.#rotated),
+    );
     return [out[0]!, out[1]!, out[2]!, out[3]!, out[4]!];
   }
 }
@@ -443,10 +447,9 @@ export function make_anchors(
  * size) or xyxy. `distance [..., 4]`, `anchorPoints [..., 2]`; leading axes broadcast. → `[..., 4]`.
  */
 export function dist2bbox(distance: Tensor, anchorPoints: Tensor, xywh = true): Tensor {
-  const d = checkTensor('distance', distance);
-  const a = checkTensor('anchorPoints', anchorPoints);
+  const t = tensors({ distance, anchorPoints });
   const x = checkBoolean('xywh', xywh);
-  return callNative(() => native().dist2bboxNative(d, a, x));
+  return callNative(() => native().dist2bboxNative(t.distance, t.anchorPoints, x));
 }
 
 /**
@@ -455,10 +458,9 @@ export function dist2bbox(distance: Tensor, anchorPoints: Tensor, xywh = true): 
  * broadcast. → `[..., 4]`.
  */
 export function bbox2dist(anchorPoints: Tensor, bbox: Tensor, reg_max: number): Tensor {
-  const a = checkTensor('anchorPoints', anchorPoints);
-  const b = checkTensor('bbox', bbox);
+  const t = tensors({ anchorPoints, bbox });
   const r = checkFiniteNumber('reg_max', reg_max);
-  return callNative(() => native().bbox2distNative(a, b, r));
+  return callNative(() => native().bbox2distNative(t.anchorPoints, t.bbox, r));
 }
 
 /**
@@ -466,7 +468,7 @@ export function bbox2dist(anchorPoints: Tensor, bbox: Tensor, reg_max: number): 
  * (cx, cy, w, h). `predDist [..., A, 4]`, `predAngle [..., A, 1]`, `anchorPoints [A, 2]`. → `[..., A, 4]`.
  */
 export function dist2rbox(predDist: Tensor, predAngle: Tensor, anchorPoints: Tensor): Tensor {
-  return runDist2rbox(predDist, predAngle, anchorPoints, undefined, false).value;
+  return runDist2rbox(predDist, predAngle, anchorPoints, undefined, false).out.value;
 }
 
 /** `dist2rbox` and the gradients of `sum(value · upstream)` with respect to `predDist` and `predAngle`. */
@@ -476,18 +478,20 @@ export function dist2rboxWithGrad(
   anchorPoints: Tensor,
   upstream?: Tensor,
 ): WithGrad<Tensor, { predDist: Tensor; predAngle: Tensor }> {
-  const d = checkTensor('predDist', predDist);
-  const t = checkTensor('predAngle', predAngle);
-  const out = runDist2rbox(d, t, anchorPoints, upstream, true);
-  return { value: out.value, grads: { predDist: shaped(out.grads[0], d), predAngle: shaped(out.grads[1], t) } };
+  const { t, out } = runDist2rbox(predDist, predAngle, anchorPoints, upstream, true);
+  return { value: out.value, grads: gradsOf(out, { predDist: t.predDist, predAngle: t.predAngle }) };
 }
 
-function runDist2rbox(predDist: Tensor, predAngle: Tensor, anchorPoints: Tensor, upstream: Tensor | undefined, wantGrad: boolean): Native.NativeValueGrads {
-  const d = checkTensor('predDist', predDist);
-  const t = checkTensor('predAngle', predAngle);
-  const a = checkTensor('anchorPoints', anchorPoints);
+function runDist2rbox(
+  predDist: Tensor,
+  predAngle: Tensor,
+  anchorPoints: Tensor,
+  upstream: Tensor | undefined,
+  wantGrad: boolean,
+): Run<'predDist' | 'predAngle' | 'anchorPoints'> {
+  const t = tensors({ predDist, predAngle, anchorPoints });
   const u = checkOptionalTensor('upstream', upstream);
-  return callNative(() => native().dist2rboxNative(d, t, a, u, wantGrad));
+  return { t, out: callNative(() => native().dist2rboxNative(t.predDist, t.predAngle, t.anchorPoints, u, wantGrad)) };
 }
 
 /** Options of `bbox_iou` (Ultralytics' keyword arguments and defaults). */
@@ -518,10 +522,7 @@ function iouOptions(options: unknown): Native.NativeIouOptions {
  * `box2 [..., 4]` (leading axes broadcast).
  */
 export function bbox_iou(box1: Tensor, box2: Tensor, options?: BboxIouOptions): Tensor {
-  const a = checkTensor('box1', box1);
-  const b = checkTensor('box2', box2);
-  const o = iouOptions(options);
-  return callNative(() => native().bboxIouNative(a, b, o, undefined, false)).value;
+  return runBboxIou(box1, box2, options, undefined, false).out.value;
 }
 
 /** `bbox_iou` and the gradients of `sum(value · upstream)` with respect to both boxes (CIoU's α held constant, as
@@ -532,12 +533,15 @@ export function bboxIouWithGrad(
   options?: BboxIouOptions,
   upstream?: Tensor,
 ): WithGrad<Tensor, { box1: Tensor; box2: Tensor }> {
-  const a = checkTensor('box1', box1);
-  const b = checkTensor('box2', box2);
+  const { t, out } = runBboxIou(box1, box2, options, upstream, true);
+  return { value: out.value, grads: gradsOf(out, t) };
+}
+
+function runBboxIou(box1: Tensor, box2: Tensor, options: unknown, upstream: Tensor | undefined, wantGrad: boolean): Run<'box1' | 'box2'> {
+  const t = tensors({ box1, box2 });
   const o = iouOptions(options);
   const u = checkOptionalTensor('upstream', upstream);
-  const out = callNative(() => native().bboxIouNative(a, b, o, u, true));
-  return { value: out.value, grads: { box1: shaped(out.grads[0], a), box2: shaped(out.grads[1], b) } };
+  return { t, out: callNative(() => native().bboxIouNative(t.box1, t.box2, o, u, wantGrad)) };
 }
 
 /** Options of `probiou`. */
@@ -558,10 +562,7 @@ function probiouOptions(options: unknown): { ciou: boolean; eps: number } {
  * `[..., 1]` for `obb1 [..., 5]`, `obb2 [..., 5]` (leading axes broadcast).
  */
 export function probiou(obb1: Tensor, obb2: Tensor, options?: ProbiouOptions): Tensor {
-  const a = checkTensor('obb1', obb1);
-  const b = checkTensor('obb2', obb2);
-  const o = probiouOptions(options);
-  return callNative(() => native().probiouNative(a, b, o.ciou, o.eps, undefined, false)).value;
+  return runProbiou(obb1, obb2, options, undefined, false).out.value;
 }
 
 /** `probiou` and the gradients of `sum(value · upstream)` with respect to both boxes. */
@@ -571,10 +572,13 @@ export function probiouWithGrad(
   options?: ProbiouOptions,
   upstream?: Tensor,
 ): WithGrad<Tensor, { obb1: Tensor; obb2: Tensor }> {
-  const a = checkTensor('obb1', obb1);
-  const b = checkTensor('obb2', obb2);
+  const { t, out } = runProbiou(obb1, obb2, options, upstream, true);
+  return { value: out.value, grads: gradsOf(out, t) };
+}
+
+function runProbiou(obb1: Tensor, obb2: Tensor, options: unknown, upstream: Tensor | undefined, wantGrad: boolean): Run<'obb1' | 'obb2'> {
+  const t = tensors({ obb1, obb2 });
   const o = probiouOptions(options);
   const u = checkOptionalTensor('upstream', upstream);
-  const out = callNative(() => native().probiouNative(a, b, o.ciou, o.eps, u, true));
-  return { value: out.value, grads: { obb1: shaped(out.grads[0], a), obb2: shaped(out.grads[1], b) } };
+  return { t, out: callNative(() => native().probiouNative(t.obb1, t.obb2, o.ciou, o.eps, u, wantGrad)) };
 }

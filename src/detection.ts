@@ -6,18 +6,15 @@
 
 import type * as Native from '../native/binding';
 import {
+  callNative,
   checkBatchSize,
-  checkDetectionBatch,
   checkDevice,
-  checkFeats,
   checkModel,
   checkPositiveInt,
   checkScale,
   checkTensor,
   native,
   nativeConfig,
-  rethrow,
-  withShapes,
   type DetectionBatch,
   type Hyp,
   type ModelInfo,
@@ -25,6 +22,7 @@ import {
   type Tensor,
   type ValueAndGrad,
 } from './common';
+import { LossRunner, familyAttributes, prepareLevels } from './tasks';
 
 /** `valueAndGrad`'s result: `grads[i]` is d sum(loss) / d preds[i], shaped like `preds[i]`. */
 export interface DetectionValueAndGrad extends ValueAndGrad<Tensor[]> {
@@ -40,17 +38,17 @@ export interface DetectionValueAndGrad extends ValueAndGrad<Tensor[]> {
  */
 export class v8DetectionLoss {
   /** Number of classes. */
-  readonly nc: number;
+  readonly nc!: number;
   /** Outputs per anchor: `nc + 4 * reg_max`. */
-  readonly no: number;
-  readonly reg_max: number;
+  readonly no!: number;
+  readonly reg_max!: number;
   /** Whether DFL is used (`reg_max > 1`). */
-  readonly use_dfl: boolean;
-  readonly stride: readonly number[];
-  readonly hyp: Readonly<Hyp>;
+  readonly use_dfl!: boolean;
+  readonly stride!: readonly number[];
+  readonly hyp!: Readonly<Hyp>;
   readonly tal_topk: number;
 
-  readonly #native: Native.NativeDetectionLoss;
+  readonly #run: LossRunner<Native.NativeDetectionLoss>;
 
   /**
    * @param model what Ultralytics reads from the model: `nc`, `stride`, `reg_max` (default 16), `args`.
@@ -61,24 +59,15 @@ export class v8DetectionLoss {
     const m = checkModel(model);
     const topk = checkPositiveInt('tal_topk', tal_topk);
     const device = checkDevice(options);
-    this.nc = m.nc;
-    this.reg_max = m.reg_max;
-    this.no = m.nc + 4 * m.reg_max;
-    this.use_dfl = m.reg_max > 1;
-    this.stride = Object.freeze([...m.stride]);
-    this.hyp = Object.freeze({ ...m.hyp });
+    Object.assign(this, familyAttributes(m));
     this.tal_topk = topk;
     const N = native();
-    try {
-      this.#native = new N.NativeDetectionLoss(nativeConfig(m, topk, device));
-    } catch (e) {
-      rethrow(e);
-    }
+    this.#run = new LossRunner(callNative(() => new N.NativeDetectionLoss(nativeConfig(m, topk, device))));
   }
 
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
-    return this.#native.device === 'cuda' ? 'cuda' : 'cpu';
+    return this.#run.device;
   }
 
   /**
@@ -88,28 +77,12 @@ export class v8DetectionLoss {
    * @param batch `{ batch_idx [N], cls [N,1], bboxes [N,4] }` (normalized cx, cy, w, h).
    */
   call(preds: Tensor[], batch: DetectionBatch): [loss: Float32Array, lossItems: Float32Array] {
-    const feats = checkFeats(preds);
-    const b = checkDetectionBatch(batch);
-    let out: Native.NativeLossOutput;
-    try {
-      out = this.#native.call(feats, b);
-    } catch (e) {
-      rethrow(e);
-    }
-    return [out.loss, out.lossItems];
+    return this.#run.call(prepareLevels(preds, batch));
   }
 
   /** `call` plus the gradient of `sum(loss)` with respect to every tensor of `preds`, shaped like it. */
   valueAndGrad(preds: Tensor[], batch: DetectionBatch): DetectionValueAndGrad {
-    const feats = checkFeats(preds);
-    const b = checkDetectionBatch(batch);
-    let out: Native.NativeLossOutput;
-    try {
-      out = this.#native.valueAndGrad(feats, b);
-    } catch (e) {
-      rethrow(e);
-    }
-    return { loss: out.loss, lossItems: out.lossItems, grads: withShapes(out.grads, feats) };
+    return this.#run.valueAndGrad(prepareLevels(preds, batch));
   }
 
   /**
@@ -117,28 +90,12 @@ export class v8DetectionLoss {
    * buffers at once. Bad input rejects with the same errors `call` throws.
    */
   async callAsync(preds: Tensor[], batch: DetectionBatch): Promise<[loss: Float32Array, lossItems: Float32Array]> {
-    const feats = checkFeats(preds);
-    const b = checkDetectionBatch(batch);
-    let out: Native.NativeLossOutput;
-    try {
-      out = await this.#native.callAsync(feats, b);
-    } catch (e) {
-      rethrow(e);
-    }
-    return [out.loss, out.lossItems];
+    return this.#run.callAsync(prepareLevels(preds, batch));
   }
 
   /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
   async valueAndGradAsync(preds: Tensor[], batch: DetectionBatch): Promise<DetectionValueAndGrad> {
-    const feats = checkFeats(preds);
-    const b = checkDetectionBatch(batch);
-    let out: Native.NativeLossOutput;
-    try {
-      out = await this.#native.valueAndGradAsync(feats, b);
-    } catch (e) {
-      rethrow(e);
-    }
-    return { loss: out.loss, lossItems: out.lossItems, grads: withShapes(out.grads, feats) };
+    return this.#run.valueAndGradAsync(prepareLevels(preds, batch));
   }
 
   /**
@@ -151,11 +108,7 @@ export class v8DetectionLoss {
   bboxDecode(anchorPoints: Tensor, predDist: Tensor): Tensor {
     const a = checkTensor('anchorPoints', anchorPoints);
     const p = checkTensor('predDist', predDist);
-    try {
-      return this.#native.bboxDecode(a, p);
-    } catch (e) {
-      rethrow(e);
-    }
+    return callNative(() => this.#run.native.bboxDecode(a, p));
   }
 
   /**
@@ -166,10 +119,6 @@ export class v8DetectionLoss {
     const t = checkTensor('targets', targets);
     const b = checkBatchSize(batchSize);
     const scale = checkScale(scaleTensor);
-    try {
-      return native().preprocess(t, b, scale);
-    } catch (e) {
-      rethrow(e);
-    }
+    return callNative(() => native().preprocess(t, b, scale));
   }
 }

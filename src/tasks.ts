@@ -112,59 +112,45 @@ type AnyCall = (...args: unknown[]) => Native.NativeLossOutput;
 type AnyAsyncCall = (...args: unknown[]) => Promise<Native.NativeLossOutput>;
 
 /**
- * What every task loss offers. `P` is the structure of `preds` (and of `grads`), `B` that of `batch`.
+ * The native half of a task loss (v8DetectionLoss's too) and the four ways to run it on prepared arguments: what
+ * `call`, `valueAndGrad`, `callAsync` and `valueAndGradAsync` of every loss do once its arguments are checked.
  */
-export abstract class TaskLoss<P, B> {
-  readonly #native: NativeTaskLoss;
+export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
+  readonly native: N;
 
-  protected constructor(nativeLoss: NativeTaskLoss) {
-    this.#native = nativeLoss;
+  constructor(nativeLoss: N) {
+    this.native = nativeLoss;
   }
-
-  /** Checks the structure of `preds` and `batch` and packs them for the binding. */
-  protected abstract prepare(preds: P, batch: B): Prepared<P>;
 
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
-    return this.#native.device === 'cuda' ? 'cuda' : 'cpu';
+    return this.native.device === 'cuda' ? 'cuda' : 'cpu';
   }
 
-  /** `__call__(preds, batch)`: `[loss, lossItems]` (the back-propagated vector and the detached one). */
-  call(preds: P, batch: B): [loss: Float32Array, lossItems: Float32Array] {
-    const p = this.prepare(preds, batch);
-    const out = callNative(() => (this.#native.call as AnyCall).apply(this.#native, p.args));
+  call(p: Prepared<unknown>): [loss: Float32Array, lossItems: Float32Array] {
+    const out = callNative(() => (this.native.call as AnyCall).apply(this.native, p.args));
     return [out.loss, out.lossItems];
   }
 
-  /** `call` plus the gradient of `sum(loss)` with respect to every prediction tensor, with the structure of
-   * `preds`. */
-  valueAndGrad(preds: P, batch: B): ValueAndGrad<P> {
-    const p = this.prepare(preds, batch);
-    const out = callNative(() => (this.#native.valueAndGrad as AnyCall).apply(this.#native, p.args));
+  valueAndGrad<P>(p: Prepared<P>): ValueAndGrad<P> {
+    const out = callNative(() => (this.native.valueAndGrad as AnyCall).apply(this.native, p.args));
     return { loss: out.loss, lossItems: out.lossItems, grads: p.grads(out.grads) };
   }
 
-  /**
-   * `call` on the libuv thread pool. The inputs are copied before this returns, so the caller may reuse its
-   * buffers at once. Bad input rejects with the same errors `call` throws.
-   */
-  async callAsync(preds: P, batch: B): Promise<[loss: Float32Array, lossItems: Float32Array]> {
-    const p = this.prepare(preds, batch);
+  async callAsync(p: Prepared<unknown>): Promise<[loss: Float32Array, lossItems: Float32Array]> {
     let out: Native.NativeLossOutput;
     try {
-      out = await (this.#native.callAsync as AnyAsyncCall).apply(this.#native, p.args);
+      out = await (this.native.callAsync as AnyAsyncCall).apply(this.native, p.args);
     } catch (e) {
       rethrow(e);
     }
     return [out.loss, out.lossItems];
   }
 
-  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
-  async valueAndGradAsync(preds: P, batch: B): Promise<ValueAndGrad<P>> {
-    const p = this.prepare(preds, batch);
+  async valueAndGradAsync<P>(p: Prepared<P>): Promise<ValueAndGrad<P>> {
     let out: Native.NativeLossOutput;
     try {
-      out = await (this.#native.valueAndGradAsync as AnyAsyncCall).apply(this.#native, p.args);
+      out = await (this.native.valueAndGradAsync as AnyAsyncCall).apply(this.native, p.args);
     } catch (e) {
       rethrow(e);
     }
@@ -172,27 +158,103 @@ export abstract class TaskLoss<P, B> {
   }
 }
 
+/**
+ * What every task loss offers. `P` is the structure of `preds` (and of `grads`), `B` that of `batch`.
+ */
+export abstract class TaskLoss<P, B> {
+  readonly #run: LossRunner;
+
+  protected constructor(nativeLoss: NativeTaskLoss) {
+    this.#run = new LossRunner(nativeLoss);
+  }
+
+  /** Checks the structure of `preds` and `batch` and packs them for the binding. */
+  protected abstract prepare(preds: P, batch: B): Prepared<P>;
+
+  /** The backend that runs the computation: 'cpu' or 'cuda'. */
+  get device(): 'cpu' | 'cuda' {
+    return this.#run.device;
+  }
+
+  /** `__call__(preds, batch)`: `[loss, lossItems]` (the back-propagated vector and the detached one). */
+  call(preds: P, batch: B): [loss: Float32Array, lossItems: Float32Array] {
+    return this.#run.call(this.prepare(preds, batch));
+  }
+
+  /** `call` plus the gradient of `sum(loss)` with respect to every prediction tensor, with the structure of
+   * `preds`. */
+  valueAndGrad(preds: P, batch: B): ValueAndGrad<P> {
+    return this.#run.valueAndGrad(this.prepare(preds, batch));
+  }
+
+  /**
+   * `call` on the libuv thread pool. The inputs are copied before this returns, so the caller may reuse its
+   * buffers at once. Bad input rejects with the same errors `call` throws.
+   */
+  async callAsync(preds: P, batch: B): Promise<[loss: Float32Array, lossItems: Float32Array]> {
+    return this.#run.callAsync(this.prepare(preds, batch));
+  }
+
+  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
+  async valueAndGradAsync(preds: P, batch: B): Promise<ValueAndGrad<P>> {
+    return this.#run.valueAndGradAsync(this.prepare(preds, batch));
+  }
+}
+
+/** The attributes the detection-family losses share with v8DetectionLoss, from the checked model. */
+export function familyAttributes(m: CheckedModel): {
+  nc: number;
+  no: number;
+  reg_max: number;
+  use_dfl: boolean;
+  stride: readonly number[];
+  hyp: Readonly<Hyp>;
+} {
+  return {
+    nc: m.nc,
+    no: m.nc + 4 * m.reg_max,
+    reg_max: m.reg_max,
+    use_dfl: m.reg_max > 1,
+    stride: Object.freeze([...m.stride]),
+    hyp: Object.freeze({ ...m.hyp }),
+  };
+}
+
 /** The attributes the detection-family losses share with v8DetectionLoss. */
 export abstract class DetectionFamilyLoss<P, B> extends TaskLoss<P, B> {
   /** Number of classes (TVP losses: text prompts). */
-  readonly nc: number;
+  readonly nc!: number;
   /** Outputs per anchor: `nc + 4 * reg_max`. */
-  readonly no: number;
-  readonly reg_max: number;
+  readonly no!: number;
+  readonly reg_max!: number;
   /** Whether DFL is used (`reg_max > 1`). */
-  readonly use_dfl: boolean;
-  readonly stride: readonly number[];
-  readonly hyp: Readonly<Hyp>;
+  readonly use_dfl!: boolean;
+  readonly stride!: readonly number[];
+  readonly hyp!: Readonly<Hyp>;
 
   protected constructor(nativeLoss: NativeTaskLoss, m: CheckedModel) {
     super(nativeLoss);
-    this.nc = m.nc;
-    this.reg_max = m.reg_max;
-    this.no = m.nc + 4 * m.reg_max;
-    this.use_dfl = m.reg_max > 1;
-    this.stride = Object.freeze([...m.stride]);
-    this.hyp = Object.freeze({ ...m.hyp });
+    Object.assign(this, familyAttributes(m));
   }
+}
+
+/** The native classes of the detection-family losses built from the detection configuration alone. */
+type FamilyNative = 'NativeSegmentationLoss' | 'NativeObbLoss' | 'NativeE2EDetectLoss' | 'NativeTvpDetectLoss' | 'NativeTvpSegmentLoss';
+
+/** The checked `model` and `options` of a detection-family loss and its native half (assigner top-k 10): the
+ * arguments of `DetectionFamilyLoss`'s constructor. */
+function family<K extends FamilyNative>(model: unknown, options: unknown, cls: K): [InstanceType<(typeof Native)[K]>, CheckedModel] {
+  const m = checkModel(model);
+  const device = checkDevice(options);
+  type Ctor = new (config: Native.NativeDetectionConfig) => InstanceType<(typeof Native)[K]>;
+  return [callNative(() => new (native()[cls] as Ctor)(nativeConfig(m, 10, device))), m];
+}
+
+/** The predictions of a detection loss, one tensor per level, and its batch (v8DetectionLoss, TVPDetectLoss). */
+export function prepareLevels(preds: Tensor[], batch: DetectionBatch): Prepared<Tensor[]> {
+  const feats = checkFeats(preds);
+  const b = checkDetectionBatch(batch);
+  return { args: [feats, b], grads: (flat) => withShapes(flat, feats) };
 }
 
 function segBatch(batch: unknown): Native.NativeSegBatch {
@@ -231,10 +293,8 @@ export class v8SegmentationLoss extends DetectionFamilyLoss<SegmentationPreds, S
    * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
    */
   constructor(model: ModelInfo, options?: Options) {
-    const m = checkModel(model);
-    const device = checkDevice(options);
-    super(callNative(() => new (native().NativeSegmentationLoss)(nativeConfig(m, 10, device))), m);
-    this.overlap = m.hyp.overlap_mask;
+    super(...family(model, options, 'NativeSegmentationLoss'));
+    this.overlap = this.hyp.overlap_mask;
   }
 
   /**
@@ -327,9 +387,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
    * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
    */
   constructor(model: ModelInfo, options?: Options) {
-    const m = checkModel(model);
-    const device = checkDevice(options);
-    const n = callNative(() => new (native().NativeObbLoss)(nativeConfig(m, 10, device)));
+    const [n, m] = family(model, options, 'NativeObbLoss');
     super(n, m);
     this.#obb = n;
   }
@@ -415,9 +473,7 @@ export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch>
    * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
    */
   constructor(model: ModelInfo, options?: Options) {
-    const m = checkModel(model);
-    const device = checkDevice(options);
-    super(callNative(() => new (native().NativeE2EDetectLoss)(nativeConfig(m, 10, device))), m);
+    super(...family(model, options, 'NativeE2EDetectLoss'));
   }
 
   /**
@@ -463,9 +519,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
    * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
    */
   constructor(model: ModelInfo, options?: Options) {
-    const m = checkModel(model);
-    const device = checkDevice(options);
-    super(callNative(() => new (native().NativeTvpDetectLoss)(nativeConfig(m, 10, device))), m);
+    super(...family(model, options, 'NativeTvpDetectLoss'));
     this.ori_nc = this.nc;
     this.ori_no = this.no;
     this.ori_reg_max = this.reg_max;
@@ -476,9 +530,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
    * @param batch `{ batch_idx, cls, bboxes }`, class ids in [0, vnc).
    */
   protected prepare(preds: Tensor[], batch: DetectionBatch): Prepared<Tensor[]> {
-    const feats = checkFeats(preds);
-    const b = checkDetectionBatch(batch);
-    return { args: [feats, b], grads: (flat) => withShapes(flat, feats) };
+    return prepareLevels(preds, batch);
   }
 }
 
@@ -502,10 +554,8 @@ export class TVPSegmentLoss extends DetectionFamilyLoss<SegmentationPreds, Segme
    * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
    */
   constructor(model: ModelInfo, options?: Options) {
-    const m = checkModel(model);
-    const device = checkDevice(options);
-    super(callNative(() => new (native().NativeTvpSegmentLoss)(nativeConfig(m, 10, device))), m);
-    this.overlap = m.hyp.overlap_mask;
+    super(...family(model, options, 'NativeTvpSegmentLoss'));
+    this.overlap = this.hyp.overlap_mask;
     this.ori_nc = this.nc;
     this.ori_no = this.no;
     this.ori_reg_max = this.reg_max;
