@@ -3,7 +3,7 @@
  * 0/1, unusable configurations. Each message names the argument, what was expected and what was given; inputs are
  * never modified.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   BboxLoss,
   DFLoss,
@@ -22,29 +22,10 @@ import {
   make_anchors,
   probiou,
   v8DetectionLoss,
-  type ErrorCode,
-  type Tensor,
 } from 'yolo-loss';
 
-import { sameBits, snapshot } from './helpers/fixtures.js';
+import { expectCode, withValue } from './helpers/errors.js';
 import { tensor } from './helpers/synthetic.js';
-
-function expectCode(t: ExecutionContext, fn: () => unknown, code: ErrorCode, message: RegExp, inputs: Tensor[] = []): void {
-  const copies = snapshot(inputs);
-  const err = t.throws(fn, { instanceOf: Error });
-  inputs.forEach((x, i) => t.true(sameBits(x.data, copies[i]!.data), 'an input array was modified'));
-  if (err === undefined) return;
-  t.is((err as Error & { code?: unknown }).code, code, `code for: ${err.message}`);
-  t.regex(err.message, message);
-  t.regex(err.message, /expected/, 'the message says what was expected');
-  t.regex(err.message, /got/, 'the message says what was given');
-}
-
-function withValue(x: Tensor, i: number, v: number): Tensor {
-  const data = x.data.slice();
-  data[i] = v;
-  return { data, shape: [...x.shape] };
-}
 
 test('VarifocalLoss / FocalLoss', (t) => {
   const p = tensor([2, 3, 4], (i) => i / 10);

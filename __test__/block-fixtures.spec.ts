@@ -28,7 +28,7 @@ import {
   type Tensor,
 } from 'yolo-loss';
 
-import { closeness, f32, fixturesOfKind, sameBits, snapshot, type Fixture } from './helpers/fixtures.js';
+import { closeness, f32, fixturesToCheck, sameBits, snapshot, type Fixture } from './helpers/fixtures.js';
 
 function cfg<T>(fx: Fixture): T {
   return fx.config as T;
@@ -37,11 +37,7 @@ function cfg<T>(fx: Fixture): T {
 /** Runs `body` for every fixture of `kind`, after checking there is at least one; checks the inputs (every
  * `in.*` tensor) are not modified. */
 function forKind(kind: string, body: (t: ExecutionContext, fx: Fixture, input: (name: string) => Tensor) => void): void {
-  const fixtures = fixturesOfKind(kind);
-  test(`there are ${kind} fixtures to check`, (t) => {
-    t.true(fixtures.length > 0, `no ${kind} fixture found in fixtures/data`);
-  });
-  for (const fx of fixtures) {
+  for (const fx of fixturesToCheck(kind)) {
     test(`${kind} ${fx.name}`, (t) => {
       const inputs = new Map<string, Tensor>();
       const input = (name: string): Tensor => {

@@ -3,7 +3,7 @@
  * stable `code` whose message names the argument, what was expected and what was given; the caller's arrays are
  * never modified. Each case changes one thing in a valid input.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   E2EDetectLoss,
   TVPDetectLoss,
@@ -12,65 +12,12 @@ import {
   v8OBBLoss,
   v8PoseLoss,
   v8SegmentationLoss,
-  type ErrorCode,
   type ModelInfo,
-  type Tensor,
 } from 'yolo-loss';
 
-import { sameBits, snapshot } from './helpers/fixtures.js';
+import { expectAll, expectCode, withValue } from './helpers/errors.js';
 import { tensor } from './helpers/synthetic.js';
 import { clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase } from './helpers/tasks.js';
-
-interface AnyLoss {
-  call(preds: never, batch: never): unknown;
-  valueAndGrad(preds: never, batch: never): unknown;
-  callAsync(preds: never, batch: never): Promise<unknown>;
-  valueAndGradAsync(preds: never, batch: never): Promise<unknown>;
-}
-
-function leaves(x: unknown): Tensor[] {
-  if (Array.isArray(x)) return x.flatMap(leaves);
-  if (typeof x === 'object' && x !== null) {
-    if ((x as Tensor).data instanceof Float32Array) return [x as Tensor];
-    return Object.values(x).flatMap(leaves);
-  }
-  return [];
-}
-
-function expectCode(t: ExecutionContext, fn: () => unknown, code: ErrorCode, message: RegExp): void {
-  const err = t.throws(fn, { instanceOf: Error });
-  if (err === undefined) return;
-  t.is((err as Error & { code?: unknown }).code, code, `code for: ${err.message}`);
-  t.regex(err.message, message);
-  t.regex(err.message, /expected/, 'the message says what was expected');
-  t.regex(err.message, /got/, 'the message says what was given');
-}
-
-async function expectReject(t: ExecutionContext, p: () => Promise<unknown>, code: ErrorCode, message: RegExp): Promise<void> {
-  const err = await t.throwsAsync(p, { instanceOf: Error });
-  if (err === undefined) return;
-  t.is((err as Error & { code?: unknown }).code, code, `code for: ${err.message}`);
-  t.regex(err.message, message);
-}
-
-/** The same error from `call`, `valueAndGrad` and both async forms; no input array modified. */
-async function expectAll(t: ExecutionContext, loss: unknown, preds: unknown, batch: unknown, code: ErrorCode, message: RegExp): Promise<void> {
-  const l = loss as AnyLoss;
-  const inputs = [...leaves(preds), ...leaves(batch)];
-  const copies = snapshot(inputs);
-  expectCode(t, () => l.call(preds as never, batch as never), code, message);
-  expectCode(t, () => l.valueAndGrad(preds as never, batch as never), code, message);
-  await expectReject(t, () => l.callAsync(preds as never, batch as never), code, message);
-  await expectReject(t, () => l.valueAndGradAsync(preds as never, batch as never), code, message);
-  inputs.forEach((x, i) => t.true(sameBits(x.data, copies[i]!.data), 'an input array was modified'));
-}
-
-/** A copy of `x` with element `i` set to `v`. */
-function withValue(x: Tensor, i: number, v: number): Tensor {
-  const data = x.data.slice();
-  data[i] = v;
-  return { data, shape: [...x.shape] };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The valid base cases

@@ -16,18 +16,22 @@ import {
   v8SegmentationLoss,
   type ModelInfo,
   type Tensor,
-  type ValueAndGrad,
 } from 'yolo-loss';
 
-import { closeness, detectionBatch, f32, fixturesOfKind, indexed, sameBits, snapshot, type Fixture } from './helpers/fixtures.js';
-
-/** A task loss as the generic tests below use it. */
-interface AnyLoss {
-  call(preds: never, batch: never): [Float32Array, Float32Array];
-  valueAndGrad(preds: never, batch: never): ValueAndGrad<unknown>;
-  callAsync(preds: never, batch: never): Promise<[Float32Array, Float32Array]>;
-  valueAndGradAsync(preds: never, batch: never): Promise<ValueAndGrad<unknown>>;
-}
+import {
+  asyncMatchesSync,
+  callMatches,
+  closeness,
+  detectionBatch,
+  f32,
+  fixturesToCheck,
+  indexed,
+  leaves,
+  snapshot,
+  unchanged,
+  type Fixture,
+} from './helpers/fixtures.js';
+import type { AnyLoss } from './helpers/tasks.js';
 
 interface Setup {
   loss: AnyLoss;
@@ -42,16 +46,6 @@ interface Setup {
 interface Kind {
   kind: string;
   setup(fx: Fixture): Setup;
-}
-
-/** Every tensor of a (nested) structure, in order. */
-function leaves(x: unknown): Tensor[] {
-  if (Array.isArray(x)) return x.flatMap(leaves);
-  if (typeof x === 'object' && x !== null) {
-    if ((x as Tensor).data instanceof Float32Array) return [x as Tensor];
-    return Object.values(x).flatMap(leaves);
-  }
-  return [];
 }
 
 function modelOf(fx: Fixture): ModelInfo {
@@ -122,10 +116,6 @@ const KINDS: Kind[] = [
   },
 ];
 
-function unchanged(inputs: Tensor[], copies: Tensor[]): boolean {
-  return inputs.every((x, i) => sameBits(x.data, copies[i]!.data) && x.shape.join() === copies[i]!.shape.join());
-}
-
 /** The same nesting with tensors replaced by their shapes. */
 function structure(x: unknown): unknown {
   if (Array.isArray(x)) return x.map(structure);
@@ -137,11 +127,7 @@ function structure(x: unknown): unknown {
 }
 
 for (const { kind, setup } of KINDS) {
-  const fixtures = fixturesOfKind(kind);
-
-  test(`there are ${kind} fixtures to check`, (t) => {
-    t.true(fixtures.length > 0, `no ${kind} fixture found in fixtures/data`);
-  });
+  const fixtures = fixturesToCheck(kind);
 
   for (const fx of fixtures) {
     const wantLoss = f32(fx, 'out.loss');
@@ -149,12 +135,7 @@ for (const { kind, setup } of KINDS) {
 
     test(`${kind} ${fx.name}: call`, (t) => {
       const s = setup(fx);
-      const copies = snapshot(s.inputs);
-      const [l, items] = s.loss.call(s.preds as never, s.batch as never);
-      t.true(l instanceof Float32Array && items instanceof Float32Array);
-      t.is(closeness(l, wantLoss.data), null, 'loss');
-      t.is(closeness(items, wantItems.data), null, 'lossItems');
-      t.true(unchanged(s.inputs, copies), 'inputs modified by call');
+      callMatches(t, s.loss, s.preds, s.batch, s.inputs, wantLoss, wantItems);
     });
 
     test(`${kind} ${fx.name}: valueAndGrad`, (t) => {
@@ -178,16 +159,7 @@ for (const { kind, setup } of KINDS) {
 
     test(`${kind} ${fx.name}: callAsync and valueAndGradAsync agree with the sync forms`, async (t) => {
       const s = setup(fx);
-      const copies = snapshot(s.inputs);
-      const sync = s.loss.valueAndGrad(s.preds as never, s.batch as never);
-      const [l, items] = await s.loss.callAsync(s.preds as never, s.batch as never);
-      const r = await s.loss.valueAndGradAsync(s.preds as never, s.batch as never);
-      t.deepEqual(l, sync.loss);
-      t.deepEqual(items, sync.lossItems);
-      t.deepEqual(r.loss, sync.loss);
-      t.deepEqual(r.lossItems, sync.lossItems);
-      t.deepEqual(r.grads, sync.grads);
-      t.true(unchanged(s.inputs, copies), 'inputs modified by the async forms');
+      await asyncMatchesSync(t, s.loss, s.preds, s.batch, s.inputs);
     });
   }
 }

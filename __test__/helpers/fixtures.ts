@@ -7,9 +7,11 @@
 import { readdirSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 
+import test, { type ExecutionContext } from 'ava';
 import type { DetectionBatch, ModelInfo, Tensor } from 'yolo-loss';
 
 import { readSafetensors, type StTensor } from './safetensors.js';
+import type { AnyLoss } from './tasks.js';
 
 export const FIXTURE_DIR = path.resolve(__dirname, '..', '..', 'fixtures', 'data');
 
@@ -44,6 +46,15 @@ export function fixturesOfKind(kind: string): Fixture[] {
   return listFixtures()
     .map(loadFixture)
     .filter((f) => f.kind === kind);
+}
+
+/** The fixtures of `kind`, with a test that there is at least one. */
+export function fixturesToCheck(kind: string): Fixture[] {
+  const fixtures = fixturesOfKind(kind);
+  test(`there are ${kind} fixtures to check`, (t) => {
+    t.true(fixtures.length > 0, `no ${kind} fixture found in fixtures/data`);
+  });
+  return fixtures;
 }
 
 /** A fixture tensor as a float32 `Tensor` (F32 as is; other dtypes converted). */
@@ -106,6 +117,45 @@ export function closeness(got: ArrayLike<number>, want: ArrayLike<number>, rel =
 /** A deep copy of tensors, to check afterwards that the library did not modify its inputs. */
 export function snapshot(ts: Tensor[]): Tensor[] {
   return ts.map((t) => ({ data: t.data.slice(), shape: [...t.shape] }));
+}
+
+/** Whether the tensors have the data and the shapes of their `snapshot`. */
+export function unchanged(inputs: Tensor[], copies: Tensor[]): boolean {
+  return inputs.every((x, i) => sameBits(x.data, copies[i]!.data) && x.shape.join() === copies[i]!.shape.join());
+}
+
+/** Every tensor of a (nested) structure, in order. */
+export function leaves(x: unknown): Tensor[] {
+  if (Array.isArray(x)) return x.flatMap(leaves);
+  if (typeof x === 'object' && x !== null) {
+    if ((x as Tensor).data instanceof Float32Array) return [x as Tensor];
+    return Object.values(x).flatMap(leaves);
+  }
+  return [];
+}
+
+/** `call` gives `wantLoss` and `wantItems` as Float32Arrays; the inputs come back unmodified. */
+export function callMatches(t: ExecutionContext, loss: AnyLoss, preds: unknown, batch: unknown, inputs: Tensor[], wantLoss: Tensor, wantItems: Tensor): void {
+  const copies = snapshot(inputs);
+  const [l, items] = loss.call(preds as never, batch as never);
+  t.true(l instanceof Float32Array && items instanceof Float32Array);
+  t.is(closeness(l, wantLoss.data), null, 'loss');
+  t.is(closeness(items, wantItems.data), null, 'lossItems');
+  t.true(unchanged(inputs, copies), 'inputs modified by call');
+}
+
+/** `callAsync` and `valueAndGradAsync` give what `valueAndGrad` gives; the inputs come back unmodified. */
+export async function asyncMatchesSync(t: ExecutionContext, loss: AnyLoss, preds: unknown, batch: unknown, inputs: Tensor[]): Promise<void> {
+  const copies = snapshot(inputs);
+  const sync = loss.valueAndGrad(preds as never, batch as never);
+  const [l, items] = await loss.callAsync(preds as never, batch as never);
+  const r = await loss.valueAndGradAsync(preds as never, batch as never);
+  t.deepEqual(l, sync.loss);
+  t.deepEqual(items, sync.lossItems);
+  t.deepEqual(r.loss, sync.loss);
+  t.deepEqual(r.lossItems, sync.lossItems);
+  t.deepEqual(r.grads, sync.grads);
+  t.true(unchanged(inputs, copies), 'inputs modified by the async forms');
 }
 
 export function sameBits(a: Float32Array, b: Float32Array): boolean {

@@ -4,9 +4,17 @@
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
-import type { DetectionBatch, E2EPreds, ModelInfo, OBBPreds, PoseBatch, PosePreds, SegmentationBatch, SegmentationPreds, Tensor } from 'yolo-loss';
+import type { DetectionBatch, E2EPreds, ModelInfo, OBBPreds, PoseBatch, PosePreds, SegmentationBatch, SegmentationPreds, Tensor, ValueAndGrad } from 'yolo-loss';
 
 import { makeCase, rng, tensor } from './synthetic.js';
+
+/** A task loss (v8DetectionLoss too) as the generic checks use it. */
+export interface AnyLoss {
+  call(preds: never, batch: never): [Float32Array, Float32Array];
+  valueAndGrad(preds: never, batch: never): ValueAndGrad<unknown>;
+  callAsync(preds: never, batch: never): Promise<[Float32Array, Float32Array]>;
+  valueAndGradAsync(preds: never, batch: never): Promise<ValueAndGrad<unknown>>;
+}
 
 export interface CaseOpts {
   B?: number;
@@ -136,13 +144,17 @@ export interface TvpCase {
   vnc: number;
 }
 
-/** TVP detection case: `nc` text prompts, `vnc` visual prompts; labels index the VP slots. */
-export function tvpCase(opts: CaseOpts & { vnc?: number } = {}): TvpCase {
-  const { nc = 3, vnc = 2, seed = 61 } = opts;
-  const c = makeCase({ ...opts, nc: nc + vnc, seed });
+/** A case drawn with `nc + vnc` classes as a TVP case: `nc` text prompts, `vnc` visual prompts. */
+function visualPrompts<P, B extends DetectionBatch>(c: { model: ModelInfo; preds: P; batch: B }, nc: number, vnc: number) {
   // Labels were drawn in [0, nc + vnc): fold them into the VP slots [0, vnc) (all zero when vnc = 0).
   const cls = tensor(c.batch.cls.shape, (i) => (vnc > 0 ? c.batch.cls.data[i]! % vnc : 0));
   return { model: { ...c.model, nc }, preds: c.preds, batch: { ...c.batch, cls }, vnc };
+}
+
+/** TVP detection case: `nc` text prompts, `vnc` visual prompts; labels index the VP slots. */
+export function tvpCase(opts: CaseOpts & { vnc?: number } = {}): TvpCase {
+  const { nc = 3, vnc = 2, seed = 61 } = opts;
+  return visualPrompts(makeCase({ ...opts, nc: nc + vnc, seed }), nc, vnc);
 }
 
 export interface TvpSegCase {
@@ -154,9 +166,7 @@ export interface TvpSegCase {
 
 export function tvpSegCase(opts: CaseOpts & { vnc?: number; nm?: number; overlap?: boolean } = {}): TvpSegCase {
   const { nc = 3, vnc = 2, seed = 71 } = opts;
-  const s = segCase({ ...opts, nc: nc + vnc, seed });
-  const cls = tensor(s.batch.cls.shape, (i) => (vnc > 0 ? s.batch.cls.data[i]! % vnc : 0));
-  return { model: { ...s.model, nc }, preds: s.preds, batch: { ...s.batch, cls }, vnc };
+  return visualPrompts(segCase({ ...opts, nc: nc + vnc, seed }), nc, vnc);
 }
 
 export { counts as labelCounts };
