@@ -48,8 +48,8 @@ export function smooth(v: readonly number[], w: number): number[] {
  */
 export function lossCurvePng(history: readonly LossPoint[], names: readonly string[], title: string): Buffer {
   const W = 760;
-  const H = 420;
-  const m = { l: 58, r: 16, t: 40, b: 44 };
+  const H = 432;
+  const m = { l: 58, r: 16, t: 52, b: 44 };
   const img = new Raster(W, H);
   const series: { name: string; colour: RGB; values: number[] }[] = [
     { name: 'total', colour: BLACK, values: history.map((p) => p.items.reduce((a, b) => a + b, 0)) },

@@ -35,7 +35,7 @@ Trains a small YOLO-style detector (tfjs) with v8DetectionLoss on synthetic shap
   --seed N        seed of the data, the held-out set and the weights (default 0)
   --out DIR       output folder for loss_curve.png, predictions.png, metrics.json (default out)
   --imgsz N       image side, a multiple of 32 (default 128)
-  --lr X          peak learning rate of Adam (default 0.002)
+  --lr X          peak learning rate of Adam (default 0.004)
   --val N         held-out images for mAP@0.5 (default 256)
   --backend NAME  tfjs backend: wasm (default, XNNPACK) or cpu (plain JavaScript, far slower)
   -h, --help      this text`;
@@ -60,7 +60,7 @@ function parseOptions(argv: string[]): Options | undefined {
       seed: { type: 'string', default: '0' },
       out: { type: 'string', default: 'out' },
       imgsz: { type: 'string', default: '128' },
-      lr: { type: 'string', default: '0.002' },
+      lr: { type: 'string', default: '0.004' },
       val: { type: 'string', default: '256' },
       backend: { type: 'string', default: 'wasm' },
       help: { type: 'boolean', short: 'h', default: false },
