@@ -51,7 +51,18 @@ interface Options {
   backend: 'wasm' | 'cpu';
 }
 
+/** A bad command line: reported in one line with the usage, without a stack. */
+class UsageError extends Error {}
+
 function parseOptions(argv: string[]): Options | undefined {
+  try {
+    return checkOptions(argv);
+  } catch (e) {
+    throw e instanceof UsageError ? e : new UsageError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function checkOptions(argv: string[]): Options | undefined {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -72,14 +83,14 @@ function parseOptions(argv: string[]): Options | undefined {
   }
   const int = (name: string, v: string, min: number): number => {
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name}: expected an integer ≥ ${min}, got ${v}`);
+    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name}: expected an integer ≥ ${min}, got ${v}`);
     return n;
   };
   const imgsz = int('imgsz', values.imgsz, 32);
-  if (imgsz % 32 !== 0) throw new Error(`--imgsz: expected a multiple of 32, got ${imgsz}`);
+  if (imgsz % 32 !== 0) throw new UsageError(`--imgsz: expected a multiple of 32, got ${imgsz}`);
   const lr = Number(values.lr);
-  if (!(lr > 0)) throw new Error(`--lr: expected a positive number, got ${values.lr}`);
-  if (values.backend !== 'wasm' && values.backend !== 'cpu') throw new Error(`--backend: expected wasm or cpu, got ${values.backend}`);
+  if (!(lr > 0)) throw new UsageError(`--lr: expected a positive number, got ${values.lr}`);
+  if (values.backend !== 'wasm' && values.backend !== 'cpu') throw new UsageError(`--backend: expected wasm or cpu, got ${values.backend}`);
   return {
     steps: int('steps', values.steps, 1),
     batch: int('batch', values.batch, 1),
@@ -326,7 +337,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  if (isYoloLossError(e)) console.error(`yolo-loss demo failed: ${e.code}: ${e.message}`);
+  if (e instanceof UsageError) console.error(`${e.message}\n\n${HELP}`);
+  else if (isYoloLossError(e)) console.error(`yolo-loss demo failed: ${e.code}: ${e.message}`);
   else console.error('yolo-loss demo failed:', e);
   process.exitCode = 1;
 });
