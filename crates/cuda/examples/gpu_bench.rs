@@ -20,6 +20,7 @@ use std::time::Instant;
 use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef, V8DetectionLoss};
 use yolo_loss_cuda::cudarc::driver::sys::CUevent_flags;
 use yolo_loss_cuda::{gpu, CudaDetectionLoss};
+use yolo_loss_testkit::Lcg;
 
 struct Args {
     out: PathBuf,
@@ -83,23 +84,31 @@ fn parse_args() -> Args {
     a
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next_u32() as f32 / (1u64 << 31) as f32)
-    }
-}
-
 struct Case {
     cfg: DetectionConfig,
     levels: Vec<(Vec<f32>, Vec<usize>)>,
     batch_idx: Vec<f32>,
     cls: Vec<f32>,
     bboxes: Vec<f32>,
+    /// Shapes of the label tensors: `[N]`, `[N, 1]`, `[N, 4]`.
+    label_shapes: [Vec<usize>; 3],
+}
+
+impl Case {
+    /// The level tensors as the losses take them.
+    fn feats(&self) -> Vec<TensorRef<'_, f32>> {
+        self.levels.iter().map(|(d, s)| TensorRef::new(d, s)).collect()
+    }
+
+    /// The labels as the losses take them.
+    fn batch(&self) -> DetBatch<'_, f32> {
+        let [s1, s2, s4] = &self.label_shapes;
+        DetBatch {
+            batch_idx: TensorRef::new(&self.batch_idx, s1),
+            cls: TensorRef::new(&self.cls, s2),
+            bboxes: TensorRef::new(&self.bboxes, s4),
+        }
+    }
 }
 
 /// Box logits in [−2, 2], class logits in [−8, 2] (mostly background, as in training), labels of random
@@ -134,7 +143,8 @@ fn make_case(a: &Args, labels: usize) -> Case {
         }
     }
     let cfg = DetectionConfig { nc: a.nc, reg_max, strides: strides.to_vec(), hyp: Hyp::default(), tal_topk: 10 };
-    Case { cfg, levels, batch_idx, cls, bboxes }
+    let n = batch_idx.len();
+    Case { cfg, levels, batch_idx, cls, bboxes, label_shapes: [vec![n], vec![n, 1], vec![n, 4]] }
 }
 
 fn write_f32(path: &Path, v: &[f32]) {
@@ -204,13 +214,7 @@ fn main() {
             let c = make_case(&a, labels);
             write_case(&a.out.join(format!("case_{labels}")), &c);
             if a.cpu_check {
-                let feats: Vec<TensorRef<f32>> = c.levels.iter().map(|(d, s)| TensorRef::new(d, s)).collect();
-                let (s1, s2, s4) = ([c.batch_idx.len()], [c.cls.len(), 1], [c.batch_idx.len(), 4]);
-                let batch = DetBatch {
-                    batch_idx: TensorRef::new(&c.batch_idx, &s1),
-                    cls: TensorRef::new(&c.cls, &s2),
-                    bboxes: TensorRef::new(&c.bboxes, &s4),
-                };
+                let (feats, batch) = (c.feats(), c.batch());
                 let cpu = V8DetectionLoss::new(c.cfg.clone()).unwrap().call(&feats, &batch).unwrap();
                 println!("{{\"labels\": {labels}, \"cpu_loss\": {:?}}}", cpu.loss);
             }
@@ -232,13 +236,7 @@ fn main() {
         if a.write_cases {
             write_case(&a.out.join(format!("case_{labels}")), &c);
         }
-        let feats: Vec<TensorRef<f32>> = c.levels.iter().map(|(d, s)| TensorRef::new(d, s)).collect();
-        let (s1, s2, s4) = ([c.batch_idx.len()], [c.cls.len(), 1], [c.batch_idx.len(), 4]);
-        let batch = DetBatch {
-            batch_idx: TensorRef::new(&c.batch_idx, &s1),
-            cls: TensorRef::new(&c.cls, &s2),
-            bboxes: TensorRef::new(&c.bboxes, &s4),
-        };
+        let (feats, batch) = (c.feats(), c.batch());
         let loss = CudaDetectionLoss::new(c.cfg.clone()).expect("CUDA loss");
         for _ in 0..a.warmup {
             loss.value_and_grad_timed(&feats, &batch).expect("value_and_grad");

@@ -29,15 +29,5 @@ pub(crate) fn assert_close(name: &str, got: &[f32], want: &[f32], abs: f32, rel:
     }
 }
 
-/// A small deterministic generator (no dependency for random test data).
-pub(crate) struct Lcg(pub u64);
-
-impl Lcg {
-    pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next_u32() as f32 / (1u64 << 31) as f32)
-    }
-}
+/// The deterministic random stream of the crate's tests.
+pub(crate) use yolo_loss_testkit::Lcg;

@@ -16,7 +16,9 @@ use yolo_loss_core::labels::{validate_labels, GtTable};
 use yolo_loss_core::prompts::TVPDetectLoss;
 use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, Real, Result, TensorRef, V8DetectionLoss};
 
-use super::common::{assert_close, assert_close_tol, config, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
+use super::common::{
+    assert_close, assert_close_tol, config, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg, Owned,
+};
 use super::{CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss};
 
 /// How the CUDA loss types are built (GPU or emulator).
@@ -273,19 +275,6 @@ pub fn tvp_fixtures(backend: &Backend) {
                 assert_eq!(e.code, yolo_loss_core::ErrorCode::ShapeMismatch, "{e}");
             }
         }
-    }
-}
-
-/// A deterministic random stream (no dependency).
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next_u32() as f32 / (1u64 << 31) as f32)
     }
 }
 
