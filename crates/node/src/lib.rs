@@ -7,7 +7,14 @@
 //!   copied) by the synchronous methods. The asynchronous ones copy their inputs once on the JavaScript thread, so
 //!   that nothing the caller does while the work runs on the libuv pool (writing, transferring or resizing the
 //!   buffer) can reach the computation.
-//! * Outputs: fresh `Float32Array`s that take ownership of the core's `Vec<f32>` (external `ArrayBuffer`s).
+//! * Outputs of the synchronous task-loss methods: `Float32Array`s whose `ArrayBuffer`s V8 allocated (zero-filled)
+//!   on the JavaScript thread before the core ran; the core writes the gradients straight into them
+//!   (`value_and_grad_into`). V8 owns that memory and frees it when it collects the arrays, whatever the event loop
+//!   does, so a synchronous training loop stays bounded. (External `ArrayBuffer`s, which own a Rust `Vec`, are freed
+//!   by finalizers that Node defers until the event loop turns: a loop that never yields kept every gradient.)
+//! * Outputs of the asynchronous methods: `Float32Array`s that take ownership of the core's `Vec<f32>` (external
+//!   `ArrayBuffer`s, no copy). Their finalizers run on the event loop, which an asynchronous caller turns between
+//!   calls by awaiting.
 //! * Errors: a JavaScript `Error` whose `code` is [`ErrorCode::as_str`] (`ERR_SHAPE_MISMATCH`, ...) and whose
 //!   message is the core's (argument, expected, got).
 //! * Panics: every call into the core runs under [`std::panic::catch_unwind`]; a panic becomes `ERR_INTERNAL`.
@@ -16,7 +23,8 @@
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use napi::bindgen_prelude::Float32Array;
+use napi::bindgen_prelude::{Float32Array, FromNapiValue};
+use napi::{sys, Env};
 use napi_derive::napi;
 use yolo_loss_core::detection::preprocess as core_preprocess;
 use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef};
@@ -240,6 +248,90 @@ impl From<LossOutput<f32>> for NativeLossOutput {
             loss_items: Float32Array::new(o.loss_items),
             grads: o.grads.into_iter().map(Float32Array::new).collect(),
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// V8-owned outputs (the synchronous methods)
+
+/// A `Float32Array` of `len` zeros over a fresh `ArrayBuffer` that V8 allocates and owns (not external).
+///
+/// `napi_create_arraybuffer` is `v8::ArrayBuffer::New`, whose memory is zero-initialised (Node's allocator zero-fills
+/// every allocation except inside `Buffer.allocUnsafe`, which cannot be running while a native call is); the
+/// backing store lives outside the V8 heap and never moves. Like a `Vec` allocation, a failed allocation aborts
+/// the process, so callers only ask for sizes that input data already occupies.
+fn js_zeros(env: &Env, len: usize) -> CoreResult<JsGrad> {
+    let failed = |what: &str, detail: String| {
+        LossError::new(
+            ErrorCode::Internal,
+            format!("cannot create an output {what} of {len} float32 values ({detail})"),
+        )
+    };
+    let bytes = len
+        .checked_mul(std::mem::size_of::<f32>())
+        .ok_or_else(|| failed("ArrayBuffer", "size overflow".to_string()))?;
+    let mut buffer = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    // SAFETY: plain N-API calls on the JavaScript thread (`env` is this call's); the out-pointers are valid.
+    let status = unsafe { sys::napi_create_arraybuffer(env.raw(), bytes, &mut data, &mut buffer) };
+    if status != sys::Status::napi_ok {
+        return Err(failed("ArrayBuffer", format!("napi status {status}")));
+    }
+    let mut array = std::ptr::null_mut();
+    let status = unsafe {
+        sys::napi_create_typedarray(
+            env.raw(),
+            sys::TypedarrayType::float32_array,
+            len,
+            buffer,
+            0,
+            &mut array,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        return Err(failed("Float32Array", format!("napi status {status}")));
+    }
+    // A strong reference keeps the array alive until it is handed back to JavaScript (or dropped on an error).
+    // SAFETY: `array` is the Float32Array just created in this environment.
+    unsafe { Float32Array::from_napi_value(env.raw(), array) }
+        .map(JsGrad)
+        .map_err(|e| failed("Float32Array reference", e.to_string()))
+}
+
+/// A V8-owned copy of `data` (the small loss vectors, and results the core returns as a `Vec`).
+fn js_copy(env: &Env, data: &[f32]) -> CoreResult<Float32Array> {
+    let mut out = js_zeros(env, data.len())?;
+    out.as_mut_slice().copy_from_slice(data);
+    Ok(out.0)
+}
+
+/// A zero-filled V8-owned `Float32Array` created by the current native call, written through
+/// [`GradBuffer::as_mut_slice`] before the call returns it.
+pub(crate) struct JsGrad(Float32Array);
+
+/// A gradient output the core writes into: a fresh zero-filled buffer as long as its prediction tensor.
+pub(crate) trait GradBuffer {
+    fn as_mut_slice(&mut self) -> &mut [f32];
+}
+
+impl GradBuffer for Vec<f32> {
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        self
+    }
+}
+
+impl GradBuffer for JsGrad {
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: the array was created by this native call and no JavaScript has seen it yet; none runs before the
+        // call returns, so nothing else reads or writes the memory while this borrow lives. Its backing store is
+        // outside the V8 heap (it does not move) and the strong reference keeps it alive.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl JsGrad {
+    fn into_array(self) -> Float32Array {
+        self.0
     }
 }
 

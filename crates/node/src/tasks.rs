@@ -2,10 +2,12 @@
 //! each as one native class with `call`, `valueAndGrad` and their `...Async` forms.
 //!
 //! All of them share one mechanism: the napi method packs its arguments into a flat list of named tensors
-//! ([`Packed`]) in a loss-specific order plus the sizes of its level lists, and [`TaskLoss::eval`] unpacks that
-//! list into the core's call. Synchronous methods pack borrowed slices of the caller's `Float32Array`s (no copy);
-//! the asynchronous ones copy the list once ([`LossTask`]) and evaluate it on the libuv pool. The classes
-//! themselves are written by [`task_loss_class!`], the `eval`s by [`task_loss!`].
+//! ([`Packed`]), the prediction tensors first, in a loss-specific order, plus the sizes of its level lists, and
+//! [`TaskLoss::eval`] unpacks that list into the core's call. Synchronous methods pack borrowed slices of the
+//! caller's `Float32Array`s (no copy) and have the core write the gradients into V8-owned `Float32Array`s created
+//! for the call ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the
+//! libuv pool into `Vec`s and hand those to JavaScript as external buffers. The classes themselves are written by
+//! [`task_loss_class!`], the `eval`s by [`task_loss!`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use napi::bindgen_prelude::{AsyncTask, JsError};
 use napi::{Env, Task};
 use napi_derive::napi;
 use yolo_loss_core::classification::V8ClassificationLoss;
+use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::e2e::E2EDetectLoss;
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
@@ -21,34 +24,51 @@ use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
 use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8DetectionLoss, V8OBBLoss};
 
 use crate::{
-    arg, detection_config, guarded, guarded_js, invalid, out_tensor, preprocess_table,
-    resolve_device, to_js, to_usize, with_views, Arg, Code, CoreResult, NativeDetBatch,
-    NativeDetectionConfig, NativeLossOutput, NativeTensor,
+    arg, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros, out_tensor,
+    preprocess_table, resolve_device, to_js, to_usize, with_views, Arg, Code, CoreResult,
+    GradBuffer, NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
 };
 
 // ------------------------------------------------------------------------------------------------------------
 // The shared mechanism
 
-/// The tensors of one call, flat, and the sizes of the level lists at their front.
+/// The tensors of one call, flat (the `preds` prediction tensors first), and the sizes of the level lists.
 #[derive(Default)]
 pub(crate) struct Packed<'a> {
     args: Vec<Arg<'a>>,
     groups: Vec<usize>,
+    /// How many of `args`, from the front, are prediction tensors (one gradient each).
+    preds: usize,
 }
 
 impl<'a> Packed<'a> {
-    /// A list of level tensors, named `name[0]`, `name[1]`, ...; its size goes to the groups.
+    /// A list of level tensors (predictions), named `name[0]`, `name[1]`, ...; its size goes to the groups.
     fn levels(mut self, name: &str, ts: &'a [NativeTensor]) -> Self {
         self.groups.push(ts.len());
-        self.args.extend(
-            ts.iter()
-                .enumerate()
-                .map(|(i, t)| arg(format!("{name}[{i}]"), t)),
-        );
+        for (i, t) in ts.iter().enumerate() {
+            self = self.pred(arg(format!("{name}[{i}]"), t));
+        }
         self
     }
 
-    fn tensor(mut self, name: &'static str, t: &'a NativeTensor) -> Self {
+    /// One prediction tensor. Predictions come before every batch tensor.
+    fn pred(mut self, a: Arg<'a>) -> Self {
+        debug_assert_eq!(
+            self.preds,
+            self.args.len(),
+            "prediction tensors are packed first"
+        );
+        self.args.push(a);
+        self.preds = self.args.len();
+        self
+    }
+
+    fn tensor(self, name: &'static str, t: &'a NativeTensor) -> Self {
+        self.pred(arg(name, t))
+    }
+
+    /// One batch tensor (no gradient).
+    fn label(mut self, name: &'static str, t: &'a NativeTensor) -> Self {
         self.args.push(arg(name, t));
         self
     }
@@ -56,44 +76,77 @@ impl<'a> Packed<'a> {
     /// `batch.batch_idx`, `batch.cls`, `batch.bboxes`.
     fn labels(self, batch: &'a impl Labels) -> Self {
         let [batch_idx, cls, bboxes] = batch.labels();
-        self.tensor("batch.batch_idx", batch_idx)
-            .tensor("batch.cls", cls)
-            .tensor("batch.bboxes", bboxes)
+        self.label("batch.batch_idx", batch_idx)
+            .label("batch.cls", cls)
+            .label("batch.bboxes", bboxes)
     }
 }
 
-/// A core loss evaluated from a [`Packed`] list.
+/// A loss evaluated from a [`Packed`] list.
 pub(crate) trait TaskLoss: Send + Sync + 'static {
-    /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes.
+    /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
+    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one zero-filled buffer per prediction
+    /// tensor (the front of `t`), as long as it.
     fn eval(
         &self,
         t: &[TensorRef<'_, f32>],
         groups: &[usize],
-        want_grad: bool,
-    ) -> CoreResult<LossOutput<f32>>;
+        grads: Option<GradBufs<'_, '_, f32>>,
+    ) -> CoreResult<LossValues<f32>>;
 }
 
-/// Validates the shapes (JavaScript numbers), builds the views and evaluates, under the panic guard.
-fn run_packed<L: TaskLoss + ?Sized>(
+/// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `alloc` for one
+/// zero-filled buffer per prediction tensor (only once the inputs passed those checks, and only as long as data
+/// the caller already holds) and evaluates into them. All of it under the panic guard.
+fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
     loss: &L,
     args: &[Arg<'_>],
     groups: &[usize],
+    preds: usize,
     want_grad: bool,
-) -> CoreResult<LossOutput<f32>> {
+    mut alloc: impl FnMut(usize) -> CoreResult<G>,
+) -> CoreResult<(LossValues<f32>, Vec<G>)> {
     let what = if want_grad { "valueAndGrad" } else { "call" };
     guarded(what, || {
-        with_views(args, |views| loss.eval(views, groups, want_grad))
+        with_views(args, |views| {
+            if !want_grad {
+                return Ok((loss.eval(views, groups, None)?, Vec::new()));
+            }
+            let mut bufs = views[..preds]
+                .iter()
+                .map(|v| alloc(v.data.len()))
+                .collect::<CoreResult<Vec<G>>>()?;
+            let values = {
+                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(G::as_mut_slice).collect();
+                loss.eval(views, groups, Some(&mut slices))?
+            };
+            Ok((values, bufs))
+        })
     })
 }
 
+/// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
+/// gradients written by the core directly, the two loss vectors copied).
 fn run_sync<L: TaskLoss + ?Sized>(
+    env: &Env,
     loss: &L,
     packed: Packed<'_>,
     want_grad: bool,
 ) -> napi::Result<NativeLossOutput, Code> {
-    run_packed(loss, &packed.args, &packed.groups, want_grad)
-        .map(NativeLossOutput::from)
-        .map_err(to_js)
+    let ((values, items), grads) = run_packed(
+        loss,
+        &packed.args,
+        &packed.groups,
+        packed.preds,
+        want_grad,
+        |n| js_zeros(env, n),
+    )
+    .map_err(to_js)?;
+    Ok(NativeLossOutput {
+        loss: js_copy(env, &values).map_err(to_js)?,
+        loss_items: js_copy(env, &items).map_err(to_js)?,
+        grads: grads.into_iter().map(crate::JsGrad::into_array).collect(),
+    })
 }
 
 /// [`Arg`] with its own copies (the asynchronous methods).
@@ -108,6 +161,7 @@ pub struct LossTask {
     loss: Arc<dyn TaskLoss>,
     args: Vec<OwnedArg>,
     groups: Vec<usize>,
+    preds: usize,
     want_grad: bool,
 }
 
@@ -126,6 +180,7 @@ impl LossTask {
             loss,
             args,
             groups: packed.groups,
+            preds: packed.preds,
             want_grad,
         })
     }
@@ -145,9 +200,26 @@ impl Task for LossTask {
                 shape: &a.shape,
             })
             .collect();
-        Ok(run_packed(&*self.loss, &args, &self.groups, self.want_grad))
+        let out = run_packed(
+            &*self.loss,
+            &args,
+            &self.groups,
+            self.preds,
+            self.want_grad,
+            |n| Ok(vec![0f32; n]),
+        );
+        Ok(out.map(|((loss, loss_items), grads)| LossOutput {
+            loss,
+            loss_items,
+            grads,
+        }))
     }
 
+    /// The results become external `ArrayBuffer`s that own the `Vec`s (no copy, nothing done on the JavaScript
+    /// thread but wrapping them). Node frees them by finalizers that run when the event loop turns, which it does
+    /// between two resolutions: this callback itself is one turn of the loop, and an awaiting caller cannot start
+    /// the next computation before it. (Copying into V8-owned buffers here would block the JavaScript thread for
+    /// a copy of every gradient.)
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeLossOutput> {
         match output {
             Ok(o) => Ok(o.into()),
@@ -205,13 +277,13 @@ macro_rules! task_loss_class {
             }
 
             #[napi]
-            pub fn call(&self, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&*self.inner, $pack, false)
+            pub fn call(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
+                run_sync(&env, &*self.inner, $pack, false)
             }
 
             #[napi]
-            pub fn value_and_grad(&self, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&*self.inner, $pack, true)
+            pub fn value_and_grad(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
+                run_sync(&env, &*self.inner, $pack, true)
             }
 
             /// Like `call`, on the libuv thread pool. The inputs are copied before this returns.
@@ -245,9 +317,9 @@ macro_rules! task_loss_class {
     };
 }
 
-/// `impl TaskLoss` for core losses whose `call` and `value_and_grad` take the same arguments: the statements
-/// unpack the flat tensors `t` (level-list sizes `g`) into those arguments; the errors of the losses that take a
-/// tuple of predictions go through `rename`.
+/// `impl TaskLoss` for losses whose `call` and `value_and_grad_into` take the same arguments (the latter then the
+/// gradient buffers): the statements unpack the flat tensors `t` (level-list sizes `g`) into those arguments; the
+/// errors of the losses that take a tuple of predictions go through `rename`.
 macro_rules! task_loss {
     (@impl $core:ty => {
         |$t:ident, $g:ident| { $($unpack:tt)* } => ($($arg:expr),+) $(, $rename:path)?
@@ -257,13 +329,12 @@ macro_rules! task_loss {
                 &self,
                 $t: &[TensorRef<'_, f32>],
                 $g: &[usize],
-                want_grad: bool,
-            ) -> CoreResult<LossOutput<f32>> {
+                grads: Option<GradBufs<'_, '_, f32>>,
+            ) -> CoreResult<LossValues<f32>> {
                 $($unpack)*
-                if want_grad {
-                    self.value_and_grad($($arg),+)
-                } else {
-                    self.call($($arg),+)
+                match grads {
+                    None => self.call($($arg),+).map(|o| (o.loss, o.loss_items)),
+                    Some(bufs) => self.value_and_grad_into($($arg),+, bufs),
                 }
                 $(.map_err($rename))?
             }
@@ -412,7 +483,7 @@ fn seg_packed<'a>(
         .tensor("pred_masks", pred_masks)
         .tensor("proto", proto)
         .labels(batch)
-        .tensor("batch.masks", &batch.masks)
+        .label("batch.masks", &batch.masks)
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -483,7 +554,7 @@ task_loss_class! {
             .levels("feats", &feats)
             .tensor("kpts", &kpts)
             .labels(&batch)
-            .tensor("batch.keypoints", &batch.keypoints);
+            .label("batch.keypoints", &batch.keypoints);
 
     #[doc = " The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K)."]
     #[napi(getter)]
@@ -538,7 +609,7 @@ task_loss_class! {
     NativeClassificationLoss(V8ClassificationLoss, "new v8ClassificationLoss")
     new(device: String) on device => Ok(V8ClassificationLoss::new());
     args(preds: NativeTensor, cls: NativeTensor) =>
-        Packed::default().tensor("preds", &preds).tensor("batch.cls", &cls);
+        Packed::default().tensor("preds", &preds).label("batch.cls", &cls);
 }
 
 task_loss_class! {
@@ -584,7 +655,10 @@ mod tests {
             data: &data,
             shape: &shape,
         }];
-        let e = run_packed(&V8ClassificationLoss::new(), &args, &[], false).unwrap_err();
+        let e = run_packed(&V8ClassificationLoss::new(), &args, &[], 1, true, |n| {
+            Ok(vec![0f32; n])
+        })
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::ShapeMismatch);
         assert!(e.message.starts_with("logits"), "{}", e.message);
     }
