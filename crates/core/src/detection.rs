@@ -55,12 +55,19 @@ pub struct V8DetectionLoss {
 }
 
 /// Validated view of the head outputs: B, the anchor grid and the per-level data.
-pub(crate) struct Head<'a, F> {
+///
+/// Public so that another backend of the detection-family losses (the CUDA crate) validates the head exactly as
+/// the CPU losses do (same checks, same messages, same order) and sees the same image size and grid.
+pub struct Head<'a, F> {
+    /// B, the batch size shared by every level.
     pub batch: usize,
+    /// The anchors of every level, in the losses' order.
     pub grid: AnchorGrid,
+    /// The data of each level tensor `[B, channels, H_l, W_l]`.
     pub levels: Vec<&'a [F]>,
     /// Channels per level: 4R + nc (TVP: 4R + text prompts + visual prompts).
     pub channels: usize,
+    /// R, the DFL bins per box side (1: raw distances).
     pub reg_max: usize,
     /// Channel of the first class logit the loss uses, and how many it uses.
     pub cls_ch0: usize,
@@ -76,6 +83,14 @@ impl<'a, F: Real> Head<'a, F> {
 
     /// As [`Head::validate`] with an explicit channel count and class-channel window (TVP losses).
     pub fn validate_channels(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, channels: usize, cls_ch0: usize, nc: usize) -> Result<Self> {
+        let head = Self::validate_shapes(feats, strides, reg_max, channels, cls_ch0, nc)?;
+        check_preds_finite(feats)?;
+        Ok(head)
+    }
+
+    /// [`Head::validate_channels`] without its last step, the finiteness check ([`check_preds_finite`]): for a
+    /// backend that checks finiteness where the data lives. Every shape error comes first, as there.
+    pub fn validate_shapes(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, channels: usize, cls_ch0: usize, nc: usize) -> Result<Self> {
         if feats.len() != strides.len() {
             return Err(LossError::shape(format!("preds: expected {} level tensors (one per stride {:?}), got {}", strides.len(), strides, feats.len())));
         }
@@ -117,13 +132,11 @@ impl<'a, F: Real> Head<'a, F> {
                 )));
             }
         }
-        for (l, f) in feats.iter().enumerate() {
-            f.check_finite(&format!("preds[{l}]"))?;
-        }
         Ok(Self { batch, grid: AnchorGrid::new(&shapes, strides), levels: feats.iter().map(|f| f.data).collect(), channels, reg_max, cls_ch0, nc })
     }
 
-    /// (H_img, W_img) as the losses see it: the first level's size times the first stride.
+    /// (H_img, W_img) as the losses see it: the first level's size times the first stride (the scale of the
+    /// normalized label boxes).
     pub fn image_size(&self) -> (F, F) {
         let l0 = &self.grid.levels[0];
         (F::from_usize_(l0.h) * F::c(l0.stride), F::from_usize_(l0.w) * F::c(l0.stride))
@@ -135,6 +148,15 @@ impl<'a, F: Real> Head<'a, F> {
         let n = self.channels * self.grid.levels[l].len();
         &self.levels[l][b * n..(b + 1) * n]
     }
+}
+
+/// Every prediction tensor must be finite; the error names the first bad one as `preds[l]` (the last check of
+/// [`Head::validate_channels`]).
+pub fn check_preds_finite<F: Real>(feats: &[TensorRef<F>]) -> Result<()> {
+    for (l, f) in feats.iter().enumerate() {
+        f.check_finite(&format!("preds[{l}]"))?;
+    }
+    Ok(())
 }
 
 /// Reads one image's predictions for the assigner and the box loss; caches decoded anchors.
@@ -419,8 +441,8 @@ pub type LossValues<F> = (Vec<F>, Vec<F>);
 /// empty for a call without gradients.
 pub type GradBufs<'g, 'b, F> = &'g mut [&'b mut [F]];
 
-/// The data of each tensor, in order.
-pub(crate) fn datas<'a, F>(tensors: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
+/// The data of each tensor, in order (what [`check_grad_buffers`] takes).
+pub fn datas<'a, F>(tensors: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
     tensors.iter().map(|t| t.data).collect()
 }
 
@@ -445,8 +467,9 @@ pub(crate) fn with_fresh_grads<F: Real>(inputs: &[&[F]], run: impl FnOnce(GradBu
     Ok(LossOutput { loss, loss_items, grads: bufs })
 }
 
-/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it.
-pub(crate) fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
+/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it: the check
+/// (and message) of every `value_and_grad_into`, public so that other backends reject the same buffers alike.
+pub fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
     let want: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
     let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     if want != got {
@@ -470,16 +493,7 @@ impl<'a, F: Real> Assigned<'a, F> {
     /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
     /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
     pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
-        let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, head.nc)?;
-        let (img_h, img_w) = head.image_size();
-        let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
-        gt.check_finite()?;
-        if gt.max_labels > 0 && head.grid.num_anchors < topk {
-            return Err(LossError::shape(format!(
-                "preds: expected at least tal_topk = {topk} anchors in total, got {} (feature maps too small)",
-                head.grid.num_anchors
-            )));
-        }
+        let (labels, gt) = labels_and_gt(&head, batch, topk)?;
         let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc));
         let s = score_divisor::<F>(&positives);
         Ok(Self { head, labels, gt, positives, s })
@@ -494,6 +508,23 @@ impl<'a, F: Real> Assigned<'a, F> {
     pub fn items(&self, sums: &[f64], gains: &[f64]) -> Vec<F> {
         sums.iter().zip(gains).map(|(&v, &g)| F::c(v) / self.s * F::c(g)).collect()
     }
+}
+
+/// The labels validated against `head` (class ids index the head's `nc` loss classes), the padded GT table in
+/// pixels (boxes scaled by [`Head::image_size`]) and the check that the head has at least `topk` anchors when
+/// there are labels: what the detection-family losses run before assigning, in this order, with these messages.
+pub fn labels_and_gt<F: Real>(head: &Head<F>, batch: &DetBatch<F>, topk: usize) -> Result<(crate::labels::Labels<F>, GtTable<F>)> {
+    let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, head.nc)?;
+    let (img_h, img_w) = head.image_size();
+    let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
+    gt.check_finite()?;
+    if gt.max_labels > 0 && head.grid.num_anchors < topk {
+        return Err(LossError::shape(format!(
+            "preds: expected at least tal_topk = {topk} anchors in total, got {} (feature maps too small)",
+            head.grid.num_anchors
+        )));
+    }
+    Ok((labels, gt))
 }
 
 impl<'f, F: Real> GradScales<'f, F> {
@@ -522,7 +553,7 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
         .map(|b| {
             let gts = gt.gt_boxes(b);
             let mut preds = ImagePreds::new(head, b, true);
-            if estimated_candidates(head, &gts) * 4 > head.grid.num_anchors {
+            if decodes_all_up_front(&head.grid, &gts) {
                 preds.decode_all();
             }
             assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
@@ -530,12 +561,21 @@ pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &Assig
         .collect()
 }
 
+/// Whether the assigner decodes every anchor of an image up front (one vectorised pass, `Real::softmax_expect_cells`)
+/// rather than the anchors it visits one by one (`softmax_expectation`): when the image's valid GT boxes (pixel
+/// xyxy, [`GtTable::gt_boxes`]) cover roughly more than a quarter of its anchors. The two forms of the soft-argmax
+/// may differ in the last bit, so a backend that wants the CPU's assignment decodes each image in the form this
+/// picks.
+pub fn decodes_all_up_front<F: Real>(grid: &AnchorGrid, gts: &[GtBox<[F; 4]>]) -> bool {
+    estimated_candidates(grid, gts) * 4 > grid.num_anchors
+}
+
 /// Roughly how many anchor centres the image's GT boxes cover, summed over GTs and levels.
-fn estimated_candidates<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 4]>]) -> usize {
+fn estimated_candidates<F: Real>(grid: &AnchorGrid, gts: &[GtBox<[F; 4]>]) -> usize {
     let mut n = 0.0f64;
     for g in gts.iter().filter(|g| g.valid) {
         let (w, h) = ((g.bbox[2] - g.bbox[0]).f64(), (g.bbox[3] - g.bbox[1]).f64());
-        for lv in &head.grid.levels {
+        for lv in &grid.levels {
             n += (w / lv.stride + 1.0) * (h / lv.stride + 1.0);
         }
     }

@@ -15,10 +15,14 @@ pub struct E2EDetectLoss {
 impl E2EDetectLoss {
     /// `cfg.tal_topk` is ignored: the branches use 10 and 1 as the reference does.
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Ok(Self {
-            one2many: V8DetectionLoss::new(DetectionConfig { tal_topk: 10, ..cfg.clone() })?,
-            one2one: V8DetectionLoss::new(DetectionConfig { tal_topk: 1, ..cfg })?,
-        })
+        let (one2many, one2one) = Self::branch_configs(cfg);
+        Ok(Self { one2many: V8DetectionLoss::new(one2many)?, one2one: V8DetectionLoss::new(one2one)? })
+    }
+
+    /// The configurations of the (one2many, one2one) branches: `cfg` with `tal_topk` 10 and 1 (validated by the
+    /// branches' constructors, one2many first); public so that other backends build the same branches.
+    pub fn branch_configs(cfg: DetectionConfig) -> (DetectionConfig, DetectionConfig) {
+        (DetectionConfig { tal_topk: 10, ..cfg.clone() }, DetectionConfig { tal_topk: 1, ..cfg })
     }
 
     pub fn call<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
@@ -48,8 +52,9 @@ impl E2EDetectLoss {
     }
 }
 
-/// Names the branch in an error about `preds`: `preds[0]` → `preds.one2many[0]`.
-fn prefix(mut e: crate::error::LossError, branch: &str) -> crate::error::LossError {
+/// Names the branch in an error about `preds`: `preds[0]` → `preds.one2many[0]` (the first `preds` of the
+/// message only); public so that other backends report the branch alike.
+pub fn prefix(mut e: crate::error::LossError, branch: &str) -> crate::error::LossError {
     e.message = e.message.replacen("preds", &format!("preds.{branch}"), 1);
     e
 }

@@ -13,8 +13,11 @@ pub struct TVPDetectLoss {
     pub vp: V8DetectionLoss,
 }
 
-/// The visual-prompt class window of `feats`: None when there are no VP channels.
-fn vp_window<F: Real>(feats: &[TensorRef<F>], reg_max: usize, ori_nc: usize) -> Result<Option<(usize, usize)>> {
+/// The visual-prompt class window of `feats` (level tensors `[B, 4·reg_max + ori_nc + vnc, H, W]`, text prompts
+/// then visual prompts): `Some((channels, vnc))`, or None when there are no VP channels (the loss is then zeros).
+/// Checks `preds[0]`'s rank and minimum channel count first; public so that other backends take the same window
+/// with the same errors.
+pub fn vp_window<F: Real>(feats: &[TensorRef<F>], reg_max: usize, ori_nc: usize) -> Result<Option<(usize, usize)>> {
     let f0 = feats.first().ok_or_else(|| LossError::shape("preds: expected at least one level tensor, got none"))?;
     f0.check_rank("preds[0]", 4, "[B, 4·reg_max + nc + vnc, H, W]")?;
     let c = f0.shape[1];
