@@ -14,7 +14,7 @@ pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 
-use yolo_loss_core::detection::{GradBufs, LossValues};
+use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
 
 use crate::gpu::gpu;
@@ -65,17 +65,20 @@ impl CudaDetectionLoss {
     /// Validates `cfg` as the CPU backend does, then opens the GPU: `ERR_CUDA_UNAVAILABLE` (with the reason)
     /// where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        let cfg = V8DetectionLoss::new(cfg)?.cfg;
-        check_cuda_limits(&cfg)?;
-        Ok(Self { cfg, dev: Dev::Gpu(gpu()?) })
+        Self::on(cfg, || Ok(Dev::Gpu(gpu()?)))
     }
 
     /// The same loss on the CPU emulator of the kernels (tests of this crate).
     #[cfg(all(test, yolo_cuda_emulator))]
     pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
+        Self::on(cfg, || Ok(Dev::Emu))
+    }
+
+    /// `cfg` validated (the CPU backend's checks, then the CUDA limits), then the device opened.
+    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
         let cfg = V8DetectionLoss::new(cfg)?.cfg;
         check_cuda_limits(&cfg)?;
-        Ok(Self { cfg, dev: Dev::Emu })
+        Ok(Self { cfg, dev: dev()? })
     }
 
     /// Name of the GPU the loss runs on.
@@ -89,12 +92,12 @@ impl CudaDetectionLoss {
 
     /// `__call__`: loss and loss items, no gradient.
     pub fn call(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        Ok(self.run(feats, batch, Flags { grad: false, ..Flags::default() })?.out)
+        Ok(self.run(feats, batch, Flags::LOSS, None)?.out)
     }
 
     /// Loss, loss items and the gradient of `sum(loss)` with respect to every level tensor.
     pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        Ok(self.run(feats, batch, Flags { grad: true, ..Flags::default() })?.out)
+        Ok(self.run(feats, batch, Flags::GRAD, None)?.out)
     }
 
     /// As `value_and_grad`, writing the gradients into caller-provided buffers (one per level, each as long as
@@ -105,11 +108,8 @@ impl CudaDetectionLoss {
         batch: &DetBatch<f32>,
         grads: GradBufs<f32>,
     ) -> Result<LossValues<f32>> {
-        check_grad_buffers(grads, feats)?;
-        let f = Flags { grad: true, ..Flags::default() };
-        let cfg = &self.cfg;
-        let w = Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc };
-        let out = self.run_window_into(feats, batch, f, w, false, Some(grads))?.out;
+        check_grad_buffers(grads, &datas(feats))?;
+        let out = self.run(feats, batch, Flags::GRAD, Some(grads))?.out;
         Ok((out.loss, out.loss_items))
     }
 
@@ -119,7 +119,7 @@ impl CudaDetectionLoss {
         feats: &[TensorRef<f32>],
         batch: &DetBatch<f32>,
     ) -> Result<(LossOutput<f32>, KernelTiming)> {
-        let r = self.run(feats, batch, Flags { grad: true, timed: true, ..Flags::default() })?;
+        let r = self.run(feats, batch, Flags { timed: true, ..Flags::GRAD }, None)?;
         let timing =
             KernelTiming { kernel_ms: r.kernel_ms.unwrap_or(f32::NAN), positives: r.num_positives.unwrap_or(0) };
         Ok((r.out, timing))
@@ -127,17 +127,25 @@ impl CudaDetectionLoss {
 
     /// The assignment the loss uses: per image, (anchor, GT slot, soft target score) of every positive anchor.
     pub fn assignment(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<Assignment> {
-        let r = self.run(feats, batch, Flags { assignment: true, ..Flags::default() })?;
+        let r = self.run(feats, batch, Flags { assignment: true, ..Flags::LOSS }, None)?;
         Ok(r.assignment.unwrap_or_default())
     }
 
-    fn run(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>, f: Flags) -> Result<RunOut> {
+    /// The loss over all `nc` classes of `cfg`.
+    fn run(
+        &self,
+        feats: &[TensorRef<f32>],
+        batch: &DetBatch<f32>,
+        f: Flags,
+        into: Option<GradBufs<f32>>,
+    ) -> Result<RunOut> {
         let cfg = &self.cfg;
         let window = Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc };
-        self.run_window(feats, batch, f, window, false)
+        self.run_window(feats, batch, f, window, false, into)
     }
 
-    /// The loss over a class window (TVPDetectLoss); `only_cls`: the gradient of the cls component alone.
+    /// The loss over a class window (TVPDetectLoss); `only_cls`: the gradient of the cls component alone. With
+    /// `into` (checked by the caller) the gradients are downloaded there and `RunOut.out.grads` stays empty.
     pub(crate) fn run_window(
         &self,
         feats: &[TensorRef<f32>],
@@ -145,19 +153,7 @@ impl CudaDetectionLoss {
         f: Flags,
         w: Window,
         only_cls: bool,
-    ) -> Result<RunOut> {
-        self.run_window_into(feats, batch, f, w, only_cls, None)
-    }
-
-    /// As `run_window`, with the gradients downloaded into `into` when given.
-    pub(crate) fn run_window_into(
-        &self,
-        feats: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        f: Flags,
-        w: Window,
-        only_cls: bool,
-        into: Option<&mut [&mut [f32]]>,
+        into: Option<GradBufs<f32>>,
     ) -> Result<RunOut> {
         let cfg = &self.cfg;
         let job = Job {
@@ -177,26 +173,19 @@ impl CudaDetectionLoss {
     }
 }
 
-/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it (the CPU
-/// backend's check and message; `check_grad_buffers` is crate-private in the core).
-pub(crate) fn check_grad_buffers(grads: &[&mut [f32]], inputs: &[TensorRef<f32>]) -> Result<()> {
-    let want: Vec<usize> = inputs.iter().map(|t| t.data.len()).collect();
-    let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
-    if want != got {
-        return Err(LossError::shape(format!(
-            "grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}",
-            want.len()
-        )));
-    }
-    Ok(())
-}
-
 /// What a run should produce besides the loss.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Flags {
     pub grad: bool,
     pub assignment: bool,
     pub timed: bool,
+}
+
+impl Flags {
+    /// The loss alone.
+    pub const LOSS: Flags = Flags { grad: false, assignment: false, timed: false };
+    /// The loss and its gradient.
+    pub const GRAD: Flags = Flags { grad: true, ..Flags::LOSS };
 }
 
 /// The channels of a level tensor and the loss's class window in it.

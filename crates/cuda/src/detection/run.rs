@@ -13,11 +13,11 @@
 //! ```
 //! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
 
-use yolo_loss_core::detection::DetBatch;
+use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
 use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
 
 use super::device::{Dev, DevBuf};
-use super::host::{check_finite, gt_table, pack_gt, validate_head};
+use super::host::pack_gt;
 use super::params::{DetParams, MAX_LEVELS};
 use crate::launch::int;
 
@@ -74,13 +74,13 @@ pub(crate) fn run(
     batch: &DetBatch<f32>,
     mut into: Option<&mut [&mut [f32]]>,
 ) -> Result<RunOut> {
-    let head = validate_head(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
+    let head = Head::validate_shapes(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
     // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
     // first looks for a non-finite prediction to report instead.
-    let gt = match gt_table(&head, batch, job.topk) {
-        Ok(gt) => gt,
+    let gt = match labels_and_gt(&head, batch, job.topk) {
+        Ok((_, gt)) => gt,
         Err(e) => {
-            check_finite(feats)?;
+            check_preds_finite(feats)?;
             return Err(e);
         }
     };
@@ -198,7 +198,7 @@ pub(crate) fn run(
     let mut fl = [0u32; 4];
     dev.download("the status flags", &zeroed, (flags - zeroed.ptr) as usize / 4, &mut fl)?;
     if fl[0] != 0 {
-        check_finite(feats)?;
+        check_preds_finite(feats)?;
         return Err(LossError::new(
             ErrorCode::Internal,
             "the CUDA kernels saw a non-finite prediction that the host check does not find",

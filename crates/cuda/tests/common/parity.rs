@@ -10,9 +10,9 @@
 
 use yolo_loss_core::assigner::AssignerConfig;
 use yolo_loss_core::blocks::assign_dense;
+use yolo_loss_core::detection::{decodes_all_up_front, labels_and_gt, Head};
 use yolo_loss_core::dfl::softmax_expectation;
 use yolo_loss_core::e2e::E2EDetectLoss;
-use yolo_loss_core::labels::{validate_labels, GtTable};
 use yolo_loss_core::prompts::TVPDetectLoss;
 use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, Real, Result, TensorRef, V8DetectionLoss};
 
@@ -75,13 +75,10 @@ pub fn cpu_assignment(
     let r = cfg.reg_max;
     let b = feats[0].shape[0];
     let c = feats[0].shape[1];
-    let shapes: Vec<(usize, usize)> = feats.iter().map(|f| (f.shape[2], f.shape[3])).collect();
-    let grid = yolo_loss_core::geometry::AnchorGrid::new(&shapes, &cfg.strides);
+    let head = Head::validate_shapes(feats, &cfg.strides, r, c, cls_ch0, nc).unwrap();
+    let (_, gt) = labels_and_gt(&head, batch, cfg.tal_topk).unwrap();
+    let grid = &head.grid;
     let a = grid.num_anchors;
-    let l0 = &grid.levels[0];
-    let (img_h, img_w) = (l0.h as f32 * l0.stride as f32, l0.w as f32 * l0.stride as f32);
-    let labels = validate_labels::<f32, 4>(batch.batch_idx, batch.cls, batch.bboxes, b, nc).unwrap();
-    let gt = GtTable::build(&labels, b, [img_w, img_h, img_w, img_h]);
     let m = gt.max_labels;
     if m == 0 {
         return vec![Vec::new(); b];
@@ -90,17 +87,8 @@ pub fn cpu_assignment(
     let mut boxes = vec![0f32; b * a * 4];
     let mut anc = vec![0f32; a * 2];
     for img in 0..b {
-        // The CPU loss's choice (crates/core detection.rs assign_batch / estimated_candidates).
-        let mut est = 0.0f64;
-        for i in img * m..(img + 1) * m {
-            if gt.valid[i] {
-                let bb = gt.boxes[i];
-                for lv in &grid.levels {
-                    est += (((bb[2] - bb[0]) as f64) / lv.stride + 1.0) * (((bb[3] - bb[1]) as f64) / lv.stride + 1.0);
-                }
-            }
-        }
-        let bulk = (est as usize) * 16 > a;
+        // The CPU loss's choice of soft-argmax form for this image.
+        let bulk = decodes_all_up_front(grid, &gt.gt_boxes(img));
         for (l, lv) in grid.levels.iter().enumerate() {
             let hw = lv.len();
             let data = &feats[l].data[img * c * hw..(img + 1) * c * hw];
