@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub use yolo_loss_testkit::{assert_close, assert_close_tol, fixtures_dir, load, load_kind, to_f64, Fixture, Tensor};
+pub use yolo_loss_testkit::{assert_close, load_kind, to_f64, Fixture};
 
 /// Runs a dense assigner (`TaskAlignedAssigner` or its rotated variant) on every fixture of `kind`
 /// and checks the five outputs: masks and indices exactly, boxes and scores within tolerance.

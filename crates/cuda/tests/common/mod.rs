@@ -4,9 +4,7 @@
 
 #![allow(dead_code)]
 
-pub use yolo_loss_testkit::{
-    assert_close, assert_close_tol, fixtures_dir, load, load_kind, to_f64, Fixture, Lcg, Tensor,
-};
+pub use yolo_loss_testkit::{assert_close, assert_close_tol, load_kind, to_f64, Fixture, Lcg};
 
 /// Owned f32 copies of a fixture's tensors, borrowed as `TensorRef`s.
 pub struct Owned {
