@@ -6,9 +6,10 @@ import test from 'ava';
 import { DEFAULT_HYP, cudaAvailability, isYoloLossError, v8DetectionLoss, type Tensor } from 'yolo-loss';
 
 import { closeness } from './helpers/fixtures.js';
+import { autoBackend } from './helpers/devices.js';
 import { makeCase, tensor } from './helpers/synthetic.js';
 
-test('constructor: default.yaml hyperparameters, reg_max 16, tal_topk 10, device cpu', (t) => {
+test('constructor: default.yaml hyperparameters, reg_max 16, tal_topk 10, device auto', (t) => {
   const loss = new v8DetectionLoss({ nc: 80, stride: [8, 16, 32] });
   t.deepEqual({ ...loss.hyp }, { box: 7.5, cls: 0.5, dfl: 1.5, pose: 12, kobj: 1, overlap_mask: true });
   t.deepEqual({ ...loss.hyp }, { ...DEFAULT_HYP });
@@ -17,7 +18,7 @@ test('constructor: default.yaml hyperparameters, reg_max 16, tal_topk 10, device
   t.true(loss.use_dfl);
   t.is(loss.tal_topk, 10);
   t.deepEqual([...loss.stride], [8, 16, 32]);
-  t.is(loss.device, 'cpu');
+  t.is(loss.device, autoBackend());
   t.is(new v8DetectionLoss({ nc: 1, stride: [8] }, 10, { device: 'cpu' }).device, 'cpu');
 });
 

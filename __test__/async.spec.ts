@@ -11,6 +11,7 @@ import test from 'ava';
 import * as yolo from 'yolo-loss';
 import type { Tensor, ValueAndGrad } from 'yolo-loss';
 
+import { autoBackend } from './helpers/devices.js';
 import { makeCase } from './helpers/synthetic.js';
 import { clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase } from './helpers/tasks.js';
 
@@ -138,7 +139,7 @@ test.serial('two worker_threads with their own instances compute at the same tim
   const again = await Promise.all(descs.map((d) => makeLoss(d).valueAndGradAsync(d.preds, d.batch)));
   const outs = await Promise.all(workers);
   for (const [w, out] of outs.entries()) {
-    t.is(out.threadDevice, 'cpu');
+    t.is(out.threadDevice, autoBackend());
     t.is(out.results.length, descs.length);
     out.results.forEach((r, i) => {
       t.is(r.kind, descs[i]!.kind);

@@ -20,6 +20,7 @@ import {
   type Tensor,
 } from 'yolo-loss';
 
+import { autoBackend } from './helpers/devices.js';
 import { closeness } from './helpers/fixtures.js';
 import { tensor } from './helpers/synthetic.js';
 import { anchorsOf, clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase } from './helpers/tasks.js';
@@ -206,7 +207,7 @@ test('TVPSegmentLoss: intended semantics, loss [cls component], items [box, seg,
   t.true([...z.grads[0], z.grads[1], z.grads[2]].every((g) => g.data.every((v) => v === 0)));
 });
 
-test('every task loss: constructor inputs are not kept; fresh outputs; device cpu', (t) => {
+test('every task loss: constructor inputs are not kept; fresh outputs; device auto', (t) => {
   const model = { nc: 2, stride: [8, 16, 32], kpt_shape: [5, 3] as [number, number], args: { box: 1 } };
   const all = [
     new v8SegmentationLoss(model),
@@ -220,7 +221,7 @@ test('every task loss: constructor inputs are not kept; fresh outputs; device cp
   model.args.box = 2;
   model.kpt_shape[0] = 9;
   for (const loss of all) {
-    t.is(loss.device, 'cpu');
+    t.is(loss.device, autoBackend(loss.constructor.name));
     t.deepEqual([...loss.stride], [8, 16, 32]);
     t.is(loss.hyp.box, 1);
     t.true(Object.isFrozen(loss.stride));

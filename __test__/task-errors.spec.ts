@@ -8,6 +8,7 @@ import {
   E2EDetectLoss,
   TVPDetectLoss,
   TVPSegmentLoss,
+  cudaAvailability,
   v8ClassificationLoss,
   v8OBBLoss,
   v8PoseLoss,
@@ -15,6 +16,7 @@ import {
   type ModelInfo,
 } from 'yolo-loss';
 
+import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { expectAll, expectCode, withValue } from './helpers/errors.js';
 import { tensor } from './helpers/synthetic.js';
 import { clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase } from './helpers/tasks.js';
@@ -205,7 +207,7 @@ test('TVPDetectLoss / TVPSegmentLoss: fewer channels than the text prompts, labe
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration
 
-test('every task loss: unusable model or options; device cuda where CUDA cannot run', (t) => {
+test('every task loss: unusable model or options; device cpu, auto (CUDA for the detection family where usable), cuda', (t) => {
   const m: ModelInfo = { nc: 2, stride: [8, 16, 32], kpt_shape: [5, 3] };
   const makers: [string, (model: ModelInfo, options?: object) => unknown][] = [
     ['v8SegmentationLoss', (x, o) => new v8SegmentationLoss(x, o)],
@@ -225,9 +227,21 @@ test('every task loss: unusable model or options; device cuda where CUDA cannot 
       expectCode(t, () => make(null as unknown as ModelInfo), 'ERR_INVALID_ARGUMENT', /model/);
     }
     expectCode(t, () => make(m, { device: 'gpu' }), 'ERR_INVALID_ARGUMENT', /options\.device/);
+    const device = (o: object) => (make(m, o) as { device: string }).device;
+    t.is(device({ device: 'cpu' }), 'cpu', `${name}: 'cpu'`);
+    t.is(device({ device: 'auto' }), autoBackend(name), `${name}: 'auto'`);
+    const probe = cudaAvailability();
+    if (CUDA_LOSSES.includes(name) && probe.available) {
+      t.is(device({ device: 'cuda' }), 'cuda', `${name}: 'cuda'`);
+      continue;
+    }
     const err = t.throws(() => make(m, { device: 'cuda' }), { instanceOf: Error });
     t.is((err as Error & { code?: unknown }).code, 'ERR_CUDA_UNAVAILABLE', `${name} with device 'cuda'`);
     t.regex(err?.message ?? '', /options\.device/);
-    t.is((make(m, { device: 'auto' }) as { device: string }).device, 'cpu', `${name}: 'auto' runs on the CPU`);
+    if (CUDA_LOSSES.includes(name)) {
+      t.true(err?.message.includes(probe.reason ?? '\u0000'), `${name}: the message carries the probe's reason`);
+    } else {
+      t.regex(err?.message ?? '', new RegExp(`${name} has no CUDA backend yet`), `${name}: CPU only`);
+    }
   }
 });

@@ -4,7 +4,7 @@
 /** Native half of `v8ClassificationLoss`. Gradient: one, of the logits. */
 export declare class NativeClassificationLoss {
   constructor(device: string)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
   valueAndGrad(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
@@ -14,10 +14,10 @@ export declare class NativeClassificationLoss {
   valueAndGradAsync(preds: NativeTensor, cls: NativeTensor): Promise<NativeLossOutput>
 }
 
-/** Native half of `v8DetectionLoss`. */
+/** Native half of `v8DetectionLoss` (CUDA or CPU). */
 export declare class NativeDetectionLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(preds: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(preds: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
@@ -29,10 +29,10 @@ export declare class NativeDetectionLoss {
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor): NativeTensor
 }
 
-/** Native half of `E2EDetectLoss`. Gradients: the one2many levels, then the one2one levels. */
+/** Native half of `E2EDetectLoss` (CUDA or CPU). Gradients: the one2many levels, then the one2one levels. */
 export declare class NativeE2EDetectLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
@@ -45,7 +45,7 @@ export declare class NativeE2EDetectLoss {
 /** Native half of `v8OBBLoss`. Gradients: one per level, then `angle`. */
 export declare class NativeObbLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
@@ -62,7 +62,7 @@ export declare class NativeObbLoss {
 /** Native half of `v8PoseLoss`. Gradients: one per level, then `kpts`. */
 export declare class NativePoseLoss {
   constructor(config: NativePoseConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
@@ -77,7 +77,7 @@ export declare class NativePoseLoss {
 /** Native half of `v8SegmentationLoss`. Gradients: one per level, then `pred_masks`, then `proto`. */
 export declare class NativeSegmentationLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
@@ -87,10 +87,10 @@ export declare class NativeSegmentationLoss {
   valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): Promise<NativeLossOutput>
 }
 
-/** Native half of `TVPDetectLoss` (`nc` = text prompts; channels beyond them are visual prompts). */
+/** Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts). */
 export declare class NativeTvpDetectLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
@@ -103,7 +103,7 @@ export declare class NativeTvpDetectLoss {
 /** Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call). */
 export declare class NativeTvpSegmentLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path). */
+  /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput

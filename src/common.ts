@@ -46,7 +46,13 @@ export interface ModelInfo {
 export type Device = 'cpu' | 'cuda' | 'auto';
 
 export interface Options {
-  /** Default 'auto': CUDA when usable, else CPU. 'cuda' throws `ERR_CUDA_UNAVAILABLE` when it cannot run. */
+  /**
+   * Default 'auto'. v8DetectionLoss, E2EDetectLoss and TVPDetectLoss have a CUDA backend: 'auto' runs them on CUDA
+   * when it is usable (`cudaAvailability()`) and the configuration is within its limits (tal_topk ≤ 32, at most 8
+   * levels), else on the CPU; 'cuda' throws `ERR_CUDA_UNAVAILABLE` (with the reason) when it cannot run. The other
+   * losses run on the CPU: 'auto' is the CPU and 'cuda' throws `ERR_CUDA_UNAVAILABLE`. `device` on the instance
+   * says which backend runs.
+   */
   device?: Device;
 }
 

@@ -53,7 +53,7 @@ export class v8DetectionLoss {
   /**
    * @param model what Ultralytics reads from the model: `nc`, `stride`, `reg_max` (default 16), `args`.
    * @param tal_topk top-k of the task-aligned assigner (default 10).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, tal_topk = 10, options?: Options) {
     const m = checkModel(model);

@@ -290,7 +290,7 @@ export class v8SegmentationLoss extends DetectionFamilyLoss<SegmentationPreds, S
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args` (`box` is also the mask gain; `overlap_mask`).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeSegmentationLoss'));
@@ -384,7 +384,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
    */
   constructor(model: ModelInfo, options?: Options) {
     const [n, m] = family(model, options, 'NativeObbLoss');
@@ -439,7 +439,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
  * 1-element value (not multiplied by B).
  */
 export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> {
-  /** @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto'). */
+  /** @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet). */
   constructor(options?: Options) {
     const device = checkDevice(options);
     super(callNative(() => new (native().NativeClassificationLoss)(device)));
@@ -470,7 +470,7 @@ export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch>
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeE2EDetectLoss'));
@@ -516,7 +516,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
 
   /**
    * @param model `nc` (text prompts), `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeTvpDetectLoss'));
@@ -551,7 +551,7 @@ export class TVPSegmentLoss extends DetectionFamilyLoss<SegmentationPreds, Segme
 
   /**
    * @param model `nc` (text prompts), `stride`, `reg_max` (default 16), `args` (`overlap_mask`).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto').
+   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeTvpSegmentLoss'));

@@ -28,6 +28,7 @@ use napi::{sys, Env};
 use napi_derive::napi;
 use yolo_loss_core::detection::preprocess as core_preprocess;
 use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp, LossError, LossOutput, TensorRef};
+use yolo_loss_cuda::Device;
 
 mod blocks;
 mod tasks;
@@ -367,35 +368,44 @@ pub fn cuda_availability() -> NativeCudaAvailability {
     }
 }
 
-/// Picks the backend for a requested device. The binding has no CUDA path for the task losses yet, so 'auto'
-/// resolves to 'cpu' and 'cuda' is refused with the probe's reason (or, if a device was found, with the fact
-/// that this build cannot use it).
-fn resolve_device(requested: &str) -> CoreResult<&'static str> {
+/// The losses that have a CUDA backend (`crates/cuda`), for messages.
+const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
+
+/// `options.device` as the CUDA crate's [`Device`].
+fn parse_device(requested: &str) -> CoreResult<Device> {
     match requested {
-        "cpu" | "auto" => Ok("cpu"),
-        "cuda" => {
-            let why = match cuda_availability() {
-                NativeCudaAvailability {
-                    available: true,
-                    device_name,
-                    ..
-                } => format!(
-          "CUDA device {} found, but this build of the binding has no CUDA path for this loss yet",
-          device_name.unwrap_or_default()
-        ),
-                NativeCudaAvailability { reason, .. } => {
-                    reason.unwrap_or_else(|| "unknown reason".to_string())
-                }
-            };
-            Err(LossError::new(
-                ErrorCode::CudaUnavailable,
-                format!("options.device: 'cuda' was requested but CUDA cannot be used: {why}"),
-            ))
-        }
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda),
+        "auto" => Ok(Device::Auto),
         other => Err(invalid(format!(
             "options.device: expected 'cpu', 'cuda' or 'auto', got '{other}'"
         ))),
     }
+}
+
+/// The device of a loss that runs on the CPU only: 'auto' is the CPU, 'cuda' is refused.
+fn cpu_only(loss: &str, device: Device) -> CoreResult<()> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(()),
+        Device::Cuda => Err(LossError::new(
+            ErrorCode::CudaUnavailable,
+            format!(
+                "options.device: 'cuda' was requested but {loss} has no CUDA backend yet (only {CUDA_LOSSES} \
+                 have one); use 'cpu' or 'auto'"
+            ),
+        )),
+    }
+}
+
+/// The CUDA backend's `ERR_CUDA_UNAVAILABLE` (its message is the reason alone) says which option asked for CUDA.
+fn cuda_refused(mut e: LossError) -> LossError {
+    if e.code == ErrorCode::CudaUnavailable {
+        e.message = format!(
+            "options.device: 'cuda' was requested but CUDA cannot be used: {}",
+            e.message
+        );
+    }
+    e
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -527,17 +537,27 @@ mod tests {
 
     #[test]
     fn devices() {
-        assert_eq!(resolve_device("cpu").unwrap(), "cpu");
-        assert_eq!(resolve_device("auto").unwrap(), "cpu");
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda);
+        assert_eq!(parse_device("auto").unwrap(), Device::Auto);
         assert_eq!(
-            resolve_device("gpu").unwrap_err().code,
+            parse_device("gpu").unwrap_err().code,
             ErrorCode::InvalidArgument
         );
-        if !cuda_availability().available {
-            assert_eq!(
-                resolve_device("cuda").unwrap_err().code,
-                ErrorCode::CudaUnavailable
-            );
-        }
+        assert!(cpu_only("x", Device::Cpu).is_ok());
+        assert!(cpu_only("x", Device::Auto).is_ok());
+        let e = cpu_only("v8PoseLoss", Device::Cuda).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CudaUnavailable);
+        assert!(
+            e.message.contains("v8PoseLoss has no CUDA backend"),
+            "{}",
+            e.message
+        );
+        let e = cuda_refused(LossError::new(ErrorCode::CudaUnavailable, "no driver"));
+        assert_eq!(
+            e.message,
+            "options.device: 'cuda' was requested but CUDA cannot be used: no driver"
+        );
+        assert_eq!(cuda_refused(invalid("x".into())).message, "x");
     }
 }

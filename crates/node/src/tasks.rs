@@ -8,6 +8,9 @@
 //! for the call ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the
 //! libuv pool into `Vec`s and hand those to JavaScript as external buffers. The classes themselves are written by
 //! [`task_loss_class!`], the `eval`s by [`task_loss!`].
+//!
+//! v8DetectionLoss, E2EDetectLoss and TVPDetectLoss run on the backend `device` selects (`crates/cuda`'s
+//! `*Any` types: CUDA or CPU); the other losses run on the CPU, and refuse `device: 'cuda'`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,16 +19,16 @@ use napi::bindgen_prelude::{AsyncTask, JsError};
 use napi::{Env, Task};
 use napi_derive::napi;
 use yolo_loss_core::classification::V8ClassificationLoss;
-use yolo_loss_core::detection::{GradBufs, LossValues};
-use yolo_loss_core::e2e::E2EDetectLoss;
+use yolo_loss_core::detection::{bbox_decode, GradBufs, LossValues};
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
-use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
+use yolo_loss_core::prompts::TVPSegmentLoss;
 use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8DetectionLoss, V8OBBLoss};
+use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8OBBLoss};
+use yolo_loss_cuda::{DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
 
 use crate::{
-    arg, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros, out_tensor,
-    preprocess_table, resolve_device, to_js, to_usize, with_views, Arg, Code, CoreResult,
+    arg, cpu_only, cuda_refused, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros,
+    out_tensor, parse_device, preprocess_table, to_js, to_usize, with_views, Arg, Code, CoreResult,
     GradBuffer, NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
 };
 
@@ -229,29 +232,85 @@ impl Task for LossTask {
     }
 }
 
+/// Builds a native class's loss under the guard: its instance and the backend it runs on.
 fn new_loss<T>(
     what: &str,
-    device: &str,
-    make: impl FnOnce() -> CoreResult<T>,
+    make: impl FnOnce() -> CoreResult<(T, &'static str)>,
 ) -> napi::Result<(Arc<T>, &'static str), Code> {
     guarded_js(what, || {
-        let device = resolve_device(device)?;
-        Ok((Arc::new(make()?), device))
+        let (loss, device) = make()?;
+        Ok((Arc::new(loss), device))
     })
 }
 
-/// One native task-loss class over the core loss `$core`: the constructor (`$make` builds the core loss from the
-/// argument `$cfg`, after `$device` is resolved; without a `new` clause, `$core::new` of the detection
-/// configuration), `device`, and `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking
-/// `$arg`s and packing them with `$pack`; then the class's own methods.
+/// One native task-loss class over the loss `$core`, named `$name` in JavaScript: the constructor, `device`, and
+/// `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking `$arg`s and packing them with
+/// `$pack`; then the class's own methods.
+///
+/// The constructor takes the argument `$cfg` and reads the requested device from `$device`. With
+/// `=> |$dev| $make`, `$make` builds a loss that runs where the parsed [`yolo_loss_cuda::Device`] `$dev` says
+/// (a `crates/cuda` `*Any` type) and `device` reports its backend. With `=> $make`, the loss runs on the CPU
+/// ('cuda' is refused). Without a `new` clause: `$core::new` of the detection configuration, on the CPU.
 ///
 /// Doc comments given to the macro are written `#[doc = " ..."]`: a `///` comment that passes through
 /// `macro_rules!` becomes a raw string, which napi-rs copies into `binding.d.ts` with its `r"`.
 macro_rules! task_loss_class {
     (
         $(#[$doc:meta])*
-        $class:ident($core:ty, $what:literal)
+        $class:ident($core:ty, $name:literal)
+        new($cfg:ident: $cfg_ty:ty) on $device:expr => |$dev:ident| $make:expr;
+        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
+        $($extra:tt)*
+    ) => {
+        task_loss_class! {
+            @class $(#[$doc])*
+            $class($core, $name)
+            new($cfg: $cfg_ty) => {
+                let $dev = parse_device(&$device)?;
+                let loss: $core = $make.map_err(cuda_refused)?;
+                let backend = loss.backend().as_str();
+                Ok((loss, backend))
+            };
+            args($($arg: $arg_ty),+) => $pack;
+            $($extra)*
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $class:ident($core:ty, $name:literal)
         new($cfg:ident: $cfg_ty:ty) on $device:expr => $make:expr;
+        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
+        $($extra:tt)*
+    ) => {
+        task_loss_class! {
+            @class $(#[$doc])*
+            $class($core, $name)
+            new($cfg: $cfg_ty) => {
+                cpu_only($name, parse_device(&$device)?)?;
+                Ok(($make?, "cpu"))
+            };
+            args($($arg: $arg_ty),+) => $pack;
+            $($extra)*
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $class:ident($core:ty, $name:literal)
+        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
+        $($extra:tt)*
+    ) => {
+        task_loss_class! {
+            $(#[$doc])*
+            $class($core, $name)
+            new(config: NativeDetectionConfig) on config.device => <$core>::new(detection_config(&config)?);
+            args($($arg: $arg_ty),+) => $pack;
+            $($extra)*
+        }
+    };
+    (
+        @class $(#[$doc:meta])*
+        $class:ident($core:ty, $name:literal)
+        new($cfg:ident: $cfg_ty:ty) => $make:block;
         args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
         $($extra:tt)*
     ) => {
@@ -266,11 +325,11 @@ macro_rules! task_loss_class {
         impl $class {
             #[napi(constructor)]
             pub fn new($cfg: $cfg_ty) -> napi::Result<Self, Code> {
-                let (inner, device) = new_loss($what, &$device, || $make)?;
+                let (inner, device) = new_loss(concat!("new ", $name), || $make)?;
                 Ok(Self { inner, device })
             }
 
-            /// The backend that runs: 'cpu' (or 'cuda' once the binding has a CUDA path).
+            /// The backend that runs: 'cpu' or 'cuda'.
             #[napi(getter)]
             pub fn device(&self) -> String {
                 self.device.to_string()
@@ -298,20 +357,6 @@ macro_rules! task_loss_class {
                 LossTask::new(self.inner.clone(), $pack, true)
             }
 
-            $($extra)*
-        }
-    };
-    (
-        $(#[$doc:meta])*
-        $class:ident($core:ty, $what:literal)
-        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
-        $($extra:tt)*
-    ) => {
-        task_loss_class! {
-            $(#[$doc])*
-            $class($core, $what)
-            new(config: NativeDetectionConfig) on config.device => <$core>::new(detection_config(&config)?);
-            args($($arg: $arg_ty),+) => $pack;
             $($extra)*
         }
     };
@@ -425,7 +470,7 @@ pub struct NativePoseConfig {
 
 task_loss! {
     // levels…, batch_idx, cls, bboxes.
-    V8DetectionLoss, TVPDetectLoss => {
+    DetectionLossAny, TVPDetectLossAny => {
         |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
     }
 }
@@ -464,11 +509,19 @@ task_loss! {
 
 task_loss! {
     // one2many levels…, one2one levels…, batch_idx, cls, bboxes.
-    E2EDetectLoss => {
+    E2EDetectLossAny => {
         |t, g| {
             let (o2m, rest) = split(t, g[0]);
             let (o2o, rest) = split(rest, g[1]);
         } => (o2m, o2o, &det_batch(rest))
+    }
+}
+
+/// The `reg_max` of a detection loss on either backend (`bboxDecode` runs on the CPU).
+fn det_reg_max(loss: &DetectionLossAny) -> usize {
+    match loss {
+        DetectionLossAny::Cpu(c) => c.cfg.reg_max,
+        DetectionLossAny::Cuda(g) => g.cfg.reg_max,
     }
 }
 
@@ -490,8 +543,10 @@ fn seg_packed<'a>(
 // The classes
 
 task_loss_class! {
-    #[doc = " Native half of `v8DetectionLoss`."]
-    NativeDetectionLoss(V8DetectionLoss, "new v8DetectionLoss")
+    #[doc = " Native half of `v8DetectionLoss` (CUDA or CPU)."]
+    NativeDetectionLoss(DetectionLossAny, "v8DetectionLoss")
+    new(config: NativeDetectionConfig) on config.device =>
+        |device| DetectionLossAny::new(detection_config(&config)?, device);
     args(preds: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default().levels("preds", &preds).labels(&batch);
 
@@ -505,7 +560,7 @@ task_loss_class! {
         let (data, dims) = guarded_js("bboxDecode", || {
             with_views(
                 &[arg("anchorPoints", &anchor_points), arg("predDist", &pred_dist)],
-                |v| self.inner.bbox_decode(v[0], v[1]),
+                |v| bbox_decode(v[0], v[1], det_reg_max(&self.inner)),
             )
         })?;
         Ok(out_tensor(data, &dims))
@@ -514,21 +569,21 @@ task_loss_class! {
 
 task_loss_class! {
     #[doc = " Native half of `v8SegmentationLoss`. Gradients: one per level, then `pred_masks`, then `proto`."]
-    NativeSegmentationLoss(V8SegmentationLoss, "new v8SegmentationLoss")
+    NativeSegmentationLoss(V8SegmentationLoss, "v8SegmentationLoss")
     args(feats: Vec<NativeTensor>, pred_masks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch) =>
         seg_packed(&feats, &pred_masks, &proto, &batch);
 }
 
 task_loss_class! {
     #[doc = " Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call)."]
-    NativeTvpSegmentLoss(TVPSegmentLoss, "new TVPSegmentLoss")
+    NativeTvpSegmentLoss(TVPSegmentLoss, "TVPSegmentLoss")
     args(feats: Vec<NativeTensor>, pred_masks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch) =>
         seg_packed(&feats, &pred_masks, &proto, &batch);
 }
 
 task_loss_class! {
     #[doc = " Native half of `v8PoseLoss`. Gradients: one per level, then `kpts`."]
-    NativePoseLoss(V8PoseLoss, "new v8PoseLoss")
+    NativePoseLoss(V8PoseLoss, "v8PoseLoss")
     new(config: NativePoseConfig) on config.det.device => {
         let kpt_shape = match config.kpt_shape.as_slice() {
             [k, d] => (
@@ -565,7 +620,7 @@ task_loss_class! {
 
 task_loss_class! {
     #[doc = " Native half of `v8OBBLoss`. Gradients: one per level, then `angle`."]
-    NativeObbLoss(V8OBBLoss, "new v8OBBLoss")
+    NativeObbLoss(V8OBBLoss, "v8OBBLoss")
     args(feats: Vec<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch) =>
         Packed::default().levels("feats", &feats).tensor("angle", &angle).labels(&batch);
 
@@ -606,15 +661,17 @@ task_loss_class! {
 
 task_loss_class! {
     #[doc = " Native half of `v8ClassificationLoss`. Gradient: one, of the logits."]
-    NativeClassificationLoss(V8ClassificationLoss, "new v8ClassificationLoss")
+    NativeClassificationLoss(V8ClassificationLoss, "v8ClassificationLoss")
     new(device: String) on device => Ok(V8ClassificationLoss::new());
     args(preds: NativeTensor, cls: NativeTensor) =>
         Packed::default().tensor("preds", &preds).label("batch.cls", &cls);
 }
 
 task_loss_class! {
-    #[doc = " Native half of `E2EDetectLoss`. Gradients: the one2many levels, then the one2one levels."]
-    NativeE2EDetectLoss(E2EDetectLoss, "new E2EDetectLoss")
+    #[doc = " Native half of `E2EDetectLoss` (CUDA or CPU). Gradients: the one2many levels, then the one2one levels."]
+    NativeE2EDetectLoss(E2EDetectLossAny, "E2EDetectLoss")
+    new(config: NativeDetectionConfig) on config.device =>
+        |device| E2EDetectLossAny::new(detection_config(&config)?, device);
     args(one2many: Vec<NativeTensor>, one2one: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default()
             .levels("preds.one2many", &one2many)
@@ -623,8 +680,10 @@ task_loss_class! {
 }
 
 task_loss_class! {
-    #[doc = " Native half of `TVPDetectLoss` (`nc` = text prompts; channels beyond them are visual prompts)."]
-    NativeTvpDetectLoss(TVPDetectLoss, "new TVPDetectLoss")
+    #[doc = " Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts)."]
+    NativeTvpDetectLoss(TVPDetectLossAny, "TVPDetectLoss")
+    new(config: NativeDetectionConfig) on config.device =>
+        |device| TVPDetectLossAny::new(detection_config(&config)?, device);
     args(feats: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default().levels("preds", &feats).labels(&batch);
 }
