@@ -57,173 +57,85 @@ impl Backend {
 }
 
 /// `device` → a CUDA instance, a CPU instance, or the CUDA error.
-fn select<C, G>(
-    device: Device,
-    cpu: impl FnOnce() -> Result<C>,
-    cuda: impl FnOnce() -> Result<G>,
-) -> Result<Either<C, G>> {
+fn select<T>(device: Device, cpu: impl FnOnce() -> Result<T>, cuda: impl FnOnce() -> Result<T>) -> Result<T> {
     match device {
-        Device::Cpu => cpu().map(Either::Cpu),
-        Device::Cuda => cuda().map(Either::Cuda),
+        Device::Cpu => cpu(),
+        Device::Cuda => cuda(),
         // Any CUDA failure (no GPU, or a configuration only the CPU backend takes) falls back; an invalid
         // configuration then fails in the CPU constructor with its own error.
-        Device::Auto => match cuda() {
-            Ok(g) => Ok(Either::Cuda(g)),
-            Err(_) => cpu().map(Either::Cpu),
-        },
+        Device::Auto => cuda().or_else(|_| cpu()),
     }
 }
 
-enum Either<C, G> {
-    Cpu(C),
-    Cuda(G),
+/// One `*Any` type: the enum over the CPU and CUDA types, its constructor from a `Device`, `backend`, and
+/// `call` / `value_and_grad` / `value_and_grad_into` forwarded to the instance with the prediction arguments
+/// `$arg` (then the batch, then the gradient buffers).
+macro_rules! any_loss {
+    ($(#[$doc:meta])* $name:ident($cpu:ty, $cuda:ty) { $($arg:ident),+ }, $into_doc:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub enum $name {
+            Cpu($cpu),
+            Cuda($cuda),
+        }
+
+        impl $name {
+            pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
+                let cpu = || <$cpu>::new(cfg.clone()).map(Self::Cpu);
+                select(device, cpu, || <$cuda>::new(cfg.clone()).map(Self::Cuda))
+            }
+            pub fn backend(&self) -> Backend {
+                match self {
+                    Self::Cpu(_) => Backend::Cpu,
+                    Self::Cuda(_) => Backend::Cuda,
+                }
+            }
+            pub fn call(&self, $($arg: &[TensorRef<f32>],)+ batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
+                match self {
+                    Self::Cpu(c) => c.call($($arg,)+ batch),
+                    Self::Cuda(g) => g.call($($arg,)+ batch),
+                }
+            }
+            pub fn value_and_grad(
+                &self,
+                $($arg: &[TensorRef<f32>],)+
+                batch: &DetBatch<f32>,
+            ) -> Result<LossOutput<f32>> {
+                match self {
+                    Self::Cpu(c) => c.value_and_grad($($arg,)+ batch),
+                    Self::Cuda(g) => g.value_and_grad($($arg,)+ batch),
+                }
+            }
+            #[doc = $into_doc]
+            pub fn value_and_grad_into(
+                &self,
+                $($arg: &[TensorRef<f32>],)+
+                batch: &DetBatch<f32>,
+                grads: GradBufs<f32>,
+            ) -> Result<LossValues<f32>> {
+                match self {
+                    Self::Cpu(c) => c.value_and_grad_into($($arg,)+ batch, grads),
+                    Self::Cuda(g) => g.value_and_grad_into($($arg,)+ batch, grads),
+                }
+            }
+        }
+    };
 }
 
-/// v8DetectionLoss on the selected backend.
-#[derive(Debug, Clone)]
-pub enum DetectionLossAny {
-    Cpu(V8DetectionLoss),
-    Cuda(CudaDetectionLoss),
-}
+any_loss!(
+    /// v8DetectionLoss on the selected backend.
+    DetectionLossAny(V8DetectionLoss, CudaDetectionLoss) { feats },
+    "Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items)."
+);
 
-impl DetectionLossAny {
-    pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
-        Ok(match select(device, || V8DetectionLoss::new(cfg.clone()), || CudaDetectionLoss::new(cfg.clone()))? {
-            Either::Cpu(c) => Self::Cpu(c),
-            Either::Cuda(g) => Self::Cuda(g),
-        })
-    }
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Cpu(_) => Backend::Cpu,
-            Self::Cuda(_) => Backend::Cuda,
-        }
-    }
-    pub fn call(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.call(feats, batch),
-            Self::Cuda(g) => g.call(feats, batch),
-        }
-    }
-    pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad(feats, batch),
-            Self::Cuda(g) => g.value_and_grad(feats, batch),
-        }
-    }
-    /// Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items).
-    pub fn value_and_grad_into(
-        &self,
-        feats: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        grads: GradBufs<f32>,
-    ) -> Result<LossValues<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad_into(feats, batch, grads),
-            Self::Cuda(g) => g.value_and_grad_into(feats, batch, grads),
-        }
-    }
-}
+any_loss!(
+    /// E2EDetectLoss on the selected backend.
+    E2EDetectLossAny(E2EDetectLoss, CudaE2EDetectLoss) { o2m, o2o },
+    "Gradients into caller-provided zero-filled buffers (one2many levels, then one2one); returns (loss, items)."
+);
 
-/// E2EDetectLoss on the selected backend.
-#[derive(Debug, Clone)]
-pub enum E2EDetectLossAny {
-    Cpu(E2EDetectLoss),
-    Cuda(CudaE2EDetectLoss),
-}
-
-impl E2EDetectLossAny {
-    pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
-        Ok(match select(device, || E2EDetectLoss::new(cfg.clone()), || CudaE2EDetectLoss::new(cfg.clone()))? {
-            Either::Cpu(c) => Self::Cpu(c),
-            Either::Cuda(g) => Self::Cuda(g),
-        })
-    }
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Cpu(_) => Backend::Cpu,
-            Self::Cuda(_) => Backend::Cuda,
-        }
-    }
-    pub fn call(
-        &self,
-        o2m: &[TensorRef<f32>],
-        o2o: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-    ) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.call(o2m, o2o, batch),
-            Self::Cuda(g) => g.call(o2m, o2o, batch),
-        }
-    }
-    pub fn value_and_grad(
-        &self,
-        o2m: &[TensorRef<f32>],
-        o2o: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-    ) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad(o2m, o2o, batch),
-            Self::Cuda(g) => g.value_and_grad(o2m, o2o, batch),
-        }
-    }
-    /// Gradients into caller-provided zero-filled buffers (one2many levels, then one2one); returns (loss, items).
-    pub fn value_and_grad_into(
-        &self,
-        o2m: &[TensorRef<f32>],
-        o2o: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        grads: GradBufs<f32>,
-    ) -> Result<LossValues<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad_into(o2m, o2o, batch, grads),
-            Self::Cuda(g) => g.value_and_grad_into(o2m, o2o, batch, grads),
-        }
-    }
-}
-
-/// TVPDetectLoss on the selected backend.
-#[derive(Debug, Clone)]
-pub enum TVPDetectLossAny {
-    Cpu(TVPDetectLoss),
-    Cuda(CudaTVPDetectLoss),
-}
-
-impl TVPDetectLossAny {
-    pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
-        Ok(match select(device, || TVPDetectLoss::new(cfg.clone()), || CudaTVPDetectLoss::new(cfg.clone()))? {
-            Either::Cpu(c) => Self::Cpu(c),
-            Either::Cuda(g) => Self::Cuda(g),
-        })
-    }
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Cpu(_) => Backend::Cpu,
-            Self::Cuda(_) => Backend::Cuda,
-        }
-    }
-    pub fn call(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.call(feats, batch),
-            Self::Cuda(g) => g.call(feats, batch),
-        }
-    }
-    pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad(feats, batch),
-            Self::Cuda(g) => g.value_and_grad(feats, batch),
-        }
-    }
-    /// Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items).
-    pub fn value_and_grad_into(
-        &self,
-        feats: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        grads: GradBufs<f32>,
-    ) -> Result<LossValues<f32>> {
-        match self {
-            Self::Cpu(c) => c.value_and_grad_into(feats, batch, grads),
-            Self::Cuda(g) => g.value_and_grad_into(feats, batch, grads),
-        }
-    }
-}
+any_loss!(
+    /// TVPDetectLoss on the selected backend.
+    TVPDetectLossAny(TVPDetectLoss, CudaTVPDetectLoss) { feats },
+    "Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items)."
+);
