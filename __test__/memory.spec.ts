@@ -4,12 +4,13 @@
  * `Float32Array`s whose memory V8 allocated and owns (counted in `process.memoryUsage().arrayBuffers`, freed by the
  * garbage collector), not external buffers whose finalizers Node defers to the event loop (which kept every
  * gradient of such a loop alive: resident memory grew by the size of all of them). An awaiting loop over
- * `valueAndGradAsync` turns the event loop between calls, and stays bounded too.
+ * `valueAndGradAsync` turns the event loop between calls, and stays bounded too. The other synchronous functions
+ * (building blocks, helpers) return V8-owned copies of their results, bounded the same way.
  *
  * Serial, and alone in its file (its own process): the checks read the process's resident memory.
  */
 import test from 'ava';
-import { v8DetectionLoss } from 'yolo-loss';
+import { make_anchors, v8DetectionLoss } from 'yolo-loss';
 
 import { makeCase } from './helpers/synthetic.js';
 
@@ -61,6 +62,22 @@ test.serial('an awaiting valueAndGradAsync loop keeps rss bounded', async (t) =>
   }
   const total = CALLS * perCall;
   const info = `${CALLS} calls, ${(total / MB).toFixed(0)} MB of gradients: rss +${((rss - m0.rss) / MB).toFixed(0)} MB`;
+  t.log(info);
+  t.true(rss - m0.rss < BOUND * total, info);
+});
+
+test.serial('a synchronous loop of a building block keeps rss bounded (V8-owned results)', (t) => {
+  // make_anchors of one 640×640 level: 4.9 MB of results per call, nothing else allocated.
+  const run = () => make_anchors([[640, 640]], [8]);
+  const perCall = gradBytes(run());
+  const m0 = process.memoryUsage();
+  let rss = m0.rss;
+  for (let i = 0; i < CALLS; i++) {
+    run();
+    rss = Math.max(rss, process.memoryUsage().rss);
+  }
+  const total = CALLS * perCall;
+  const info = `${CALLS} calls, ${(total / MB).toFixed(0)} MB of results: rss +${((rss - m0.rss) / MB).toFixed(0)} MB`;
   t.log(info);
   t.true(rss - m0.rss < BOUND * total, info);
 });

@@ -2,11 +2,13 @@
 //! classes): VarifocalLoss, FocalLoss, DFLoss, BboxLoss, RotatedBboxLoss, KeypointLoss, the two task-aligned
 //! assigners, and the helpers make_anchors, dist2bbox, bbox2dist, dist2rbox, bbox_iou, probiou.
 //!
-//! Every function reads its `Float32Array`s in place, runs under the panic guard, and returns fresh arrays. The
+//! Every function reads its `Float32Array`s in place, runs under the panic guard, and returns fresh arrays (V8-owned
+//! copies of the core's results, which the garbage collector frees even in a loop that never yields). The
 //! differentiable ones take `want_grad` (and, where the value is not a scalar, an optional `upstream` shaped
 //! like the value: the gradient returned is that of `sum(value · upstream)`, of `sum(value)` without one).
 
 use napi::bindgen_prelude::Float32Array;
+use napi::Env;
 use napi_derive::napi;
 use yolo_loss_core::assigner::AssignerConfig;
 use yolo_loss_core::blocks::{assign_dense, bbox_loss, dfl_loss, BboxLossInputs, DenseAssignment};
@@ -20,7 +22,8 @@ use yolo_loss_core::tensor::fmt_shape;
 use yolo_loss_core::{LossError, TensorRef};
 
 use crate::{
-    arg, guarded_js, invalid, out_tensor, to_usize, with_views, Code, CoreResult, NativeTensor,
+    arg, guarded_js, invalid, js_copy, out_tensor, out_tensor_from, to_usize, with_views, Code,
+    CoreResult, NativeTensor,
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -35,19 +38,23 @@ pub struct NativeValueGrads {
 
 /// The value, and `grads` only when they were asked for.
 fn value_grads(
+    env: &Env,
     value: Vec<f32>,
     dims: &[usize],
     want_grad: bool,
     grads: Vec<Vec<f32>>,
-) -> NativeValueGrads {
-    NativeValueGrads {
-        value: out_tensor(value, dims),
+) -> CoreResult<NativeValueGrads> {
+    Ok(NativeValueGrads {
+        value: out_tensor(env, &value, dims)?,
         grads: if want_grad {
-            grads.into_iter().map(Float32Array::new).collect()
+            grads
+                .iter()
+                .map(|g| js_copy(env, g))
+                .collect::<CoreResult<_>>()?
         } else {
             Vec::new()
         },
-    }
+    })
 }
 
 /// A finite scalar configuration value.
@@ -205,6 +212,7 @@ fn row<const N: usize>(d: &[f32], i: usize) -> [f32; N] {
 /// `VarifocalLoss(gamma, alpha).forward(pred_score, gt_score, label)`: scalar; grads [pred_score, gt_score].
 #[napi]
 pub fn varifocal_loss_native(
+    env: Env,
     pred_score: NativeTensor,
     gt_score: NativeTensor,
     label: NativeTensor,
@@ -226,7 +234,7 @@ pub fn varifocal_loss_native(
                 finite("gamma", gamma)?,
                 finite("alpha", alpha)?,
             )?;
-            Ok(value_grads(vec![loss], &[], want_grad, vec![gp, gq]))
+            value_grads(&env, vec![loss], &[], want_grad, vec![gp, gq])
         })
     })
 }
@@ -234,6 +242,7 @@ pub fn varifocal_loss_native(
 /// `FocalLoss(gamma, alpha).forward(pred, label)`: scalar; grads [pred].
 #[napi]
 pub fn focal_loss_native(
+    env: Env,
     pred: NativeTensor,
     label: NativeTensor,
     gamma: f64,
@@ -244,7 +253,7 @@ pub fn focal_loss_native(
         with_views(&[arg("pred", &pred), arg("label", &label)], |v| {
             let (loss, gp) =
                 focal_loss(v[0], v[1], finite("gamma", gamma)?, finite("alpha", alpha)?)?;
-            Ok(value_grads(vec![loss], &[], want_grad, vec![gp]))
+            value_grads(&env, vec![loss], &[], want_grad, vec![gp])
         })
     })
 }
@@ -252,6 +261,7 @@ pub fn focal_loss_native(
 /// `DFLoss(reg_max)(pred_dist [4n, R], target [n, 4])` → `[n, 1]`; grads [pred_dist] of sum(value · upstream).
 #[napi]
 pub fn df_loss_native(
+    env: Env,
     pred_dist: NativeTensor,
     target: NativeTensor,
     reg_max: f64,
@@ -273,7 +283,7 @@ pub fn df_loss_native(
                 let up = upstream_if(want_grad, upstream_grad.as_ref(), &[dt[0], 1])?;
                 let (loss, grad) = dfl_loss(v[0], v[1], r, up.as_deref())?;
                 let vd = [loss.len(), 1];
-                Ok(value_grads(loss, &vd, want_grad, vec![grad]))
+                value_grads(&env, loss, &vd, want_grad, vec![grad])
             },
         )
     })
@@ -296,6 +306,7 @@ pub struct NativeBboxLossInputs {
 /// [pred_dist, pred_bboxes] of loss_iou + loss_dfl.
 #[napi]
 pub fn bbox_loss_native(
+    env: Env,
     inputs: NativeBboxLossInputs,
     reg_max: f64,
     rotated: bool,
@@ -349,12 +360,13 @@ pub fn bbox_loss_native(
             } else {
                 bbox_loss(&inp, r)?
             };
-            Ok(value_grads(
+            value_grads(
+                &env,
                 vec![out.loss_iou, out.loss_dfl],
                 &[2],
                 want_grad,
                 vec![out.grad_pred_dist, out.grad_pred_bboxes],
-            ))
+            )
         })
     })
 }
@@ -362,6 +374,7 @@ pub fn bbox_loss_native(
 /// `KeypointLoss(sigmas).forward(pred_kpts, gt_kpts, kpt_mask, area)`: scalar; grads [pred_kpts].
 #[napi]
 pub fn keypoint_loss_native(
+    env: Env,
     pred_kpts: NativeTensor,
     gt_kpts: NativeTensor,
     kpt_mask: NativeTensor,
@@ -387,7 +400,7 @@ pub fn keypoint_loss_native(
         ];
         with_views(&args, |v| {
             let (loss, grad) = keypoint_loss(v[0], v[1], v[2], v[3], &sigmas)?;
-            Ok(value_grads(vec![loss], &[], want_grad, vec![grad]))
+            value_grads(&env, vec![loss], &[], want_grad, vec![grad])
         })
     })
 }
@@ -409,6 +422,7 @@ pub struct NativeAssignerConfig {
 #[allow(clippy::too_many_arguments)]
 #[napi]
 pub fn task_aligned_assign_native(
+    env: Env,
     config: NativeAssignerConfig,
     pd_scores: NativeTensor,
     pd_bboxes: NativeTensor,
@@ -456,16 +470,12 @@ pub fn task_aligned_assign_native(
             // pd_scores was validated as [B, A, nc].
             let (b, a, nc) = (vs[0].shape[0], vs[0].shape[1], vs[0].shape[2]);
             let w = if rotated { 5 } else { 4 };
-            let ints = |v: Vec<i64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
             Ok(vec![
-                out_tensor(ints(out.target_labels), &[b, a]),
-                out_tensor(out.target_bboxes, &[b, a, w]),
-                out_tensor(out.target_scores, &[b, a, nc]),
-                out_tensor(
-                    out.fg_mask.into_iter().map(|f| f as u8 as f32).collect(),
-                    &[b, a],
-                ),
-                out_tensor(ints(out.target_gt_idx), &[b, a]),
+                out_tensor_from(&env, out.target_labels.iter().map(|&x| x as f32), &[b, a])?,
+                out_tensor(&env, &out.target_bboxes, &[b, a, w])?,
+                out_tensor(&env, &out.target_scores, &[b, a, nc])?,
+                out_tensor_from(&env, out.fg_mask.iter().map(|&f| f as u8 as f32), &[b, a])?,
+                out_tensor_from(&env, out.target_gt_idx.iter().map(|&x| x as f32), &[b, a])?,
             ])
         })
     })
@@ -477,6 +487,7 @@ pub fn task_aligned_assign_native(
 /// `make_anchors` from level sizes `[[H, W], ...]` → [anchor_points [A, 2], stride_tensor [A, 1]].
 #[napi]
 pub fn make_anchors_native(
+    env: Env,
     shapes: Vec<Vec<f64>>,
     strides: Vec<f64>,
     offset: f64,
@@ -518,7 +529,10 @@ pub fn make_anchors_native(
                 ))
             })?;
         let (points, st) = AnchorGrid::new(&hw, &strides).make_anchors::<f32>(offset);
-        Ok(vec![out_tensor(points, &[a, 2]), out_tensor(st, &[a, 1])])
+        Ok(vec![
+            out_tensor(&env, &points, &[a, 2])?,
+            out_tensor(&env, &st, &[a, 1])?,
+        ])
     })
 }
 
@@ -585,6 +599,7 @@ fn pairwise(
 /// `dist2bbox(distance [..., 4], anchor_points [..., 2], xywh)` → `[..., 4]` (leading axes broadcast).
 #[napi(js_name = "dist2bboxNative")]
 pub fn dist2bbox_native(
+    env: Env,
     distance: NativeTensor,
     anchor_points: NativeTensor,
     xywh: bool,
@@ -596,13 +611,14 @@ pub fn dist2bbox_native(
             4,
             |d, a, o| o.copy_from_slice(&dist2bbox([d[0], d[1], d[2], d[3]], [a[0], a[1]], xywh)),
         )?;
-        Ok(out_tensor(p.out, &p.shape))
+        out_tensor(&env, &p.out, &p.shape)
     })
 }
 
 /// `bbox2dist(anchor_points [..., 2], bbox [..., 4] xyxy, reg_max)` → `[..., 4]` clamped to [0, reg_max − 0.01].
 #[napi(js_name = "bbox2distNative")]
 pub fn bbox2dist_native(
+    env: Env,
     anchor_points: NativeTensor,
     bbox: NativeTensor,
     reg_max: f64,
@@ -615,13 +631,14 @@ pub fn bbox2dist_native(
             4,
             |a, b, o| o.copy_from_slice(&bbox2dist([a[0], a[1]], [b[0], b[1], b[2], b[3]], r)),
         )?;
-        Ok(out_tensor(p.out, &p.shape))
+        out_tensor(&env, &p.out, &p.shape)
     })
 }
 
 /// Pairwise IoU-like function over broadcast rows, with the gradients of sum(value · upstream).
 #[allow(clippy::too_many_arguments)]
 fn pairwise_grad<const W: usize>(
+    env: &Env,
     n1: &str,
     t1: &NativeTensor,
     n2: &str,
@@ -636,7 +653,7 @@ fn pairwise_grad<const W: usize>(
         o[0] = f(row::<W>(a, 0), row::<W>(b, 0), 0.0).0;
     })?;
     if !want_grad {
-        return Ok(value_grads(p.out, &p.shape, false, Vec::new()));
+        return value_grads(env, p.out, &p.shape, false, Vec::new());
     }
     let u = upstream(up, &p.shape)?;
     let mut g1 = vec![0f32; t1.data.len()];
@@ -651,7 +668,7 @@ fn pairwise_grad<const W: usize>(
     }
     debug_assert_eq!(p.inputs[0].iter().product::<usize>(), g1.len());
     debug_assert_eq!(p.inputs[1].iter().product::<usize>(), g2.len());
-    Ok(value_grads(p.out, &p.shape, true, vec![g1, g2]))
+    value_grads(env, p.out, &p.shape, true, vec![g1, g2])
 }
 
 #[napi(object)]
@@ -666,6 +683,7 @@ pub struct NativeIouOptions {
 /// `bbox_iou(box1 [..., 4], box2 [..., 4], xywh, GIoU, DIoU, CIoU, eps)` → `[..., 1]`; grads [box1, box2].
 #[napi]
 pub fn bbox_iou_native(
+    env: Env,
     box1: NativeTensor,
     box2: NativeTensor,
     options: NativeIouOptions,
@@ -681,6 +699,7 @@ pub fn bbox_iou_native(
             "x1, y1, x2, y2"
         };
         pairwise_grad::<4>(
+            &env,
             "box1",
             &box1,
             "box2",
@@ -696,6 +715,7 @@ pub fn bbox_iou_native(
 /// `probiou(obb1 [..., 5], obb2 [..., 5], CIoU, eps)` → `[..., 1]`; grads [obb1, obb2].
 #[napi]
 pub fn probiou_native(
+    env: Env,
     obb1: NativeTensor,
     obb2: NativeTensor,
     ciou: bool,
@@ -706,6 +726,7 @@ pub fn probiou_native(
     guarded_js("probiou", || {
         let eps = finite("eps", eps)? as f32;
         pairwise_grad::<5>(
+            &env,
             "obb1",
             &obb1,
             "obb2",
@@ -728,6 +749,7 @@ pub fn probiou_native(
 /// w, h); grads [pred_dist, pred_angle].
 #[napi(js_name = "dist2rboxNative")]
 pub fn dist2rbox_native(
+    env: Env,
     pred_dist: NativeTensor,
     pred_angle: NativeTensor,
     anchor_points: NativeTensor,
@@ -743,12 +765,13 @@ pub fn dist2rbox_native(
         with_views(&args, |v| {
             let up = upstream_if(want_grad, upstream_grad.as_ref(), v[0].shape)?;
             let out = dist2rbox_batch(v[0], v[1], v[2], up.as_deref())?;
-            Ok(value_grads(
+            value_grads(
+                &env,
                 out.boxes,
                 &out.shape,
                 want_grad,
                 vec![out.grad_pred_dist, out.grad_pred_angle],
-            ))
+            )
         })
     })
 }

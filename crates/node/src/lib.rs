@@ -7,11 +7,12 @@
 //!   copied) by the synchronous methods. The asynchronous ones copy their inputs once on the JavaScript thread, so
 //!   that nothing the caller does while the work runs on the libuv pool (writing, transferring or resizing the
 //!   buffer) can reach the computation.
-//! * Outputs of the synchronous task-loss methods: `Float32Array`s whose `ArrayBuffer`s V8 allocated (zero-filled)
-//!   on the JavaScript thread before the core ran; the core writes the gradients straight into them
-//!   (`value_and_grad_into`). V8 owns that memory and frees it when it collects the arrays, whatever the event loop
-//!   does, so a synchronous training loop stays bounded. (External `ArrayBuffer`s, which own a Rust `Vec`, are freed
-//!   by finalizers that Node defers until the event loop turns: a loop that never yields kept every gradient.)
+//! * Outputs of every synchronous function: `Float32Array`s whose `ArrayBuffer`s V8 allocates and owns. The task
+//!   losses' gradients are created zero-filled before the core runs, which writes into them (`value_and_grad_into`);
+//!   every other result (loss vectors, building blocks, `bboxDecode`, `preprocess`) is copied in from the core's
+//!   `Vec`. V8 frees that memory when it collects the arrays, whatever the event loop does, so a synchronous loop
+//!   stays bounded. (External `ArrayBuffer`s, which own a Rust `Vec`, are freed by finalizers that Node defers
+//!   until the event loop turns: a loop that never yields kept every result.)
 //! * Outputs of the asynchronous methods: `Float32Array`s that take ownership of the core's `Vec<f32>` (external
 //!   `ArrayBuffer`s, no copy). Their finalizers run on the event loop, which an asynchronous caller turns between
 //!   calls by awaiting.
@@ -196,12 +197,28 @@ pub struct NativeTensor {
     pub shape: Vec<f64>,
 }
 
-/// A fresh output tensor that takes ownership of `data`.
-fn out_tensor(data: Vec<f32>, dims: &[usize]) -> NativeTensor {
-    NativeTensor {
-        data: Float32Array::new(data),
+/// A fresh output tensor of a synchronous function: a V8-owned copy of `data` (see [`js_copy`]).
+fn out_tensor(env: &Env, data: &[f32], dims: &[usize]) -> CoreResult<NativeTensor> {
+    Ok(NativeTensor {
+        data: js_copy(env, data)?,
         shape: dims_to_js(dims),
+    })
+}
+
+/// [`out_tensor`] of values converted on the way (integers, flags): written straight into the V8-owned array.
+fn out_tensor_from(
+    env: &Env,
+    values: impl ExactSizeIterator<Item = f32>,
+    dims: &[usize],
+) -> CoreResult<NativeTensor> {
+    let mut out = js_zeros(env, values.len())?;
+    for (o, v) in out.as_mut_slice().iter_mut().zip(values) {
+        *o = v;
     }
+    Ok(NativeTensor {
+        data: out.0,
+        shape: dims_to_js(dims),
+    })
 }
 
 /// Hyperparameters with every key present (the facade fills in the `default.yaml` values).
@@ -432,6 +449,7 @@ fn detection_config(c: &NativeDetectionConfig) -> CoreResult<DetectionConfig> {
 /// The `preprocess` of v8DetectionLoss and v8OBBLoss: checks `batchSize`, `scale` and `targets`, bounds the
 /// padded `[B, M, cols]` table, then lets `table` (the core's preprocess) build it.
 fn preprocess_table(
+    env: &Env,
     targets: &NativeTensor,
     batch_size: f64,
     scale: &[f64],
@@ -454,17 +472,18 @@ fn preprocess_table(
             table(t[0], b, s)
         })
     })?;
-    Ok(out_tensor(data, &dims))
+    out_tensor(env, &data, &dims).map_err(to_js)
 }
 
 /// `preprocess(targets [N,6], batch_size, scale (W,H,W,H))` → `[B, M, 5]`.
 #[napi]
 pub fn preprocess(
+    env: Env,
     targets: NativeTensor,
     batch_size: f64,
     scale: Vec<f64>,
 ) -> napi::Result<NativeTensor, Code> {
-    preprocess_table(&targets, batch_size, &scale, 5, core_preprocess)
+    preprocess_table(&env, &targets, batch_size, &scale, 5, core_preprocess)
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -554,6 +554,7 @@ task_loss_class! {
     #[napi]
     pub fn bbox_decode(
         &self,
+        env: Env,
         anchor_points: NativeTensor,
         pred_dist: NativeTensor,
     ) -> napi::Result<NativeTensor, Code> {
@@ -563,7 +564,7 @@ task_loss_class! {
                 |v| bbox_decode(v[0], v[1], det_reg_max(&self.inner)),
             )
         })?;
-        Ok(out_tensor(data, &dims))
+        out_tensor(&env, &data, &dims).map_err(to_js)
     }
 }
 
@@ -628,6 +629,7 @@ task_loss_class! {
     #[napi]
     pub fn bbox_decode(
         &self,
+        env: Env,
         anchor_points: NativeTensor,
         pred_dist: NativeTensor,
         pred_angle: NativeTensor,
@@ -642,18 +644,19 @@ task_loss_class! {
                 |v| self.inner.bbox_decode(v[0], v[1], v[2]),
             )
         })?;
-        Ok(out_tensor(data, &dims))
+        out_tensor(&env, &data, &dims).map_err(to_js)
     }
 
     #[doc = " `preprocess(targets [N,7], batch_size, scale (W,H,W,H))` → `[B, M, 6]`."]
     #[napi]
     pub fn preprocess(
         &self,
+        env: Env,
         targets: NativeTensor,
         batch_size: f64,
         scale: Vec<f64>,
     ) -> napi::Result<NativeTensor, Code> {
-        preprocess_table(&targets, batch_size, &scale, 6, |t, b, s| {
+        preprocess_table(&env, &targets, batch_size, &scale, 6, |t, b, s| {
             self.inner.preprocess(t, b, s)
         })
     }
