@@ -33,10 +33,12 @@ __device__ __forceinline__ float sigmoid_from(float x, float e) {
     return x >= 0.0f ? inv : e * inv;
 }
 
-// Sum of v over the block; the result is valid in thread 0 only. Every thread of the block must call it (it
-// synchronises). The order of additions is fixed by the block shape, so the result is reproducible.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float warp_sums[32];
+// Sum of v (float or double) over the block; the result is valid in thread 0 only. Every thread of the block must
+// call it (it synchronises, also before returning, so that calls may follow one another). The order of additions
+// is fixed by the block shape, so the result is reproducible.
+template <class T>
+__device__ __forceinline__ T block_sum(T v) {
+    __shared__ T warp_sums[32];
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -44,9 +46,10 @@ __device__ __forceinline__ float block_sum(float v) {
     __syncthreads();
     if (warp == 0) {
         const int warps = (blockDim.x + 31) >> 5;
-        v = lane < warps ? warp_sums[lane] : 0.0f;
+        v = lane < warps ? warp_sums[lane] : T(0);
         for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
     }
+    __syncthreads();  // warp_sums may be reused by a following call
     return v;
 }
 

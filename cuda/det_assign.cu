@@ -66,6 +66,14 @@ __device__ __forceinline__ void load_gt(const DetParams& P, int64_t slot, float 
     for (int j = 0; j < 4; ++j) gt[j] = P.gt_box[slot * 4 + j];
 }
 
+// pair_metric of GT slot g of image b and anchor a.
+__device__ __forceinline__ void slot_metric(const DetParams& P, int b, int a, int g, float& u, float& t) {
+    const int64_t slot = static_cast<int64_t>(b) * P.max_gt + g;
+    float gt[4];
+    load_gt(P, slot, gt);
+    yl::pair_metric(P, b, a, gt, yl::aspect_atan(gt), P.gt_cls[slot], u, t);
+}
+
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(256) yl_det_assign(const DetParams P) {
@@ -189,17 +197,13 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_resolve(const DetParams
             t = 0.0f;
         } else {
             g = key_index(key);
-            float gt[4];
-            load_gt(P, static_cast<int64_t>(b) * P.max_gt + g, gt);
             float u_again;
-            yl::pair_metric(P, b, a, gt, yl::aspect_atan(gt), P.gt_cls[static_cast<int64_t>(b) * P.max_gt + g], u_again, t);
+            slot_metric(P, b, a, g, u_again, t);
             u = __uint_as_float(static_cast<uint32_t>(key >> 32));
         }
     } else {
         g = static_cast<int>(P.claim[i]);
-        float gt[4];
-        load_gt(P, static_cast<int64_t>(b) * P.max_gt + g, gt);
-        yl::pair_metric(P, b, a, gt, yl::aspect_atan(gt), P.gt_cls[static_cast<int64_t>(b) * P.max_gt + g], u, t);
+        slot_metric(P, b, a, g, u, t);
     }
     P.pos_gt[i] = g;
     P.pos_t[i] = t;
@@ -226,7 +230,7 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_scores(const DetParams 
         P.pos_cls[i] = P.gt_cls[slot];
         acc += static_cast<double>(n);
     }
-    const double block_total = yl::block_sum_double(acc);
+    const double block_total = yl::block_sum(acc);
     __shared__ bool last_block;
     if (threadIdx.x == 0) {
         P.sums[blockIdx.x] = block_total;
@@ -239,7 +243,7 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_scores(const DetParams 
     const volatile double* partials = P.sums;
     double v = 0.0;
     for (int j = threadIdx.x; j < static_cast<int>(gridDim.x); j += blockDim.x) v += partials[j];
-    const double sum = yl::block_sum_double(v);
+    const double sum = yl::block_sum(v);
     if (threadIdx.x == 0) {
         const float s_sum = static_cast<float>(sum);
         const float S = s_sum < 1.0f ? 1.0f : s_sum;

@@ -13,15 +13,12 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_decode(const DetParams 
     const int64_t total = static_cast<int64_t>(P.batch) * P.anchors;
     const int64_t i = yl::global_thread();
     if (i >= total) return;
-    const int b = static_cast<int>(i / P.anchors);
-    const int a = static_cast<int>(i - static_cast<int64_t>(b) * P.anchors);
-    const yl::AnchorAt at = yl::anchor_at(P, a);
-    const int64_t hw = static_cast<int64_t>(P.height[at.level]) * P.width[at.level];
-    const int64_t base = static_cast<int64_t>(b) * P.channels * hw + at.cell;
-    const float* z = P.feat[at.level] + base;
-    float* g = P.grad[at.level] == nullptr ? nullptr : P.grad[at.level] + base;
+    const yl::ImageAnchor ia = yl::image_anchor(P, i);
+    const int64_t hw = ia.hw;
+    const float* z = ia.feat;
+    float* g = ia.grad;
     const int R = P.reg_max;
-    const bool bulk = P.img_bulk[b] != 0;
+    const bool bulk = P.img_bulk[ia.b] != 0;
     bool finite = true;
     float d[4];
     for (int s = 0; s < 4; ++s) {

@@ -16,13 +16,10 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
     const int64_t i = yl::global_thread();
     double part = 0.0;
     if (i < total) {
-        const int b = static_cast<int>(i / P.anchors);
-        const int a = static_cast<int>(i - static_cast<int64_t>(b) * P.anchors);
-        const yl::AnchorAt at = yl::anchor_at(P, a);
-        const int64_t hw = static_cast<int64_t>(P.height[at.level]) * P.width[at.level];
-        const int64_t base = static_cast<int64_t>(b) * P.channels * hw + at.cell;
-        const float* x = P.feat[at.level] + base;
-        float* g = P.grad[at.level] == nullptr ? nullptr : P.grad[at.level] + base;
+        const yl::ImageAnchor ia = yl::image_anchor(P, i);
+        const int64_t hw = ia.hw;
+        const float* x = ia.feat;
+        float* g = ia.grad;
         const int pc = P.pos_cls[i];
         const float n = pc >= 0 ? P.pos_score[i] : 0.0f;
         const float scale = P.scalars[2];
@@ -58,7 +55,7 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
         if (!finite) atomicAdd(P.flags, 1u);
         part = static_cast<double>(acc) + corr;
     }
-    const double block_total = yl::block_sum_double(part);
+    const double block_total = yl::block_sum(part);
     if (threadIdx.x == 0) P.sums[P.score_blocks + blockIdx.x] = block_total;
 }
 
@@ -68,13 +65,12 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_box(const DetParams P) 
     double iou_part = 0.0, dfl_part = 0.0;
     const int gi = i < total ? P.pos_gt[i] : -1;
     if (gi >= 0) {
-        const int b = static_cast<int>(i / P.anchors);
-        const int a = static_cast<int>(i - static_cast<int64_t>(b) * P.anchors);
-        const yl::AnchorAt at = yl::anchor_at(P, a);
-        const int64_t hw = static_cast<int64_t>(P.height[at.level]) * P.width[at.level];
-        const int64_t base = static_cast<int64_t>(b) * P.channels * hw + at.cell;
-        const float* z = P.feat[at.level] + base;
-        float* gr = (P.grad[at.level] == nullptr || P.only_cls) ? nullptr : P.grad[at.level] + base;
+        const yl::ImageAnchor ia = yl::image_anchor(P, i);
+        const int b = ia.b;
+        const yl::AnchorAt at = ia.at;
+        const int64_t hw = ia.hw;
+        const float* z = ia.feat;
+        float* gr = P.only_cls ? nullptr : ia.grad;
         const int R = P.reg_max;
         const float w = P.pos_score[i];
         const float stride = P.stride[at.level];
@@ -138,8 +134,8 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_box(const DetParams P) 
             dfl_part = static_cast<double>(dfl / 4.0f * w);
         }
     }
-    const double iou_total = yl::block_sum_double(iou_part);
-    const double dfl_total = yl::block_sum_double(dfl_part);
+    const double iou_total = yl::block_sum(iou_part);
+    const double dfl_total = yl::block_sum(dfl_part);
     if (threadIdx.x == 0) {
         const int64_t o = static_cast<int64_t>(P.score_blocks) + P.class_blocks;
         P.sums[o + blockIdx.x] = iou_total;

@@ -261,6 +261,27 @@ __device__ __forceinline__ AnchorAt anchor_at(const DetParams& P, int a) {
     return r;
 }
 
+// Thread i of a launch over the (image b, anchor a) pairs, i = b·A + a: the anchor's level and cell, H·W of its
+// level, and where its channels start in the level's prediction tensor and gradient (channel c at [c·hw]).
+struct ImageAnchor {
+    int b, a;
+    AnchorAt at;
+    int64_t hw;
+    const float* feat;
+    float* grad;  // null when the launch computes no gradient
+};
+__device__ __forceinline__ ImageAnchor image_anchor(const DetParams& P, int64_t i) {
+    ImageAnchor r;
+    r.b = static_cast<int>(i / P.anchors);
+    r.a = static_cast<int>(i - static_cast<int64_t>(r.b) * P.anchors);
+    r.at = anchor_at(P, r.a);
+    r.hw = static_cast<int64_t>(P.height[r.at.level]) * P.width[r.at.level];
+    const int64_t base = static_cast<int64_t>(r.b) * P.channels * r.hw + r.at.cell;
+    r.feat = P.feat[r.at.level] + base;
+    r.grad = P.grad[r.at.level] == nullptr ? nullptr : P.grad[r.at.level] + base;
+    return r;
+}
+
 // The assigner's view of (GT g of image b, anchor a): overlap u = max(CIoU(gt, predicted pixel box), 0) and
 // align metric t = √σ(logit of the GT class) · u⁶. `gt_atan` is aspect_atan(gt).
 __device__ __forceinline__ void pair_metric(const DetParams& P, int b, int a, const float gt[4], float gt_atan, int cls,
@@ -277,23 +298,6 @@ __device__ __forceinline__ void pair_metric(const DetParams& P, int b, int a, co
     const float sigma = 1.0f / (1.0f + expf(-x));
     const float u2 = u * u;
     t = sqrtf(sigma) * (u2 * u2 * u2);
-}
-
-// Sum of a double over the block, valid in thread 0 (all threads must call; fixed order → reproducible).
-__device__ __forceinline__ double block_sum_double(double v) {
-    __shared__ double warp_sums[32];
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    if (lane == 0) warp_sums[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        const int warps = (blockDim.x + 31) >> 5;
-        v = lane < warps ? warp_sums[lane] : 0.0;
-        for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-    }
-    __syncthreads();  // warp_sums may be reused by a following call
-    return v;
 }
 
 }  // namespace yl
