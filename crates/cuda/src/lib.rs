@@ -44,6 +44,9 @@ mod probe;
 pub mod prompts;
 #[cfg(test)]
 mod test_support;
+/// Lets test code shared with `tests/` (tests/common/gpu.rs) name this crate `yolo_loss_cuda` from inside it.
+#[cfg(test)]
+extern crate self as yolo_loss_cuda;
 
 pub use backend::{Backend, DetectionLossAny, Device, E2EDetectLossAny, TVPDetectLossAny};
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
