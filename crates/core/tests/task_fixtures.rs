@@ -2,87 +2,14 @@
 
 mod common;
 
-use common::{assert_close, load_kind, to_f64, Fixture};
+use common::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::e2e::E2EDetectLoss;
 use yolo_loss_core::focal::{focal_loss, varifocal_loss};
 use yolo_loss_core::pose::{keypoint_loss, PoseBatch, PoseConfig, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, TensorRef};
-
-/// Owned f32 copies of a fixture's tensors, borrowed as `TensorRef`s.
-struct Owned {
-    data: Vec<f32>,
-    shape: Vec<usize>,
-}
-
-impl Owned {
-    fn of(f: &Fixture, name: &str) -> Self {
-        let t = f.get(name);
-        Owned { data: t.f32(), shape: t.shape.clone() }
-    }
-    fn r(&self) -> TensorRef<'_, f32> {
-        TensorRef::new(&self.data, &self.shape)
-    }
-}
-
-fn levels(f: &Fixture, prefix: &str) -> Vec<Owned> {
-    (0..).map(|i| format!("{prefix}.{i}")).take_while(|n| f.has(n)).map(|n| Owned::of(f, &n)).collect()
-}
-
-fn refs(v: &[Owned]) -> Vec<TensorRef<'_, f32>> {
-    v.iter().map(Owned::r).collect()
-}
-
-fn config(f: &Fixture) -> DetectionConfig {
-    let c = &f.config;
-    let h = &c["hyp"];
-    let d = Hyp::default();
-    let g = |k: &str, dv: f64| h[k].as_f64().unwrap_or(dv);
-    DetectionConfig {
-        nc: c["nc"].as_u64().unwrap() as usize,
-        reg_max: c["reg_max"].as_u64().unwrap_or(16) as usize,
-        strides: c["stride"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
-        hyp: Hyp {
-            box_gain: g("box", d.box_gain),
-            cls: g("cls", d.cls),
-            dfl: g("dfl", d.dfl),
-            pose: g("pose", d.pose),
-            kobj: g("kobj", d.kobj),
-            overlap_mask: h["overlap_mask"].as_bool().unwrap_or(d.overlap_mask),
-        },
-        tal_topk: c["tal_topk"].as_u64().unwrap_or(10) as usize,
-    }
-}
-
-struct Labels {
-    bi: Owned,
-    cls: Owned,
-    bb: Owned,
-}
-
-impl Labels {
-    fn of(f: &Fixture) -> Self {
-        Labels { bi: Owned::of(f, "batch.batch_idx"), cls: Owned::of(f, "batch.cls"), bb: Owned::of(f, "batch.bboxes") }
-    }
-    fn det(&self) -> DetBatch<'_, f32> {
-        DetBatch { batch_idx: self.bi.r(), cls: self.cls.r(), bboxes: self.bb.r() }
-    }
-}
-
-fn check_out(f: &Fixture, out: &LossOutput<f32>, grad_names: &[String]) {
-    assert_close(&format!("{} loss", f.name), &to_f64(&out.loss), f.get("out.loss"));
-    assert_close(&format!("{} loss_items", f.name), &to_f64(&out.loss_items), f.get("out.loss_items"));
-    assert_eq!(out.grads.len(), grad_names.len(), "{}: gradient count", f.name);
-    for (g, n) in out.grads.iter().zip(grad_names) {
-        assert_close(&format!("{} {n}", f.name), &to_f64(g), f.get(n));
-    }
-}
-
-fn level_grad_names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}.{i}")).collect()
-}
+use yolo_loss_core::{LossOutput, TensorRef};
 
 /// Runs a segmentation-shaped loss (`value_and_grad(feats, pred_masks, proto, batch)`) on every fixture
 /// of `kind` and checks loss, items and the level, coefficient and prototype gradients.
@@ -93,9 +20,9 @@ fn check_segmentation_kind(kind: &str, run: impl Fn(&Fixture, &[TensorRef<f32>],
         let lab = Labels::of(&f);
         let batch = SegBatch { det: lab.det(), masks: masks.r() };
         let out = run(&f, &refs(&feats), pm.r(), pr.r(), &batch);
-        let mut names = level_grad_names("grad.preds", feats.len());
+        let mut names = grad_names("grad.preds", feats.len());
         names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
-        check_out(&f, &out, &names);
+        check_loss_output(&f.name, &f, &out, &names);
     }
 }
 
@@ -118,9 +45,9 @@ fn v8_pose_loss_matches_reference() {
         let lab = Labels::of(&f);
         let batch = PoseBatch { det: lab.det(), keypoints: gk.r() };
         let out = crit.value_and_grad(&refs(&feats), kp.r(), &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        let mut names = level_grad_names("grad.preds", feats.len());
+        let mut names = grad_names("grad.preds", feats.len());
         names.push("grad.kpts".to_string());
-        check_out(&f, &out, &names);
+        check_loss_output(&f.name, &f, &out, &names);
     }
 }
 
@@ -129,7 +56,7 @@ fn v8_classification_loss_matches_reference() {
     for f in load_kind("v8ClassificationLoss") {
         let (lg, cls) = (Owned::of(&f, "preds.logits"), Owned::of(&f, "batch.cls"));
         let out = V8ClassificationLoss::new().value_and_grad(lg.r(), cls.r()).unwrap();
-        check_out(&f, &out, &["grad.logits".to_string()]);
+        check_loss_output(&f.name, &f, &out, &["grad.logits".to_string()]);
     }
 }
 
@@ -140,9 +67,9 @@ fn e2e_detect_loss_matches_reference() {
         let (o2m, o2o) = (levels(&f, "preds.one2many"), levels(&f, "preds.one2one"));
         let lab = Labels::of(&f);
         let out = crit.value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        let mut names = level_grad_names("grad.one2many", o2m.len());
-        names.extend(level_grad_names("grad.one2one", o2o.len()));
-        check_out(&f, &out, &names);
+        let mut names = grad_names("grad.one2many", o2m.len());
+        names.extend(grad_names("grad.one2one", o2o.len()));
+        check_loss_output(&f.name, &f, &out, &names);
     }
 }
 
@@ -153,7 +80,7 @@ fn tvp_detect_loss_matches_reference() {
         let feats = levels(&f, "preds");
         let lab = Labels::of(&f);
         let out = crit.value_and_grad(&refs(&feats), &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        check_out(&f, &out, &level_grad_names("grad.preds", feats.len()));
+        check_loss_output(&f.name, &f, &out, &grad_names("grad.preds", feats.len()));
     }
 }
 

@@ -1,9 +1,14 @@
 //! Test support shared by the tests of `yolo-loss-core` and `yolo-loss-cuda` (a dev-dependency of both, never
 //! published): the reader of the reference fixtures (`fixtures/data/*.safetensors`, format in
-//! `fixtures/README.md`), the project's tolerance against them, and a small deterministic random stream.
+//! `fixtures/README.md`), the project's tolerance against them, fixture tensors as core types ([`views`]), and a
+//! small deterministic random stream.
 //!
-//! It depends on neither loss crate, so that both can use it without a cycle; helpers that need their types stay
-//! in each crate's `tests/common`.
+//! Only integration tests (and the CUDA crate's unit tests) use it: the core's own unit tests are built as another
+//! copy of the core, whose types are not the ones of [`views`].
+
+pub mod views;
+
+pub use views::{check_loss_output, config, grad_names, levels, refs, Labels, Owned};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

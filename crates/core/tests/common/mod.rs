@@ -1,9 +1,9 @@
-//! Test helpers of the core's integration tests: the fixture reader and tolerance of `yolo-loss-testkit` (shared
-//! with the CUDA crate's tests), and checks over core types.
+//! Test helpers of the core's integration tests: those of `yolo-loss-testkit` (fixture reader and tolerance,
+//! fixture tensors as core types), shared with the CUDA crate's tests, and the checks of the dense blocks.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-pub use yolo_loss_testkit::{assert_close, load_kind, to_f64, Fixture};
+pub use yolo_loss_testkit::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
 
 /// Runs a dense assigner (`TaskAlignedAssigner` or its rotated variant) on every fixture of `kind`
 /// and checks the five outputs: masks and indices exactly, boxes and scores within tolerance.
@@ -32,5 +32,31 @@ pub fn check_assigner_kind(
         assert_eq!(labels, f.get("out.target_labels").data, "{}: target_labels", f.name);
         assert_close(&format!("{} target_bboxes", f.name), &to_f64(&out.target_bboxes), f.get("out.target_bboxes"));
         assert_close(&format!("{} target_scores", f.name), &to_f64(&out.target_scores), f.get("out.target_scores"));
+    }
+}
+
+/// Runs a box loss (`BboxLoss` or `RotatedBboxLoss`) on every fixture of `kind` and checks both loss terms and
+/// both gradients.
+pub fn check_bbox_loss_kind(kind: &str, run: impl Fn(&yolo_loss_core::blocks::BboxLossInputs<f32>, usize) -> yolo_loss_core::Result<yolo_loss_core::blocks::BboxLossOutput<f32>>) {
+    for f in load_kind(kind) {
+        let r = f.config["reg_max"].as_u64().unwrap() as usize;
+        let names = ["in.pred_dist", "in.pred_bboxes", "in.anchor_points", "in.target_bboxes", "in.target_scores"];
+        let data: Vec<Vec<f32>> = names.iter().map(|n| f.get(n).f32()).collect();
+        let t = |i: usize| yolo_loss_core::TensorRef::new(&data[i], &f.get(names[i]).shape);
+        let fg: Vec<bool> = f.get("in.fg_mask").data.iter().map(|&v| v != 0.0).collect();
+        let inp = yolo_loss_core::blocks::BboxLossInputs {
+            pred_dist: t(0),
+            pred_bboxes: t(1),
+            anchor_points: t(2),
+            target_bboxes: t(3),
+            target_scores: t(4),
+            target_scores_sum: f.get("in.target_scores_sum").data[0] as f32,
+            fg_mask: &fg,
+        };
+        let out = run(&inp, r).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        assert_close(&format!("{} loss_iou", f.name), &[out.loss_iou as f64], f.get("out.loss_iou"));
+        assert_close(&format!("{} loss_dfl", f.name), &[out.loss_dfl as f64], f.get("out.loss_dfl"));
+        assert_close(&format!("{} grad.pred_dist", f.name), &to_f64(&out.grad_pred_dist), f.get("grad.pred_dist"));
+        assert_close(&format!("{} grad.pred_bboxes", f.name), &to_f64(&out.grad_pred_bboxes), f.get("grad.pred_bboxes"));
     }
 }

@@ -17,7 +17,8 @@ use yolo_loss_core::prompts::TVPDetectLoss;
 use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, Real, Result, TensorRef, V8DetectionLoss};
 
 use super::common::{
-    assert_close, assert_close_tol, config, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg, Owned,
+    assert_close_tol, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg,
+    Owned,
 };
 use super::{CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss};
 
@@ -40,12 +41,7 @@ pub fn assert_backends_close(what: &str, cuda: &[f32], cpu: &[f32]) {
 }
 
 fn check_fixture_out(f: &Fixture, who: &str, out: &LossOutput<f32>, grad_names: &[String]) {
-    assert_close(&format!("{who} {} loss", f.name), &to_f64(&out.loss), f.get("out.loss"));
-    assert_close(&format!("{who} {} loss_items", f.name), &to_f64(&out.loss_items), f.get("out.loss_items"));
-    assert_eq!(out.grads.len(), grad_names.len(), "{who} {}: gradient count", f.name);
-    for (g, n) in out.grads.iter().zip(grad_names) {
-        assert_close(&format!("{who} {} {n}", f.name), &to_f64(g), f.get(n));
-    }
+    check_loss_output(&format!("{who} {}", f.name), f, out, grad_names);
 }
 
 pub fn compare_outputs(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>) {
@@ -56,10 +52,6 @@ pub fn compare_outputs(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>
         assert!(g.iter().all(|v| v.is_finite()), "{what}: non-finite (unwritten?) gradient in level {l}");
         assert_backends_close(&format!("{what} grad[{l}]"), g, c);
     }
-}
-
-fn grad_names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}.{i}")).collect()
 }
 
 /// The CPU backend's assignment for a detection call, through the core's dense assigner fed exactly what the
