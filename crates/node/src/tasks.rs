@@ -209,7 +209,7 @@ impl Task for LossTask {
             &self.groups,
             self.preds,
             self.want_grad,
-            |n| Ok(vec![0f32; n]),
+            |n| Ok(yolo_loss_core::alloc::zeroed(n)),
         );
         Ok(out.map(|((loss, loss_items), grads)| LossOutput {
             loss,
