@@ -54,14 +54,9 @@ def import_reference(wheels: str | None):
     return None
 
 
-class FakeModel:
-    def __init__(self, torch, nc, reg_max, strides, hyp, device):
-        self.args = SimpleNamespace(**hyp)
-        self.model = [SimpleNamespace(stride=torch.tensor(strides, dtype=torch.float32), nc=nc, reg_max=reg_max)]
-        self._p = torch.nn.Parameter(torch.zeros(1, device=device))
-
-    def parameters(self):
-        yield self._p
+# The model object the criteria read (parameters, args, model[-1]): one definition, shared with the fixture generator.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from fake_model import FakeModel  # noqa: E402
 
 
 def run(case_dir: str, iters: int, warmup: int, wheels: str | None) -> dict:
@@ -91,7 +86,7 @@ def run(case_dir: str, iters: int, warmup: int, wheels: str | None) -> dict:
         "bboxes": load(man["bboxes"], (n, 4)).to(dev),
     }
     hyp = {"box": man["hyp"]["box"], "cls": man["hyp"]["cls"], "dfl": man["hyp"]["dfl"]}
-    model = FakeModel(torch, man["nc"], man["reg_max"], man["strides"], hyp, dev)
+    model = FakeModel(man["nc"], man["reg_max"], man["strides"], hyp, device=dev)
     crit = v8DetectionLoss(model, tal_topk=man["tal_topk"])
 
     def step():

@@ -49,19 +49,9 @@ def probe() -> dict:
     }
 
 
-class FakeModel:
-    """What the criteria read from a model."""
-
-    def __init__(self, torch, nc, reg_max, strides, hyp, kpt_shape=None):
-        self.args = SimpleNamespace(**hyp)
-        head = SimpleNamespace(stride=torch.tensor(strides, dtype=torch.float32), nc=nc, reg_max=reg_max)
-        if kpt_shape is not None:
-            head.kpt_shape = kpt_shape
-        self.model = [head]
-        self._p = torch.nn.Parameter(torch.zeros(1))
-
-    def parameters(self):
-        yield self._p
+# The model object the criteria read (parameters, args, model[-1]): one definition, shared with the fixture generator.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from fake_model import FakeModel  # noqa: E402
 
 
 def iterations(plan: dict, first_ms: float) -> int:
@@ -120,7 +110,7 @@ def run(case_dir: str, opts: dict) -> dict:
         crit_cls, preds, leaves = ref_loss.v8OBBLoss, (feats, ang), feats + [ang]
     else:
         raise ValueError(f"unknown task {task}")
-    model = FakeModel(torch, c["nc"], c["reg_max"], [float(s) for s in c["strides"]], hyp, kpt_shape)
+    model = FakeModel(c["nc"], c["reg_max"], [float(s) for s in c["strides"]], hyp, kpt_shape)
     crit = crit_cls(model, tal_topk=10) if task == "detect" else crit_cls(model)
 
     result = {}
