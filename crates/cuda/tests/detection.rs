@@ -6,6 +6,7 @@ mod common;
 #[path = "common/gpu.rs"]
 mod gpu;
 #[path = "common/parity.rs"]
+#[macro_use]
 mod parity;
 
 use parity::{Backend, Makers};
@@ -25,20 +26,8 @@ fn cpu_v8_detection_fixtures() {
 }
 
 #[test]
-fn cuda_v8_detection_fixtures() {
-    let Some(mk) = cuda("cuda_v8_detection_fixtures") else { return };
-    parity::v8_detection_fixtures(&Backend::Cuda(mk));
-}
-
-#[test]
 fn cpu_e2e_fixtures() {
     parity::e2e_fixtures(&Backend::Cpu);
-}
-
-#[test]
-fn cuda_e2e_fixtures() {
-    let Some(mk) = cuda("cuda_e2e_fixtures") else { return };
-    parity::e2e_fixtures(&Backend::Cuda(mk));
 }
 
 #[test]
@@ -46,24 +35,8 @@ fn cpu_tvp_fixtures() {
     parity::tvp_fixtures(&Backend::Cpu);
 }
 
-#[test]
-fn cuda_tvp_fixtures_and_text_channels() {
-    let Some(mk) = cuda("cuda_tvp_fixtures_and_text_channels") else { return };
-    parity::tvp_synthetic(&mk);
-    parity::tvp_fixtures(&Backend::Cuda(mk));
-}
-
-#[test]
-fn cuda_synthetic_cases_match_cpu() {
-    let Some(mk) = cuda("cuda_synthetic_cases_match_cpu") else { return };
-    parity::synthetic_cases(&mk);
-}
-
-#[test]
-fn cuda_errors_match_cpu() {
-    let Some(mk) = cuda("cuda_errors_match_cpu") else { return };
-    parity::errors_match_cpu(&mk);
-}
+kernel_tests!(cuda => cuda_v8_detection_fixtures, cuda_e2e_fixtures, cuda_tvp_fixtures_and_text_channels,
+    cuda_synthetic_cases_match_cpu, cuda_errors_match_cpu);
 
 /// Dense images: 1000 labels per image at 640×640 with 80 classes, against the CPU backend (same positives).
 #[test]

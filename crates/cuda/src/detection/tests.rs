@@ -5,6 +5,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 #[path = "../../tests/common/parity.rs"]
+#[macro_use]
 mod parity;
 
 use crate::detection::CudaDetectionLoss;
@@ -39,36 +40,8 @@ fn emulator_params_layout_matches_the_kernels() {
     assert_eq!(super::emu::cxx_layout(), super::params::layout_probe(), "DetParams: C++ (size, offsets) vs Rust");
 }
 
-#[test]
-fn emulator_v8_detection_fixtures() {
-    let Some(mk) = emulator("emulator_v8_detection_fixtures") else { return };
-    parity::v8_detection_fixtures(&parity::Backend::Cuda(mk));
-}
-
-#[test]
-fn emulator_e2e_fixtures() {
-    let Some(mk) = emulator("emulator_e2e_fixtures") else { return };
-    parity::e2e_fixtures(&parity::Backend::Cuda(mk));
-}
-
-#[test]
-fn emulator_tvp_fixtures_and_text_channels() {
-    let Some(mk) = emulator("emulator_tvp_fixtures_and_text_channels") else { return };
-    parity::tvp_synthetic(&mk);
-    parity::tvp_fixtures(&parity::Backend::Cuda(mk));
-}
-
-#[test]
-fn emulator_synthetic_cases() {
-    let Some(mk) = emulator("emulator_synthetic_cases") else { return };
-    parity::synthetic_cases(&mk);
-}
-
-#[test]
-fn emulator_errors_match_cpu() {
-    let Some(mk) = emulator("emulator_errors_match_cpu") else { return };
-    parity::errors_match_cpu(&mk);
-}
+kernel_tests!(emulator => emulator_v8_detection_fixtures, emulator_e2e_fixtures,
+    emulator_tvp_fixtures_and_text_channels, emulator_synthetic_cases, emulator_errors_match_cpu);
 
 /// The loss types cross threads (the binding runs them on worker threads).
 #[test]

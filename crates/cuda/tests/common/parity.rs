@@ -6,11 +6,11 @@
 //! checks the CUDA backend against the fixtures (1e-4) and against the CPU backend (relative 1e-5, same
 //! positives and GT indices).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)] // each includer uses a part (tests/oom.rs: the synthetic cases only)
 
 use yolo_loss_core::assigner::AssignerConfig;
 use yolo_loss_core::blocks::assign_dense;
-use yolo_loss_core::detection::{decodes_all_up_front, labels_and_gt, Head};
+use yolo_loss_core::detection::{decodes_all_up_front, labels_and_gt, GradBufs, Head, LossValues};
 use yolo_loss_core::dfl::softmax_expectation;
 use yolo_loss_core::e2e::E2EDetectLoss;
 use yolo_loss_core::prompts::TVPDetectLoss;
@@ -21,6 +21,44 @@ use super::common::{
     Owned,
 };
 use super::{CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss};
+
+/// The tests of one way of running the kernels (GPU or emulator): one per test body below, so that both run the
+/// same set. The caller names them (scripts/gpu-check.sh skips the emulator's by name) and gives `$makers`,
+/// `fn(test: &str) -> Option<Makers>`: None after saying why the test is skipped.
+macro_rules! kernel_tests {
+    ($makers:ident => $v8:ident, $e2e:ident, $tvp:ident, $synthetic:ident, $errors:ident) => {
+        #[test]
+        fn $v8() {
+            let Some(mk) = $makers(stringify!($v8)) else { return };
+            parity::v8_detection_fixtures(&parity::Backend::Cuda(mk));
+        }
+
+        #[test]
+        fn $e2e() {
+            let Some(mk) = $makers(stringify!($e2e)) else { return };
+            parity::e2e_fixtures(&parity::Backend::Cuda(mk));
+        }
+
+        #[test]
+        fn $tvp() {
+            let Some(mk) = $makers(stringify!($tvp)) else { return };
+            parity::tvp_synthetic(&mk);
+            parity::tvp_fixtures(&parity::Backend::Cuda(mk));
+        }
+
+        #[test]
+        fn $synthetic() {
+            let Some(mk) = $makers(stringify!($synthetic)) else { return };
+            parity::synthetic_cases(&mk);
+        }
+
+        #[test]
+        fn $errors() {
+            let Some(mk) = $makers(stringify!($errors)) else { return };
+            parity::errors_match_cpu(&mk);
+        }
+    };
+}
 
 /// How the CUDA loss types are built (GPU or emulator).
 pub struct Makers<'a> {
@@ -42,6 +80,16 @@ pub fn assert_backends_close(what: &str, cuda: &[f32], cpu: &[f32]) {
 
 fn check_fixture_out(f: &Fixture, who: &str, out: &LossOutput<f32>, grad_names: &[String]) {
     check_loss_output(&format!("{who} {}", f.name), f, out, grad_names);
+}
+
+/// `value_and_grad_into` on zero-filled buffers shaped like `out.grads` returns `out`'s loss and items and fills
+/// the buffers with `out.grads`, bitwise.
+fn check_into(what: &str, out: &LossOutput<f32>, into: impl FnOnce(GradBufs<f32>) -> Result<LossValues<f32>>) {
+    let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| vec![0.0; g.len()]).collect();
+    let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let (loss, items) = into(&mut slices).unwrap();
+    assert_eq!((&loss, &items), (&out.loss, &out.loss_items), "{what}: value_and_grad_into");
+    assert_eq!(bufs, out.grads, "{what}: value_and_grad_into gradients");
 }
 
 pub fn compare_outputs(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>) {
@@ -185,11 +233,7 @@ pub fn v8_detection_fixtures(backend: &Backend) {
                 let plain = gpu.call(&refs(&feats), &lab.det()).unwrap();
                 assert!(plain.grads.is_empty());
                 assert_backends_close(&format!("{} call", f.name), &plain.loss, &out.loss);
-                let mut bufs: Vec<Vec<f32>> = feats.iter().map(|t| vec![0.0; t.data.len()]).collect();
-                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                let (loss, items) = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut slices).unwrap();
-                assert_eq!((&loss, &items), (&out.loss, &out.loss_items), "{}: value_and_grad_into", f.name);
-                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
+                check_into(&f.name, &out, |g| gpu.value_and_grad_into(&refs(&feats), &lab.det(), g));
                 let asg = gpu.assignment(&refs(&feats), &lab.det()).unwrap();
                 let want = cpu_assignment(&cfg, &refs(&feats), &lab.det(), 4 * cfg.reg_max, cfg.nc);
                 compare_assignment(&f.name, &asg, &want);
@@ -217,11 +261,7 @@ pub fn e2e_fixtures(backend: &Backend) {
                     .unwrap_or_else(|e| panic!("cuda {}: {e}", f.name));
                 check_fixture_out(&f, "cuda", &out, &names);
                 compare_outputs(&format!("cuda vs cpu {}", f.name), &out, &cpu_out);
-                let mut bufs: Vec<Vec<f32>> = o2m.iter().chain(&o2o).map(|t| vec![0.0; t.data.len()]).collect();
-                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                let (loss, _) = gpu.value_and_grad_into(&refs(&o2m), &refs(&o2o), &lab.det(), &mut slices).unwrap();
-                assert_eq!(loss, out.loss, "{}: value_and_grad_into", f.name);
-                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
+                check_into(&f.name, &out, |g| gpu.value_and_grad_into(&refs(&o2m), &refs(&o2o), &lab.det(), g));
                 let plain = gpu.call(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap();
                 assert_backends_close(&format!("{} call", f.name), &plain.loss, &out.loss);
             }
@@ -245,11 +285,7 @@ pub fn tvp_fixtures(backend: &Backend) {
                     gpu.value_and_grad(&refs(&feats), &lab.det()).unwrap_or_else(|e| panic!("cuda {}: {e}", f.name));
                 check_fixture_out(&f, "cuda", &out, &names);
                 compare_outputs(&format!("cuda vs cpu {}", f.name), &out, &cpu_out);
-                let mut bufs: Vec<Vec<f32>> = feats.iter().map(|t| vec![0.0; t.data.len()]).collect();
-                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                let (loss, _) = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut slices).unwrap();
-                assert_eq!(loss, out.loss, "{}: value_and_grad_into", f.name);
-                assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
+                check_into(&f.name, &out, |g| gpu.value_and_grad_into(&refs(&feats), &lab.det(), g));
                 let mut wrong = vec![0.0f32; 3];
                 let e = gpu.value_and_grad_into(&refs(&feats), &lab.det(), &mut [wrong.as_mut_slice()]).unwrap_err();
                 assert_eq!(e.code, yolo_loss_core::ErrorCode::ShapeMismatch, "{e}");
