@@ -18,7 +18,7 @@ use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
 
 use super::device::{Dev, DevBuf};
 use super::host::pack_gt;
-use super::params::{DetParams, MAX_LEVELS};
+use super::params::{DetParams, MAX_LEVELS, MAX_TOPK};
 use crate::launch::int;
 
 const BLOCK: u32 = 256;
@@ -89,6 +89,11 @@ pub(crate) fn run(
             "model.stride: the CUDA backend supports at most {MAX_LEVELS} levels, got {}",
             head.grid.levels.len()
         )));
+    }
+    // The assign kernel keeps each GT's top-k in a fixed-size per-thread list: re-checked here (not only at
+    // construction) because `cfg` is a public field a caller may change afterwards.
+    if job.topk > MAX_TOPK {
+        return Err(LossError::invalid(format!("tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}", job.topk)));
     }
     let packed = pack_gt(&head, &gt);
     let (b, a, m) = (head.batch, head.grid.num_anchors, gt.max_labels);
