@@ -24,6 +24,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { anchorsOf, type CaseDef } from './cases';
+import { rng } from '../src/rng';
 
 export interface TensorEntry {
   file: string;
@@ -36,18 +37,6 @@ export interface Manifest {
   tensors: Record<string, TensorEntry>;
   /** Total bytes written. */
   bytes: number;
-}
-
-/** mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 class Gen {

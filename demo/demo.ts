@@ -11,6 +11,7 @@
 import { cpus } from 'node:os';
 
 import { isYoloLossError, v8DetectionLoss, type DetectionBatch, type Tensor } from '../index';
+import { rng } from '../src/rng';
 
 const B = 16;
 const IMG = 640;
@@ -18,18 +19,6 @@ const NC = 80;
 const REG_MAX = 16;
 const STRIDE = [8, 16, 32];
 const LABELS_PER_IMAGE = 8;
-
-/** mulberry32, seeded: the demo prints the same numbers on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const uniform = rng(2025);
 function normal(mean: number, std: number): number {

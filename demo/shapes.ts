@@ -6,6 +6,8 @@
  * SPDX-License-Identifier: AGPL-3.0-only
  */
 
+import { rng } from '../src/rng';
+
 /** The classes: shape × colour. */
 export const CLASS_NAMES = ['red rect', 'green rect', 'blue rect', 'red ellipse', 'green ellipse', 'blue ellipse'] as const;
 
@@ -32,18 +34,6 @@ export interface Sample {
   /** `[size, size, 3]` RGB in [0, 1], row-major (channels last, as tfjs wants). */
   image: Float32Array;
   labels: Label[];
-}
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export interface ShapesOptions {

@@ -4,18 +4,8 @@
  * SPDX-License-Identifier: AGPL-3.0-only
  */
 import type { DetectionBatch, ModelInfo, Tensor } from 'yolo-loss';
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../../src/rng.js';
+export { rng };
 
 export interface Case {
   model: ModelInfo;
