@@ -22,15 +22,27 @@ struct Case {
     bb: [f32; 4],
 }
 
+impl Case {
+    fn valid() -> Self {
+        let sh = shapes();
+        let lv = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
+        Case { lv, sh, bi: [0.0], cls: [1.0], bb: [0.5, 0.5, 0.3, 0.3] }
+    }
+
+    /// Runs `f` on the case's tensors, borrowed as the loss takes them.
+    fn with<T>(&self, f: impl FnOnce(&[TensorRef<f32>], &DetBatch<f32>) -> T) -> T {
+        let feats: Vec<TensorRef<f32>> = self.lv.iter().zip(&self.sh).map(|(d, s)| TensorRef::new(d, s)).collect();
+        let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
+        let batch = DetBatch { batch_idx: TensorRef::new(&self.bi, &s1), cls: TensorRef::new(&self.cls, &s2), bboxes: TensorRef::new(&self.bb, &s4) };
+        f(&feats, &batch)
+    }
+}
+
+/// The valid case with one thing broken by `edit`: the loss must reject it.
 fn run(edit: impl FnOnce(&mut Case)) -> yolo_loss_core::LossError {
-    let sh = shapes();
-    let lv = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
-    let mut c = Case { lv, sh, bi: [0.0], cls: [1.0], bb: [0.5, 0.5, 0.3, 0.3] };
+    let mut c = Case::valid();
     edit(&mut c);
-    let feats: Vec<TensorRef<f32>> = c.lv.iter().zip(&c.sh).map(|(d, s)| TensorRef::new(d, s)).collect();
-    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&c.bi, &s1), cls: TensorRef::new(&c.cls, &s2), bboxes: TensorRef::new(&c.bb, &s4) };
-    crit().value_and_grad(&feats, &batch).expect_err("bad input must be rejected")
+    c.with(|feats, batch| crit().value_and_grad(feats, batch).expect_err("bad input must be rejected"))
 }
 
 fn expect(e: yolo_loss_core::LossError, code: ErrorCode, names: &str) {
@@ -41,13 +53,7 @@ fn expect(e: yolo_loss_core::LossError, code: ErrorCode, names: &str) {
 
 #[test]
 fn the_valid_case_runs() {
-    let sh = shapes();
-    let lv: Vec<Vec<f32>> = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
-    let feats: Vec<TensorRef<f32>> = lv.iter().zip(&sh).map(|(d, s)| TensorRef::new(d, s)).collect();
-    let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.3, 0.3]);
-    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&bb, &s4) };
-    let out = crit().value_and_grad(&feats, &batch).unwrap();
+    let out = Case::valid().with(|feats, batch| crit().value_and_grad(feats, batch)).unwrap();
     assert!(out.loss.iter().all(|v| v.is_finite()));
 }
 
@@ -76,16 +82,11 @@ fn non_finite_values_are_rejected() {
 
 #[test]
 fn gradient_buffers_must_match_the_predictions() {
-    let sh = shapes();
-    let lv: Vec<Vec<f32>> = sh.iter().map(|s| vec![0.0; s.iter().product()]).collect();
-    let feats: Vec<TensorRef<f32>> = lv.iter().zip(&sh).map(|(d, s)| TensorRef::new(d, s)).collect();
-    let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.3, 0.3]);
-    let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&bb, &s4) };
-    let mut a = vec![0.0f32; lv[0].len()];
-    let mut b = vec![0.0f32; lv[1].len() - 1];
-    let e = crit().value_and_grad_into(&feats, &batch, &mut [&mut a, &mut b]).unwrap_err();
+    let c = Case::valid();
+    let mut a = vec![0.0f32; c.lv[0].len()];
+    let mut b = vec![0.0f32; c.lv[1].len() - 1];
+    let e = c.with(|feats, batch| crit().value_and_grad_into(feats, batch, &mut [&mut a, &mut b])).unwrap_err();
     expect(e, ErrorCode::ShapeMismatch, "grads");
-    let e = crit().value_and_grad_into(&feats, &batch, &mut [&mut a]).unwrap_err();
+    let e = c.with(|feats, batch| crit().value_and_grad_into(feats, batch, &mut [&mut a])).unwrap_err();
     expect(e, ErrorCode::ShapeMismatch, "grads");
 }
