@@ -572,9 +572,15 @@ pub fn decodes_all_up_front<F: Real>(grid: &AnchorGrid, gts: &[GtBox<[F; 4]>]) -
 
 /// Roughly how many anchor centres the image's GT boxes cover, summed over GTs and levels.
 fn estimated_candidates<F: Real>(grid: &AnchorGrid, gts: &[GtBox<[F; 4]>]) -> usize {
+    let sizes = gts.iter().filter(|g| g.valid).map(|g| ((g.bbox[2] - g.bbox[0]).f64(), (g.bbox[3] - g.bbox[1]).f64()));
+    cells_covered(grid, sizes)
+}
+
+/// Σ over boxes of `w × h` pixels and over levels of the grid cells their extent spans (+1 cell per side):
+/// the cost estimate behind the choice between per-candidate and whole-image decoding.
+pub(crate) fn cells_covered(grid: &AnchorGrid, sizes: impl Iterator<Item = (f64, f64)>) -> usize {
     let mut n = 0.0f64;
-    for g in gts.iter().filter(|g| g.valid) {
-        let (w, h) = ((g.bbox[2] - g.bbox[0]).f64(), (g.bbox[3] - g.bbox[1]).f64());
+    for (w, h) in sizes {
         for lv in &grid.levels {
             n += (w / lv.stride + 1.0) * (h / lv.stride + 1.0);
         }

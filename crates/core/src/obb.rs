@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
-use crate::detection::{check_grad_buffers, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
+use crate::detection::{cells_covered, check_grad_buffers, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
@@ -204,15 +204,11 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 5]> for RotatedPreds<'h, 'a, F> {
 /// over GTs and levels: above ~1/16 of the anchors, decoding every anchor in one vectorised pass is
 /// cheaper than decoding candidates one by one.
 fn estimated_candidates<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 5]>]) -> usize {
-    let mut n = 0.0f64;
-    for g in gts.iter().filter(|g| g.valid) {
+    let sizes = gts.iter().filter(|g| g.valid).map(|g| {
         let r = corner_bounds(g.bbox);
-        let (w, h) = ((r[2] - r[0]).f64(), (r[3] - r[1]).f64());
-        for lv in &head.grid.levels {
-            n += (w / lv.stride + 1.0) * (h / lv.stride + 1.0);
-        }
-    }
-    n.min(usize::MAX as f64) as usize
+        ((r[2] - r[0]).f64(), (r[3] - r[1]).f64())
+    });
+    cells_covered(&head.grid, sizes)
 }
 
 /// Runs the rotated assigner on every image (in parallel).
