@@ -155,7 +155,7 @@ mod tests {
         let mut feat: Vec<f32> = (0..shape.numel()).map(|_| rng.uniform(-12.0, 12.0)).collect();
         feat[0] = 95.0; // a box channel: must not be read
         let class_offset = 4 * reg_max;
-        let last = (class_offset * shape.hw()) + 1; // a class logit of image 0
+        let last = class_offset * shape.hw() + shape.hw() / 2; // a class logit of image 0 (any hw, 1 included)
         feat[last] = -120.0;
         let (mut index, mut target) = (vec![], vec![]);
         for b in 0..batch {
