@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
@@ -11,6 +12,7 @@ use yolo_loss_core::{LossError, Result};
 use crate::embedded::MODULES;
 use crate::errors;
 use crate::probe::{availability, Availability, DEVICE_ORDINAL};
+use crate::staging::{Staging, MIN_STAGED_BYTES};
 
 /// An opened CUDA device with every kernel of this build loaded.
 ///
@@ -21,6 +23,9 @@ pub struct Gpu {
     device_name: String,
     stream: Arc<CudaStream>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Pinned buffers for large copies (see staging.rs), and whether to use them.
+    staging: Staging,
+    staged: AtomicBool,
     // The retained primary context; everything above lives in it.
     _ctx: Arc<CudaContext>,
 }
@@ -63,7 +68,7 @@ impl Gpu {
                 functions.insert(entry, f);
             }
         }
-        Ok(Gpu { device_name, stream, functions, _ctx: ctx })
+        Ok(Gpu { device_name, stream, functions, staging: Staging::default(), staged: AtomicBool::new(true), _ctx: ctx })
     }
 
     pub fn device_name(&self) -> &str {
@@ -110,6 +115,39 @@ impl Gpu {
             .map_err(|e| errors::driver(&format!("copying {what} from the GPU"), e))?;
         self.synchronize()?;
         Ok(host)
+    }
+
+    /// Whether large copies between host and device go through pinned staging buffers (the default) or are left
+    /// to the driver. For benchmarks that compare the two; results are the same either way.
+    pub fn set_staged_copies(&self, on: bool) {
+        self.staged.store(on, Ordering::Relaxed);
+    }
+
+    /// Copies `src` to device address `dst` (a buffer of at least `src.len()` bytes of this crate's).
+    pub(crate) fn copy_htod(&self, what: &str, dst: u64, src: &[u8]) -> Result<()> {
+        if src.len() >= MIN_STAGED_BYTES && self.staged.load(Ordering::Relaxed) {
+            if let Some(r) = self.staging.htod(&self.stream, what, dst, src) {
+                return r;
+            }
+        }
+        self.stream.context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
+        // SAFETY: the caller guarantees that dst is a device buffer of at least src.len() bytes.
+        unsafe { cudarc::driver::result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| errors::driver(&format!("copying {what} to the GPU"), e))
+    }
+
+    /// Copies `dst.len()` bytes from device address `src` (a buffer of this crate's), after all queued work; waits.
+    pub(crate) fn copy_dtoh(&self, what: &str, src: u64, dst: &mut [u8]) -> Result<()> {
+        if dst.len() >= MIN_STAGED_BYTES && self.staged.load(Ordering::Relaxed) {
+            if let Some(r) = self.staging.dtoh(&self.stream, what, src, dst) {
+                return r;
+            }
+        }
+        self.stream.context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
+        // SAFETY: the caller guarantees that src is a device buffer of at least dst.len() bytes.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| errors::driver(&format!("copying {what} from the GPU"), e))?;
+        self.synchronize()
     }
 
     /// Waits for all queued work.

@@ -41,6 +41,7 @@ mod launch;
 mod level;
 mod partials;
 mod probe;
+mod staging;
 pub mod prompts;
 #[cfg(test)]
 mod test_support;
@@ -53,7 +54,7 @@ pub use backend::{Backend, DetectionLossAny, Device, E2EDetectLossAny, TVPDetect
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
 pub use cudarc::driver::CudaSlice;
-pub use detection::{Assignment, CudaDetectionLoss, KernelTiming};
+pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, KERNELS_BUILT};
 pub use gpu::{gpu, Gpu};

@@ -23,8 +23,9 @@ pub(crate) struct DevBuf {
     keep: Keep,
 }
 
+/// Owns the memory behind a `DevBuf` (freed on drop); the buffer is addressed through `DevBuf::ptr`.
 enum Keep {
-    Gpu(CudaSlice<u8>),
+    Gpu(#[allow(dead_code)] CudaSlice<u8>),
     #[cfg(all(test, yolo_cuda_emulator))]
     Host(#[allow(dead_code)] Vec<u64>),
 }
@@ -97,11 +98,9 @@ impl Dev {
         let bytes = as_bytes(host);
         let mut buf = self.alloc(what, bytes.len())?;
         match (self, &mut buf.keep) {
-            (Dev::Gpu(gpu), Keep::Gpu(slice)) => {
+            (Dev::Gpu(gpu), Keep::Gpu(_)) => {
                 if !bytes.is_empty() {
-                    gpu.stream()
-                        .memcpy_htod(bytes, &mut slice.slice_mut(..bytes.len()))
-                        .map_err(|e| errors::driver(&format!("copying {what} to the GPU"), e))?;
+                    gpu.copy_htod(what, buf.ptr, bytes)?;
                 }
             }
             #[cfg(all(test, yolo_cuda_emulator))]
@@ -124,12 +123,7 @@ impl Dev {
             return Ok(());
         }
         match (self, &buf.keep) {
-            (Dev::Gpu(gpu), Keep::Gpu(slice)) => {
-                gpu.stream()
-                    .memcpy_dtoh(&slice.slice(from..from + len), as_bytes_mut(out))
-                    .map_err(|e| errors::driver(&format!("copying {what} from the GPU"), e))?;
-                gpu.synchronize()
-            }
+            (Dev::Gpu(gpu), Keep::Gpu(_)) => gpu.copy_dtoh(what, buf.ptr + from as u64, as_bytes_mut(out)),
             #[cfg(all(test, yolo_cuda_emulator))]
             (Dev::Emu, Keep::Host(v)) => {
                 as_bytes_mut(out).copy_from_slice(&as_bytes(v.as_slice())[from..from + len]);
@@ -158,6 +152,15 @@ impl Dev {
             }
             #[cfg(all(test, yolo_cuda_emulator))]
             Dev::Emu => super::emu::launch(name, grid, block, p),
+        }
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Dev::Gpu(gpu) => gpu.synchronize(),
+            #[cfg(all(test, yolo_cuda_emulator))]
+            Dev::Emu => Ok(()),
         }
     }
 
