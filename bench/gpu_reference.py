@@ -191,7 +191,18 @@ def table(ours_path: str, ref_path: str) -> str:
     for o in ours:
         if "loss_rel_diff" in o:
             notes.append(f"CPU backend check ({o['labels']} labels/img): loss rel. diff {o['loss_rel_diff']:.1e}, "
-                         f"largest gradient rel. diff {o['grad_rel_diff']:.1e}, CPU {o['cpu_ms']:.0f} ms")
+                         f"gradient max|Δ|/max|CPU| {o['grad_rel_diff']:.1e}, "
+                         f"{o.get('grad_outside_tolerance', '?')} elements outside the fixtures' tolerance "
+                         f"(1e-4·|ref| + 1e-5·max|ref|), CPU {o['cpu_ms']:.0f} ms")
+    for o in ours:
+        st = o.get("stages_ms")
+        if st:
+            parts = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in st.items())
+            notes.append(f"where the time goes ({o['labels']} labels/img): kernels (µs) {parts}; host (ms): checks + "
+                         f"uploads {o['upload_ms']:.1f}, downloads {o['download_ms']:.1f}; e2e without our pinned "
+                         f"staging {o.get('e2e_pageable_ms', float('nan')):.1f} ms")
+    notes.append("e2e: ours from host Float32 arrays to host gradients (PCIe copies included); the reference's "
+                 "tensors already live on the GPU")
     return "\n".join(lines + notes + ["targets:"] + ["  " + t for t in targets])
 
 

@@ -1,7 +1,7 @@
 // Detection pass 2: task-aligned assignment (SPEC §7) without any (labels × anchors) buffer, reproducing the CPU
 // backend's crates/core/src/assigner.rs exactly (same candidates, same deterministic top-k, same conflict rule):
 //
-//  yl_det_assign  — one block per GT slot (b, g). Only the grid cells under the GT's box are visited (per level,
+//  yl_det_assign  — one block per GT slot (b, g), of 32 to 1024 threads (more for larger boxes, see host.rs). Only the grid cells under the GT's box are visited (per level,
 //                   the rectangle of crates/core AnchorGrid::for_each_near), so the work is bounded by the box area.
 //                   For each anchor strictly inside: u = max(CIoU(gt, predicted pixel box), 0), t = √σ·u⁶.
 //                   * per-anchor conflict target: 64-bit atomicMax of (u bits, ~g) when u > 0 (largest u, lowest g);
@@ -76,7 +76,7 @@ __device__ __forceinline__ void slot_metric(const DetParams& P, int b, int a, in
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(256) yl_det_assign(const DetParams P) {
+extern "C" __global__ void __launch_bounds__(1024) yl_det_assign(const DetParams P) {
     const int slot = blockIdx.x;
     if (P.gt_valid[slot] == 0) return;  // the whole block: padding slot
     const int b = slot / P.max_gt;
@@ -113,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_assign(const DetParams 
     }
 
     // Block-wide top-k of the per-thread lists: k rounds per warp, then k rounds over the warps' lists.
-    __shared__ unsigned long long warp_top[8][yl::kMaxTopk];
+    __shared__ unsigned long long warp_top[32][yl::kMaxTopk];  // up to 1024 threads (host.rs picks 32 to 1024)
     __shared__ unsigned long long top[yl::kMaxTopk];
     __shared__ int top_n;
     __shared__ int fill_last;

@@ -1,21 +1,27 @@
 // Detection pass 3: the loss terms and their gradient (SPEC §9 steps 7–10), after the assignment and S are known.
 //
-//  yl_det_class — one thread per (image b, anchor a): every class logit x of the loss's class window, in one pass:
+//  yl_det_class — one thread per (image b, chunk of 16 classes, anchor a): the chunk's class logits x, in one pass:
 //                 Σ BCE(x, t) = Σ BCE(x, 0) − t·x and grad = σ(x)·scale − t·scale (t = the soft score n at the
 //                 anchor's assigned class, 0 elsewhere; scale = B·g_cls/S), with the CPU backend's polynomial
 //                 exp/log1p. Channels outside the box channels and the class window (TVP text prompts) are checked
 //                 for finiteness and get a zero gradient. One partial sum per block (double).
-//  yl_det_box   — one thread per (b, a), positives only: the CIoU term (1 − CIoU(pred, target))·w and the DFL term
+//  yl_det_box   — four threads (sides) per (b, a), positives only: the CIoU term (1 − CIoU(pred, target))·w and the DFL term
 //                 with their gradient into the 4R box channels (which yl_det_decode zeroed), as crates/core
 //                 detection.rs box_terms: target = GT box / stride, w = the soft score, α held constant.
 //                 Partial sums per block: Σ (1 − CIoU)·w and Σ DFL·w.
 #include "detect.cuh"
 
 extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P) {
-    const int64_t total = static_cast<int64_t>(P.batch) * P.anchors;
-    const int64_t i = yl::global_thread();
+    // Thread t: (image b, chunk of kClassChunk classes, anchor a), anchors fastest (coalesced).
+    const int chunks = (P.nc + yl::kClassChunk - 1) / yl::kClassChunk;
+    const int64_t total = static_cast<int64_t>(P.batch) * chunks * P.anchors;
+    const int64_t t = yl::global_thread();
     double part = 0.0;
-    if (i < total) {
+    if (t < total) {
+        const int64_t bc = t / P.anchors;
+        const int a = static_cast<int>(t - bc * P.anchors);
+        const int chunk = static_cast<int>(bc % chunks);
+        const int64_t i = (bc / chunks) * P.anchors + a;  // (image, anchor) index
         const yl::ImageAnchor ia = yl::image_anchor(P, i);
         const int64_t hw = ia.hw;
         const float* x = ia.feat;
@@ -23,34 +29,55 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
         const int pc = P.pos_cls[i];
         const float n = pc >= 0 ? P.pos_score[i] : 0.0f;
         const float scale = P.scalars[2];
-        const int c0 = P.cls_ch0;
+        const int cls_ch0 = P.cls_ch0;
+        const int c0 = chunk * yl::kClassChunk;
         float acc = 0.0f;
         double corr = 0.0;
         bool finite = true;
-#pragma unroll 4
-        for (int c = 0; c < P.nc; ++c) {
-            const int64_t off = static_cast<int64_t>(c0 + c) * hw;
-            const float xv = x[off];
+        // The chunk's logits go into registers before any arithmetic or store, so that all its loads are in flight
+        // at once (the gradient may alias the predictions as far as the compiler knows: a load after a store waits
+        // for it). Per logit, the same operations in the same order as the CPU backend. Addresses step by H·W
+        // from the chunk's first class (no 64-bit multiply per logit); the positive's −t·x is added after the loop.
+        const int64_t first = static_cast<int64_t>(cls_ch0 + c0) * hw;
+        const int count = min(yl::kClassChunk, P.nc - c0);
+        float xs[yl::kClassChunk];
+        {
+            const float* xp = x + first;
+#pragma unroll
+            for (int j = 0; j < yl::kClassChunk; ++j, xp += hw) xs[j] = j < count ? __ldg(xp) : 0.0f;
+        }
+        float x_pos = 0.0f;
+        float* gp = g == nullptr ? nullptr : g + first;
+#pragma unroll
+        for (int j = 0; j < yl::kClassChunk; ++j) {
+            if (j >= count) break;
+            const float xv = xs[j];
             finite = finite && isfinite(xv);
             float l, sg;
             yl::bce_sigmoid(xv, l, sg);
             acc += l;
             float gv = sg * scale;
-            if (c == pc) {
-                corr -= static_cast<double>(xv * n);
+            if (c0 + j == pc) {
+                x_pos = xv;
                 gv = gv - n * scale;
             }
-            if (g != nullptr) g[off] = gv;
-        }
-        // Channels that are neither box nor loss classes (the text prompts of TVPDetectLoss).
-        for (int ch = 4 * P.reg_max; ch < P.channels; ++ch) {
-            if (ch == c0) {
-                ch = c0 + P.nc - 1;
-                continue;
+            if (gp != nullptr) {
+                *gp = gv;
+                gp += hw;
             }
-            const int64_t off = static_cast<int64_t>(ch) * hw;
-            finite = finite && isfinite(x[off]);
-            if (g != nullptr) g[off] = 0.0f;
+        }
+        if (pc >= c0 && pc < c0 + count) corr -= static_cast<double>(x_pos * n);
+        // Channels that are neither box nor loss classes (the text prompts of TVPDetectLoss): chunk 0's thread.
+        if (chunk == 0) {
+            for (int ch = 4 * P.reg_max; ch < P.channels; ++ch) {
+                if (ch == cls_ch0) {
+                    ch = cls_ch0 + P.nc - 1;
+                    continue;
+                }
+                const int64_t off = static_cast<int64_t>(ch) * hw;
+                finite = finite && isfinite(x[off]);
+                if (g != nullptr) g[off] = 0.0f;
+            }
         }
         if (!finite) atomicAdd(P.flags, 1u);
         part = static_cast<double>(acc) + corr;
@@ -59,80 +86,145 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
     if (threadIdx.x == 0) P.sums[P.score_blocks + blockIdx.x] = block_total;
 }
 
-extern "C" __global__ void __launch_bounds__(256) yl_det_box(const DetParams P) {
-    const int64_t total = static_cast<int64_t>(P.batch) * P.anchors;
-    const int64_t i = yl::global_thread();
-    double iou_part = 0.0, dfl_part = 0.0;
-    const int gi = i < total ? P.pos_gt[i] : -1;
-    if (gi >= 0) {
-        const yl::ImageAnchor ia = yl::image_anchor(P, i);
-        const int b = ia.b;
+namespace {
+
+// Thread (positive i, side s) of yl_det_box, R known at compile time (RC > 0: the side's logits in registers,
+// loaded before any arithmetic or store) or not (RC = 0: R = reg_max logits read in place).
+template <int RC>
+struct Side {
+    float v[RC > 0 ? RC : 1];
+    const float* zs;
+    int64_t hw;
+    // `side_logits` null: nothing to read (not a positive).
+    __device__ __forceinline__ Side(const float* side_logits, int64_t hw_) : zs(side_logits), hw(hw_) {
+        if constexpr (RC > 0) {
+#pragma unroll
+            for (int k = 0; k < RC; ++k) v[k] = zs != nullptr ? __ldg(zs + k * hw) : 0.0f;
+        }
+    }
+    __device__ __forceinline__ float operator()(int k) const {
+        if constexpr (RC > 0) {
+            return v[k];
+        } else {
+            return zs[k * hw];
+        }
+    }
+};
+
+// The DFL term of one side (returned) and, when `gs` is given, the gradient of its R logits: the two-bin cross
+// entropy against the target distance y, and the soft-argmax's share g_dist·∂d/∂z (d = this side's distance).
+// The exponentials are computed again rather than kept from soft_argmax: the kernel is bound by each positive's
+// chain of work, and 16 more live registers per thread cost more occupancy than the recomputation costs time.
+template <class Z>
+__device__ __forceinline__ float dfl_side(const Z& z, int R, float y_raw, float hi, float m, float sum, float d,
+                                          float up, float g_dist, float* gs, int64_t hw) {
+    const float y = fminf(fmaxf(y_raw, 0.0f), hi);
+    int left = static_cast<int>(floorf(y));
+    if (left > R - 2) left = R - 2;
+    const float w_left = static_cast<float>(left + 1) - y;
+    const float w_right = 1.0f - w_left;
+    // log Σ exp(z) with the accurate exp/log, as dfl.rs logsumexp (m is the maximum of the same logits).
+    float se = 0.0f;
+#pragma unroll
+    for (int k = 0; k < R; ++k) se += expf(z(k) - m);
+    const float lse = m + logf(se);
+    float z_left = 0.0f, z_right = 0.0f;
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        if (k == left) z_left = z(k);
+        if (k == left + 1) z_right = z(k);
+    }
+    if (gs != nullptr) {
+        const float wsum = w_left + w_right;
+#pragma unroll
+        for (int k = 0; k < R; ++k) {
+            const float p = yl::exp_neg(z(k) - m) / sum;
+            float g = up * wsum * p;
+            if (k == left) g -= up * w_left;
+            if (k == left + 1) g -= up * w_right;
+            g += g_dist * p * (static_cast<float>(k) - d);
+            gs[k * hw] = g;
+        }
+    }
+    return (lse - z_left) * w_left + (lse - z_right) * w_right;
+}
+
+// The whole thread: `pos` says whether (image, anchor) i is a positive (GT slot gi). Every thread of the warp
+// runs the shuffles (the four side-threads of an anchor are four neighbouring lanes), positives or not.
+template <int RC>
+__device__ __forceinline__ void box_thread(const DetParams& P, int64_t i, int s, bool pos, int gi, double& iou_part,
+                                           double& dfl_part) {
+    const int lane = static_cast<int>(threadIdx.x & 31u);
+    const int group = lane & ~3;
+    float d = 0.0f, m = 0.0f, sum = 1.0f;
+    yl::ImageAnchor ia{};
+    const float* zs = nullptr;
+    if (pos) {
+        ia = yl::image_anchor(P, i);
+        zs = ia.feat + static_cast<int64_t>(s) * P.reg_max * ia.hw;
+    }
+    const Side<RC> z(zs, ia.hw);
+    const int R = RC > 0 ? RC : P.reg_max;  // a constant in the RC > 0 build: the loops unroll over registers
+    float e[RC > 0 ? RC : 1];  // soft_argmax's exponentials (not kept: see dfl_side)
+    if (pos) d = R == 1 ? z(0) : yl::soft_argmax<RC>(z, R, false, m, sum, e);
+    float dd[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dd[q] = __shfl_sync(0xffffffffu, d, group + q);
+    float dfl_s = 0.0f;
+    if (pos) {
         const yl::AnchorAt at = ia.at;
-        const int64_t hw = ia.hw;
-        const float* z = ia.feat;
         float* gr = P.only_cls ? nullptr : ia.grad;
-        const int R = P.reg_max;
         const float w = P.pos_score[i];
         const float stride = P.stride[at.level];
         const float ax = static_cast<float>(at.x) + 0.5f, ay = static_cast<float>(at.y) + 0.5f;
-
-        float d[4], m[4], sum[4];
-        for (int s = 0; s < 4; ++s) {
-            const float* zs = z + static_cast<int64_t>(s) * R * hw;
-            if (R == 1) {
-                d[s] = zs[0];
-            } else {
-                d[s] = yl::soft_argmax(zs, hw, R, false, m[s], sum[s]);
-            }
-        }
-        const float pred[4] = {ax - d[0], ay - d[1], ax + d[2], ay + d[3]};
-        const int64_t slot = static_cast<int64_t>(b) * P.max_gt + gi;
+        const float pred[4] = {ax - dd[0], ay - dd[1], ax + dd[2], ay + dd[3]};
+        const int64_t slot = static_cast<int64_t>(ia.b) * P.max_gt + gi;
         const float target[4] = {P.gt_box[slot * 4] / stride, P.gt_box[slot * 4 + 1] / stride,
                                  P.gt_box[slot * 4 + 2] / stride, P.gt_box[slot * 4 + 3] / stride};
         const yl::Ciou f = yl::ciou_forward(pred, target, yl::aspect_atan(pred), yl::aspect_atan(target));
         float gb[4];
         yl::ciou_backward_box1(f, pred, target, -P.scalars[1] * w, gb);
-        iou_part = static_cast<double>((1.0f - f.value) * w);
-        const float g_dist[4] = {-gb[0], -gb[1], gb[2], gb[3]};
+        if (s == 0) iou_part = static_cast<double>((1.0f - f.value) * w);
+        const float g_dist = s < 2 ? -gb[s] : gb[s];
+        float* gs = gr == nullptr ? nullptr : gr + static_cast<int64_t>(s) * R * ia.hw;
         if (R == 1) {
-            if (gr != nullptr)
-                for (int s = 0; s < 4; ++s) gr[static_cast<int64_t>(s) * hw] = g_dist[s];
+            if (gs != nullptr) gs[0] = g_dist;
         } else {
             // bbox2dist with the bound R − 1.01 (both clamps of the reference use the same bound).
             const float hi = static_cast<float>(static_cast<double>(R - 1) - 0.01);
-            const float ltrb[4] = {fminf(fmaxf(ax - target[0], 0.0f), hi), fminf(fmaxf(ay - target[1], 0.0f), hi),
-                                   fminf(fmaxf(target[2] - ax, 0.0f), hi), fminf(fmaxf(target[3] - ay, 0.0f), hi)};
-            const float up = P.scalars[3] * w / 4.0f;
-            float dfl = 0.0f;
-            for (int s = 0; s < 4; ++s) {
-                const float* zs = z + static_cast<int64_t>(s) * R * hw;
-                const float y = fminf(fmaxf(ltrb[s], 0.0f), hi);
-                int left = static_cast<int>(floorf(y));
-                if (left > R - 2) left = R - 2;
-                const float w_left = static_cast<float>(left + 1) - y;
-                const float w_right = 1.0f - w_left;
-                // CE against the two bins: log Σ exp(z) with the accurate exp/log, as dfl.rs logsumexp.
-                float mm = zs[0];
-                for (int k = 1; k < R; ++k) mm = fmaxf(mm, zs[k * hw]);
-                float se = 0.0f;
-                for (int k = 0; k < R; ++k) se += expf(zs[k * hw] - mm);
-                const float lse = mm + logf(se);
-                dfl += (lse - zs[left * hw]) * w_left + (lse - zs[(left + 1) * hw]) * w_right;
-                if (gr != nullptr) {
-                    const float wsum = w_left + w_right;
-                    float* gs = gr + static_cast<int64_t>(s) * R * hw;
-                    for (int k = 0; k < R; ++k) {
-                        const float p = yl::exp_neg(zs[k * hw] - m[s]) / sum[s];
-                        float v = up * wsum * p;
-                        if (k == left) v -= up * w_left;
-                        if (k == left + 1) v -= up * w_right;
-                        v += g_dist[s] * p * (static_cast<float>(k) - d[s]);
-                        gs[k * hw] = v;
-                    }
-                }
-            }
-            dfl_part = static_cast<double>(dfl / 4.0f * w);
+            const float ltrb[4] = {ax - target[0], ay - target[1], target[2] - ax, target[3] - ay};
+            const float y_raw = fminf(fmaxf(ltrb[s], 0.0f), hi);
+            dfl_s = dfl_side(z, R, y_raw, hi, m, sum, d, P.scalars[3] * w / 4.0f, g_dist, gs, ia.hw);
         }
+    }
+    // The DFL term of the anchor: its four sides added in order (as the CPU does), by the side-0 thread.
+    float sides[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) sides[q] = __shfl_sync(0xffffffffu, dfl_s, group + q);
+    if (pos && s == 0 && R > 1) {
+        float dfl = 0.0f;
+        for (int q = 0; q < 4; ++q) dfl += sides[q];
+        dfl_part = static_cast<double>(dfl / 4.0f * P.pos_score[i]);
+    }
+}
+
+}  // namespace
+
+// One thread per (image b, anchor a, side s), sides fastest: a positive's work is split over four lanes (its
+// soft-argmax, DFL term and logit gradient per side; the CIoU term, which needs all four distances, is computed
+// by each of the four from the shuffled distances). Shorter per-thread work and fewer registers than one thread
+// per anchor: the kernel's time is the longest positive's chain, not memory traffic.
+extern "C" __global__ void __launch_bounds__(256) yl_det_box(const DetParams P) {
+    const int64_t total = static_cast<int64_t>(P.batch) * P.anchors * 4;
+    const int64_t t = yl::global_thread();
+    const int64_t i = t / 4;
+    const int s = static_cast<int>(t % 4);
+    double iou_part = 0.0, dfl_part = 0.0;
+    const int gi = t < total ? P.pos_gt[i] : -1;
+    if (P.reg_max == 16) {
+        box_thread<16>(P, i, s, gi >= 0, gi, iou_part, dfl_part);
+    } else {
+        box_thread<0>(P, i, s, gi >= 0, gi, iou_part, dfl_part);
     }
     const double iou_total = yl::block_sum(iou_part);
     const double dfl_total = yl::block_sum(dfl_part);

@@ -18,6 +18,8 @@
 namespace yl {
 
 constexpr int kMaxLevels = 8;
+// Classes per thread of yl_det_class (run.rs sizes its grid and partial sums with the same number).
+constexpr int kClassChunk = 16;
 // Largest tal_topk the assigner kernel supports (per-thread candidate lists live in registers/local memory).
 constexpr int kMaxTopk = 32;
 
@@ -87,19 +89,20 @@ __device__ __forceinline__ float exp_neg(float t) {
     return er * scale;
 }
 
-// ln(1 + e) for e in [0, 1], as fastmath.rs `log1p_unit`.
+// ln(1 + e) for e in [0, 1], as fastmath.rs `log1p_unit`: e·P(e), P of degree 9 (a Chebyshev fit of ln(1 + e)/e),
+// Horner's scheme in the same order. No division.
 __device__ __forceinline__ float log1p_unit(float e) {
-    const float s = e / (2.0f + e);
-    const float s2 = s * s;
-    float p = 1.0f / 17.0f;
-    p = p * s2 + 1.0f / 15.0f;
-    p = p * s2 + 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    return 2.0f * s * (1.0f + s2 * p);
+    float p = -0.0032140363f;
+    p = p * e + 0.019649167f;
+    p = p * e - 0.05643503f;
+    p = p * e + 0.105332285f;
+    p = p * e - 0.15251452f;
+    p = p * e + 0.19651492f;
+    p = p * e - 0.24947809f;
+    p = p * e + 0.333291f;
+    p = p * e - 0.4999985f;
+    p = p * e + 1.0f;
+    return e * p;
 }
 
 // (BCE(x, 0), σ(x)) as fastmath.rs `bce_sigmoid`.
@@ -110,29 +113,56 @@ __device__ __forceinline__ void bce_sigmoid(float x, float& loss, float& sig) {
     sig = x >= 0.0f ? inv : e * inv;
 }
 
-// Soft-argmax Σ k·softmax(z)_k of one side; z[k·hw] are the R logits. `bulk`: the vectorised CPU form
-// (Σ k·e_k / Σ e_k), else the per-anchor form (Σ (e_k / Σ e)·k).
-__device__ __forceinline__ float soft_argmax(const float* z, int64_t hw, int reg_max, bool bulk, float& m_out,
-                                             float& sum_out) {
-    float m = z[0];
-    for (int k = 1; k < reg_max; ++k) m = fmaxf(m, z[k * hw]);
+// Soft-argmax Σ k·softmax(z)_k of one side; z(k) returns logit k of the R logits (a strided load from the level
+// tensor, or a register the caller loaded before). `bulk`: the vectorised CPU form (Σ k·e_k / Σ e_k), else the
+// per-anchor form (Σ (e_k / Σ e)·k). RC > 0 is R known at compile time: the loops unroll over registers, and each
+// e_k = exp(z_k − max) is computed once into `e` (the caller may reuse them: the same values the CPU computes);
+// RC = 0 takes R = reg_max and computes e_k where needed (`e` unused).
+template <int RC, class Z>
+__device__ __forceinline__ float soft_argmax(const Z& z, int reg_max, bool bulk, float& m_out, float& sum_out,
+                                             float (&e)[RC > 0 ? RC : 1]) {
+    const int R = RC > 0 ? RC : reg_max;
+    float m = z(0);
+#pragma unroll
+    for (int k = 1; k < R; ++k) m = fmaxf(m, z(k));
+    if constexpr (RC > 0) {
+#pragma unroll
+        for (int k = 0; k < RC; ++k) e[k] = exp_neg(z(k) - m);
+    }
+    const auto ek = [&](int k) -> float {
+        if constexpr (RC > 0) {
+            return e[k];
+        } else {
+            return exp_neg(z(k) - m);
+        }
+    };
     float sum = 0.0f, d = 0.0f;
     if (bulk) {
         float wsum = 0.0f;
-        for (int k = 0; k < reg_max; ++k) {
-            const float e = exp_neg(z[k * hw] - m);
-            sum += e;
-            wsum += e * static_cast<float>(k);
+#pragma unroll
+        for (int k = 0; k < R; ++k) {
+            const float ev = ek(k);
+            sum += ev;
+            wsum += ev * static_cast<float>(k);
         }
         d = wsum / sum;
     } else {
-        for (int k = 0; k < reg_max; ++k) sum += exp_neg(z[k * hw] - m);
-        for (int k = 0; k < reg_max; ++k) d += exp_neg(z[k * hw] - m) / sum * static_cast<float>(k);
+#pragma unroll
+        for (int k = 0; k < R; ++k) sum += ek(k);
+#pragma unroll
+        for (int k = 0; k < R; ++k) d += ek(k) / sum * static_cast<float>(k);
     }
     m_out = m;
     sum_out = sum;
     return d;
 }
+
+// The strided accessor of soft_argmax: logit k of a side at z[k·hw].
+struct Strided {
+    const float* z;
+    int64_t hw;
+    __device__ __forceinline__ float operator()(int k) const { return z[k * hw]; }
+};
 
 constexpr float kIouEps = 1e-7f;
 

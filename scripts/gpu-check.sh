@@ -29,7 +29,8 @@
 #
 #        run(command="bash scripts/gpu-check.sh", carry=[".gpu-check"], timeout_s=420)
 #
-# Options: --prepare; on the GPU machine --skip-tests or --skip-bench to run one half.
+# Options: --prepare; on the GPU machine --skip-tests or --skip-bench to run one half; GPU_CHECK_PROFILE=1 adds
+# an Nsight Compute profile of one call's kernels (8 and 1000 labels/img) to the output.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,13 +88,22 @@ check() {
   mkdir -p "$out"
   local status=0 summary=""
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/[gpu] /' >&2
+  # cudarc dlopens libcuda.so; some images keep the driver outside the loader's cache.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+      [ -e "$d/libcuda.so.1" ] || [ -e "$d/libcuda.so" ] || continue
+      export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      log "libcuda not in the loader cache; using $d"
+      break
+    done
+  fi
   export YOLO_LOSS_REQUIRE_GPU=1 YOLO_LOSS_FIXTURES_DIR="$here/fixtures/data" RUST_BACKTRACE=1
   if [ "$skip_tests" = 0 ]; then
     while read -r t; do
       [ -n "$t" ] || continue
       log "tests: $t"
       local start=$SECONDS
-      timeout 180 "$prep/tests/$t" --skip emulator --test-threads=4 >"$out/test-$t.log" 2>&1
+      timeout 100 "$prep/tests/$t" --skip emulator --test-threads=4 >"$out/test-$t.log" 2>&1
       local rc=$?
       grep -E "^test |test result|panicked|skipping" "$out/test-$t.log" | tail -40 >&2
       summary+="tests $t: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
@@ -118,6 +128,22 @@ check() {
       status=1
       log "the benchmark failed:"
       tail -20 "$out/bench.log" >&2
+    fi
+  fi
+  if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
+    # Per-kernel hardware counters of one call (Nsight Compute), for tuning: $OUT/ncu-<labels>.txt.
+    if command -v ncu >/dev/null; then
+      for n in 8 1000; do
+        log "profile: ncu, $n labels/img"
+        timeout 120 ncu --kernel-name regex:yl_det_ --launch-count 6 --section SpeedOfLight --section Occupancy \
+          --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats \
+          "$prep/bin/gpu_bench" --out "$work/profile" --labels "$n" --iters 1 --warmup 0 >"$out/ncu-$n.txt" 2>&1 \
+          || log "ncu failed (exit $?); see $out/ncu-$n.txt"
+        grep -E "yl_det_|Duration|Memory Throughput|Achieved Occupancy|Registers Per|Compute \(SM\) Throughput" \
+          "$out/ncu-$n.txt" | head -60 >&2
+      done
+    else
+      log "profile: ncu not found"
     fi
   fi
   rm -rf "$work"

@@ -190,3 +190,7 @@ extern "C" size_t yl_emu_det_params_layout(size_t* offsets, size_t n) {
     for (size_t i = 0; i < n && i < sizeof(o) / sizeof(o[0]); ++i) offsets[i] = o[i];
     return sizeof(DetParams);
 }
+
+// The kernels' per-logit class arithmetic (detect.cuh), for the test that holds it bit-equal to the CPU backend's
+// (crates/core fastmath.rs): the two are ports of each other and must not drift apart.
+extern "C" void yl_emu_bce_sigmoid(float x, float* loss, float* sig) { yl::bce_sigmoid(x, *loss, *sig); }

@@ -15,7 +15,12 @@
 #include <cstring>
 #include <type_traits>
 
+#include <algorithm>
+
 using std::isfinite;
+// CUDA's integer min/max.
+using std::max;
+using std::min;
 
 #define __global__
 #define __device__
@@ -32,6 +37,12 @@ struct dim3 {
     unsigned x, y, z;
 };
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// Read-only cached load: a plain load here.
+template <class T>
+inline T __ldg(const T* p) {
+    return *p;
+}
 
 void __syncthreads();
 // Exchanges 64-bit words within the calling thread's warp: returns what lane `src` passed.

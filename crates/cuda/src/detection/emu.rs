@@ -19,6 +19,7 @@ extern "C" {
         errlen: usize,
     ) -> c_int;
     fn yl_emu_det_params_layout(offsets: *mut usize, n: usize) -> usize;
+    fn yl_emu_bce_sigmoid(x: f32, loss: *mut f32, sig: *mut f32);
 }
 
 /// The emulator has global state (one launch at a time).
@@ -54,4 +55,12 @@ pub(crate) fn cxx_layout() -> (usize, [usize; 9]) {
     // SAFETY: writes at most 9 offsets into the array.
     let size = unsafe { yl_emu_det_params_layout(offsets.as_mut_ptr(), offsets.len()) };
     (size, offsets)
+}
+
+/// (BCE(x, 0), σ(x)) as the kernels compute them (yl::bce_sigmoid of cuda/detect.cuh).
+pub(crate) fn kernel_bce_sigmoid(x: f32) -> (f32, f32) {
+    let (mut l, mut s) = (0.0, 0.0);
+    // SAFETY: a pure function of x writing two floats into the locals.
+    unsafe { yl_emu_bce_sigmoid(x, &mut l, &mut s) };
+    (l, s)
 }

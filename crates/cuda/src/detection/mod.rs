@@ -20,7 +20,7 @@ use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, T
 use crate::gpu::gpu;
 use device::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
-pub use run::Assignment;
+pub use run::{Assignment, StageTimes, STAGES};
 use run::{Job, RunOut};
 
 /// What `value_and_grad_timed` measured.
@@ -28,6 +28,8 @@ use run::{Job, RunOut};
 pub struct KernelTiming {
     /// Device time from the first to the last kernel of the call (CUDA events), uploads and downloads excluded.
     pub kernel_ms: f32,
+    /// Where the time went: per kernel (device) and the host-side uploads and downloads.
+    pub stages: Option<StageTimes>,
     /// Positive anchors in the batch after assignment.
     pub positives: usize,
 }
@@ -113,15 +115,20 @@ impl CudaDetectionLoss {
         Ok((out.loss, out.loss_items))
     }
 
-    /// `value_and_grad` plus the device time of its kernels (for benchmarks).
+    /// `value_and_grad` plus the device time of its kernels (for benchmarks); `per_kernel`: each kernel's time too,
+    /// from an event after each (which adds a little to the total).
     pub fn value_and_grad_timed(
         &self,
         feats: &[TensorRef<f32>],
         batch: &DetBatch<f32>,
+        per_kernel: bool,
     ) -> Result<(LossOutput<f32>, KernelTiming)> {
-        let r = self.run(feats, batch, Flags { timed: true, ..Flags::GRAD }, None)?;
-        let timing =
-            KernelTiming { kernel_ms: r.kernel_ms.unwrap_or(f32::NAN), positives: r.num_positives.unwrap_or(0) };
+        let r = self.run(feats, batch, Flags { timed: true, per_kernel, ..Flags::GRAD }, None)?;
+        let timing = KernelTiming {
+            kernel_ms: r.timing.map_or(f32::NAN, |t| t.kernel_ms),
+            stages: r.timing,
+            positives: r.num_positives.unwrap_or(0),
+        };
         Ok((r.out, timing))
     }
 
@@ -168,6 +175,7 @@ impl CudaDetectionLoss {
             want_grad: f.grad,
             want_assignment: f.assignment,
             time_kernels: f.timed,
+            time_stages: f.per_kernel,
         };
         run::run(self.dev, &job, feats, batch, into)
     }
@@ -179,11 +187,12 @@ pub(crate) struct Flags {
     pub grad: bool,
     pub assignment: bool,
     pub timed: bool,
+    pub per_kernel: bool,
 }
 
 impl Flags {
     /// The loss alone.
-    pub const LOSS: Flags = Flags { grad: false, assignment: false, timed: false };
+    pub const LOSS: Flags = Flags { grad: false, assignment: false, timed: false, per_kernel: false };
     /// The loss and its gradient.
     pub const GRAD: Flags = Flags { grad: true, ..Flags::LOSS };
 }

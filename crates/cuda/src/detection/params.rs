@@ -5,6 +5,8 @@ use cudarc::driver::DeviceRepr;
 
 /// Most detection levels the kernels take (`yl::kMaxLevels`).
 pub const MAX_LEVELS: usize = 8;
+/// Classes per thread of the class pass (`yl::kClassChunk`).
+pub(crate) const CLASS_CHUNK: usize = 16;
 /// Largest `tal_topk` the CUDA assigner supports (`yl::kMaxTopk`).
 pub const MAX_TOPK: usize = 32;
 

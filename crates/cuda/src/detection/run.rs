@@ -3,12 +3,13 @@
 //! ```text
 //! host:  validate shapes → labels → GT table (CPU backend's checks and messages)
 //! H2D:   level tensors (once), GT table
-//! K1 yl_det_decode   per (b, a): soft-argmax distances; zero the box channels of the gradient
-//! K2 yl_det_assign   per GT slot: candidates under the box, top-k, claims, per-anchor best overlap
+//! K1 yl_det_decode   per (b, side, a): soft-argmax distances; zero the box channels of the gradient
+//! K2 yl_det_assign   per GT slot (a block of 32–1024 threads): candidates under the box, top-k, claims,
+//!                    per-anchor best overlap
 //! K3 yl_det_resolve  per (b, a): conflict resolution; per-GT max t and u
 //! K4 yl_det_scores   per (b, a): soft scores; S and the gradient scales (last block)
-//! K5 yl_det_class    per (b, a): all class logits, BCE sum and gradient, in one pass
-//! K6 yl_det_box      per positive (b, a): CIoU and DFL terms and the box-channel gradient
+//! K5 yl_det_class    per (b, 16 classes, a): class logits, BCE sum and gradient, in one pass
+//! K6 yl_det_box      per (b, a, side), positives only: CIoU and DFL terms and the box-channel gradient
 //! D2H:   gradients (once), partial sums, S, flags
 //! ```
 //! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
@@ -18,7 +19,7 @@ use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
 
 use super::device::{Dev, DevBuf};
 use super::host::pack_gt;
-use super::params::{DetParams, MAX_LEVELS, MAX_TOPK};
+use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
 use crate::launch::int;
 
 const BLOCK: u32 = 256;
@@ -30,6 +31,22 @@ pub(crate) const RESOLVE: &str = "yl_det_resolve";
 pub(crate) const SCORES: &str = "yl_det_scores";
 pub(crate) const CLASS: &str = "yl_det_class";
 pub(crate) const BOX: &str = "yl_det_box";
+/// The kernels in launch order, as `StageTimes::stage_ms` reports them.
+pub const STAGES: [&str; 6] = ["decode", "assign", "resolve", "scores", "class", "box"];
+
+/// Where the time of one timed run went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageTimes {
+    /// Device time from before the first to after the last kernel (CUDA events).
+    pub kernel_ms: f32,
+    /// Device time of each kernel, in the order of [`STAGES`] (NaN unless asked for).
+    pub stage_ms: [f32; 6],
+    /// Host time from the call to the inputs being on the device (checks, labels, uploads).
+    pub upload_ms: f64,
+    /// Host time from the last kernel to the results on the host (downloads of the gradient and the sums).
+    pub download_ms: f64,
+}
+
 /// Most blocks of the score pass (its partials are summed by its last block).
 const SCORE_BLOCKS_MAX: usize = 1024;
 
@@ -47,6 +64,8 @@ pub(crate) struct Job<'c> {
     pub want_grad: bool,
     pub want_assignment: bool,
     pub time_kernels: bool,
+    /// With `time_kernels`: an event after every kernel too (each adds a little to the total).
+    pub time_stages: bool,
 }
 
 /// Per image, the positives after conflict resolution: (anchor, GT slot, soft target score), by anchor.
@@ -55,8 +74,8 @@ pub type Assignment = Vec<Vec<(usize, usize, f32)>>;
 pub(crate) struct RunOut {
     pub out: LossOutput<f32>,
     pub assignment: Option<Assignment>,
-    /// Milliseconds between events recorded before the first and after the last kernel (GPU, when asked).
-    pub kernel_ms: Option<f32>,
+    /// Where the time went (GPU, when asked).
+    pub timing: Option<StageTimes>,
     /// Positive anchors in the batch (when timing or the assignment was asked for).
     pub num_positives: Option<usize>,
 }
@@ -74,6 +93,7 @@ pub(crate) fn run(
     batch: &DetBatch<f32>,
     mut into: Option<&mut [&mut [f32]]>,
 ) -> Result<RunOut> {
+    let started = std::time::Instant::now();
     let head = Head::validate_shapes(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
     // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
     // first looks for a non-finite prediction to report instead.
@@ -104,6 +124,13 @@ pub(crate) fn run(
     int("anchors", a)?;
     let anchor_blocks = blocks_for(ba);
     let score_blocks = anchor_blocks.min(SCORE_BLOCKS_MAX);
+    // The decode runs a thread per (image, side, anchor), the class pass one per (image, class chunk, anchor).
+    let decode_blocks = blocks_for(4 * ba);
+    let class_blocks = blocks_for(ba * head.nc.div_ceil(CLASS_CHUNK));
+    // The box pass, four threads (sides) per (image, anchor).
+    let box_blocks = decode_blocks;
+    int("decode blocks", decode_blocks)?;
+    int("class blocks", class_blocks)?;
 
     // Inputs.
     let level_bufs: Vec<DevBuf> =
@@ -130,7 +157,7 @@ pub(crate) fn run(
     let gt_t = count + 4 * ba as u64;
     let gt_u = gt_t + 4 * slots as u64;
     let flags = gt_u + 4 * slots as u64;
-    let sums_len = score_blocks + 3 * anchor_blocks;
+    let sums_len = score_blocks + class_blocks + 2 * box_blocks;
     let work_bytes = 8 * sums_len + 16 + 4 * ba * 10;
     let mut work = dev.alloc("detection work buffers", work_bytes)?;
     if cfg!(debug_assertions) {
@@ -153,8 +180,8 @@ pub(crate) fn run(
         topk: job.topk as i32,
         only_cls: job.only_cls as i32,
         score_blocks: score_blocks as i32,
-        class_blocks: anchor_blocks as i32,
-        box_blocks: anchor_blocks as i32,
+        class_blocks: class_blocks as i32,
+        box_blocks: box_blocks as i32,
         gain_box: job.gains[0] as f32,
         gain_cls: job.gains[1] as f32,
         gain_dfl: job.gains[2] as f32,
@@ -187,17 +214,36 @@ pub(crate) fn run(
         p.stride[l] = lv.stride as f32;
     }
 
-    let start = if job.time_kernels { dev.event()? } else { None };
-    let anchor_grid = anchor_blocks as u32;
-    dev.launch(DECODE, anchor_grid, BLOCK, &p)?;
-    if m > 0 {
-        dev.launch(ASSIGN, (b * m) as u32, BLOCK, &p)?;
+    // Timed runs: the host time of the uploads (waited for), an event after each kernel, the downloads apart.
+    if job.time_kernels {
+        dev.synchronize()?;
     }
-    dev.launch(RESOLVE, anchor_grid, BLOCK, &p)?;
-    dev.launch(SCORES, score_blocks as u32, BLOCK, &p)?;
-    dev.launch(CLASS, anchor_grid, BLOCK, &p)?;
-    dev.launch(BOX, anchor_grid, BLOCK, &p)?;
-    let end = if job.time_kernels { dev.event()? } else { None };
+    let uploaded = std::time::Instant::now();
+    let mut events = Vec::new();
+    if job.time_kernels {
+        events.push(dev.event()?);
+    }
+    let anchor_grid = anchor_blocks as u32;
+    let assign_grid = if m > 0 { (b * m) as u32 } else { 0 };
+    let launches = [
+        (DECODE, decode_blocks as u32, BLOCK),
+        (ASSIGN, assign_grid, packed.assign_threads),
+        (RESOLVE, anchor_grid, BLOCK),
+        (SCORES, score_blocks as u32, BLOCK),
+        (CLASS, class_blocks as u32, BLOCK),
+        (BOX, box_blocks as u32, BLOCK),
+    ];
+    let last = launches.len() - 1;
+    for (k, (name, grid, threads)) in launches.into_iter().enumerate() {
+        dev.launch(name, grid, threads, &p)?;
+        if job.time_kernels && (job.time_stages || k == last) {
+            events.push(dev.event()?);
+        }
+    }
+    if job.time_kernels {
+        dev.synchronize()?;
+    }
+    let computed = std::time::Instant::now();
 
     // Results: flags, S, partial sums, then the gradients.
     let mut fl = [0u32; 4];
@@ -209,18 +255,34 @@ pub(crate) fn run(
             "the CUDA kernels saw a non-finite prediction that the host check does not find",
         ));
     }
-    let kernel_ms = match (start, end) {
-        (Some(s), Some(e)) => Some(s.elapsed_ms(&e).map_err(|e| crate::errors::driver("reading a timing event", e))?),
-        _ => None,
-    };
+    let mut timing = None;
+    if let [Some(first), .., Some(last)] = events.as_slice() {
+        let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
+            a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
+        };
+        let mut stage_ms = [f32::NAN; STAGES.len()];
+        if job.time_stages {
+            for (k, pair) in events.windows(2).enumerate() {
+                if let [Some(a), Some(b)] = pair {
+                    stage_ms[k] = ms(a, b)?;
+                }
+            }
+        }
+        timing = Some(StageTimes {
+            kernel_ms: ms(first, last)?,
+            stage_ms,
+            upload_ms: (uploaded - started).as_secs_f64() * 1e3,
+            download_ms: 0.0,
+        });
+    }
     let mut sc = [0f32; 4];
     dev.download("the score divisor", &work, (scalars - work.ptr) as usize / 4, &mut sc)?;
     let mut partials = vec![0f64; sums_len];
     dev.download("the loss partial sums", &work, 0, &mut partials)?;
     let range_sum = |from: usize, len: usize| partials[from..from + len].iter().sum::<f64>();
-    let bce = range_sum(score_blocks, anchor_blocks);
-    let iou = range_sum(score_blocks + anchor_blocks, anchor_blocks);
-    let dfl = range_sum(score_blocks + 2 * anchor_blocks, anchor_blocks);
+    let bce = range_sum(score_blocks, class_blocks);
+    let iou = range_sum(score_blocks + class_blocks, box_blocks);
+    let dfl = range_sum(score_blocks + class_blocks + box_blocks, box_blocks);
     let s = sc[0];
     let items: Vec<f32> = [iou, bce, dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
     let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
@@ -238,6 +300,9 @@ pub(crate) fn run(
         }
     }
 
+    if let Some(t) = timing.as_mut() {
+        t.download_ms = computed.elapsed().as_secs_f64() * 1e3;
+    }
     let (mut num_positives, mut assignment) = (None, None);
     if job.want_assignment || job.time_kernels {
         let mut pos_gt = vec![0i32; ba];
@@ -255,5 +320,5 @@ pub(crate) fn run(
             .collect();
         assignment = job.want_assignment.then_some(per_image);
     }
-    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment, kernel_ms, num_positives })
+    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment, timing, num_positives })
 }

@@ -11,6 +11,8 @@ mod parity;
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
 use crate::prompts::CudaTVPDetectLoss;
+#[cfg(yolo_cuda_emulator)]
+use yolo_loss_core::Real;
 
 /// The emulator's makers, or None after printing why the emulator tests are skipped.
 #[cfg(yolo_cuda_emulator)]
@@ -38,6 +40,24 @@ fn emulator(test: &str) -> Option<parity::Makers<'static>> {
 #[test]
 fn emulator_params_layout_matches_the_kernels() {
     assert_eq!(super::emu::cxx_layout(), super::params::layout_probe(), "DetParams: C++ (size, offsets) vs Rust");
+}
+
+/// The kernels' per-logit BCE and sigmoid are a port of the CPU backend's (fastmath.rs): compiled without
+/// contraction (like nvcc --fmad=false) they must agree to the bit, so the two backends cannot drift apart unseen.
+#[cfg(yolo_cuda_emulator)]
+#[test]
+fn kernel_class_math_is_the_cpu_backends_bit_for_bit() {
+    let mut xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.025).collect();
+    xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, 87.5, -87.5, 88.0, -88.0, 1e4, -1e4, f32::MAX, -f32::MAX]);
+    for x in xs {
+        let (loss, sig) = super::emu::kernel_bce_sigmoid(x);
+        let (cpu_loss, cpu_sig) = Real::bce_sigmoid(x);
+        assert_eq!((loss.to_bits(), sig.to_bits()), (cpu_loss.to_bits(), cpu_sig.to_bits()), "x = {x}");
+        // And through the CPU's vectorised pass (the SIMD build the CPU backend dispatches to).
+        let mut grad = [0.0f32];
+        let sum = <f32 as Real>::bce_zero(&[x], Some(&mut grad), 1.0);
+        assert_eq!((sum, grad[0].to_bits()), (loss as f64, sig.to_bits()), "x = {x} (vectorised pass)");
+    }
 }
 
 kernel_tests!(emulator => emulator_v8_detection_fixtures, emulator_e2e_fixtures,

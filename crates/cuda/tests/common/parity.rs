@@ -408,6 +408,11 @@ pub fn synthetic_cases(mk: &Makers) {
         ("reg_max 1", SynthSpec { reg_max: 1, seed: 5, ..base }),
         ("crowded", SynthSpec { per_image: 40, min_side: 0.03, max_side: 0.3, seed: 6, ..base }),
         ("square nc 1", SynthSpec { img_h: 64, img_w: 64, nc: 1, seed: 7, ..base }),
+        // Boxes over more than 512 finest-level cells: the assign kernel runs 1024-thread blocks (host.rs).
+        (
+            "large boxes",
+            SynthSpec { img_h: 320, img_w: 320, per_image: 3, min_side: 0.5, max_side: 0.95, seed: 12, ..base },
+        ),
     ];
     for (name, spec) in cases {
         let s = synthetic(&spec);
