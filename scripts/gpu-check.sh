@@ -6,11 +6,13 @@
 #
 #        bash scripts/gpu-check.sh --prepare
 #
-#    builds into .gpu-check/ (git-ignored through .git/info/exclude; well under 64 MiB):
+#    builds into .gpu-check/ (git-ignored through .git/info/exclude; about 35 MB, node included):
 #      tests/      the yolo-loss-cuda test binaries (`cargo test --no-run`), every kernel compiled to PTX by nvcc
 #                  (YOLO_LOSS_REQUIRE_CUDA=1; scripts/install-nvcc.sh provides nvcc), listed in tests.txt;
 #      bin/        the release benchmark crates/cuda/examples/gpu_bench.rs;
-#      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed).
+#      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed);
+#      js/, node.xz  the built package (dist/, the addon) and this machine's node, for scripts/gpu-node-check.cjs
+#                  (needs node and node_modules here: `npm ci` first).
 #
 # 2. On the GPU machine (CUDA driver, python3 with PyTorch; no cargo, node or network needed), from the
 #    repository root:
@@ -18,7 +20,7 @@
 #        bash scripts/gpu-check.sh
 #
 #    runs every prepared test binary with YOLO_LOSS_REQUIRE_GPU=1 (no GPU = failure, not a skip; the emulator
-#    tests are skipped there, CI runs them), then gpu_bench (B=16, 640×640, nc=80, 8 and 1000 labels per image:
+#    tests are skipped there, CI runs them), the package's JS API on the GPU (scripts/gpu-node-check.cjs), then gpu_bench (B=16, 640×640, nc=80, 8 and 1000 labels per image:
 #    kernel time by CUDA events, end-to-end time from host f32 arrays, the memory-traffic floor from the measured
 #    copy bandwidth, a CPU-backend cross-check), then bench/gpu_reference.py (ultralytics on the device's torch,
 #    CUDA, fp32, AMP off, forward + backward, same inputs), and prints the table with the ratios and targets.
@@ -70,6 +72,21 @@ PY
   cargo build --release -p yolo-loss-cuda --example gpu_bench
   cp "$CARGO_TARGET_DIR/release/examples/gpu_bench" "$prep/bin/"
   strip "$prep"/tests/* "$prep/bin/gpu_bench" 2>/dev/null || true
+  # The package through its JS API on the GPU (scripts/gpu-node-check.cjs): the addon and dist/ as `npm run build`
+  # makes them, and this machine's node binary (xz-compressed, ~27 MB; the GPU machine may have no node).
+  rm -rf "$prep/js" "$prep/node.xz"
+  if command -v node >/dev/null && [ -d node_modules ]; then
+    log "building the JS package (npm run build) for the node check"
+    npm run build >"$prep/npm-build.log" 2>&1 || { tail -20 "$prep/npm-build.log" >&2; exit 1; }
+    mkdir -p "$prep/js/dist" "$prep/js/native"
+    cp package.json "$prep/js/"
+    cp -r dist/index.js dist/src "$prep/js/dist/"
+    cp native/yolo-loss.node "$prep/js/native/"
+    xz -T0 -6 -c "$(command -v node)" >"$prep/node.xz"
+    rm -f "$prep/npm-build.log"
+  else
+    log "warning: no node or no node_modules (npm ci): the node check will be skipped on the GPU machine"
+  fi
   if ! ls "$prep"/wheels/ultralytics-8.3.117-*.whl >/dev/null 2>&1; then
     log "downloading the ultralytics 8.3.117 wheel for the reference (not committed)"
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$prep/wheels" ultralytics==8.3.117 \
@@ -109,6 +126,21 @@ check() {
       summary+="tests $t: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
       [ $rc = 0 ] || status=1
     done <"$prep/tests.txt"
+  fi
+  if [ "$skip_tests" = 0 ]; then
+    if [ -f "$prep/node.xz" ] && [ -d "$prep/js" ]; then
+      log "node check: the package's JS API on the GPU"
+      local start=$SECONDS
+      python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        "$prep/node.xz" "$work/node" && chmod +x "$work/node"
+      timeout 150 "$work/node" scripts/gpu-node-check.cjs "$prep/js" >"$out/node-check.log" 2>&1
+      local rc=$?
+      cat "$out/node-check.log" >&2
+      summary+="node check: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
+      [ $rc = 0 ] || status=1
+    else
+      log "node check skipped: not prepared (no node or node_modules where --prepare ran)"
+    fi
   fi
   if [ "$skip_bench" = 0 ]; then
     log "benchmark: ours"
