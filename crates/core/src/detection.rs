@@ -142,6 +142,17 @@ impl<'a, F: Real> Head<'a, F> {
         (F::from_usize_(l0.h) * F::c(l0.stride), F::from_usize_(l0.w) * F::c(l0.stride))
     }
 
+    /// Whether every channel outside the class window `[cls_ch0, cls_ch0 + nc)` is finite (images in parallel).
+    pub(crate) fn finite_outside_class_window(&self) -> bool {
+        (0..self.batch).into_par_iter().all(|b| {
+            (0..self.levels.len()).all(|l| {
+                let hw = self.grid.levels[l].len();
+                let d = self.image_level(b, l);
+                F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
+            })
+        })
+    }
+
     /// The slice of level `l` that belongs to image `b`: `[C, H_l·W_l]`.
     #[inline]
     pub fn image_level(&self, b: usize, l: usize) -> &'a [F] {
@@ -397,10 +408,8 @@ impl V8DetectionLoss {
 
     /// The loss, and the gradients when `grads` is not empty (checked by the caller).
     pub(crate) fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let cfg = &self.cfg;
-        let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
-        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        Ok(self.losses_with_scales(&asg, grads, None, false))
+        let c = self.cfg.reg_max * 4;
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
     }
 
     /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
@@ -409,9 +418,20 @@ impl V8DetectionLoss {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
-        let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        let (mut loss, items) = self.losses_with_scales(&asg, grads, None, only_cls);
+        // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
+        // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite). Any
+        // error met before then, and a non-finite sum, defer to the full check, so the error is the one the
+        // validation in one go gives: the first non-finite element, before any label error.
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
+        if !head.finite_outside_class_window() {
+            check_preds_finite(feats)?;
+        }
+        let asg = Assigned::new(head, batch, cfg.tal_topk).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
+        let (mut loss, items, bce_sum) = self.losses_with_scales(&asg, grads, None, only_cls);
+        if !bce_sum.is_finite() {
+            // Also reached by finite logits whose sum overflows: then the check passes and the result stands.
+            check_preds_finite(feats)?;
+        }
         if only_cls {
             loss = vec![loss[1]];
         }
@@ -420,7 +440,8 @@ impl V8DetectionLoss {
 
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
-    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> LossValues<F> {
+    /// Also returns the raw class sum, non-finite when a class logit is.
+    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> (Vec<F>, Vec<F>, f64) {
         let head = &asg.head;
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let mut scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
@@ -430,7 +451,7 @@ impl V8DetectionLoss {
         }
         let sums = per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
-        (times_batch(&items, head.batch), items)
+        (times_batch(&items, head.batch), items, sums.bce)
     }
 }
 
