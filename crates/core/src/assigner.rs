@@ -96,9 +96,15 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
         }
         cands.clear();
         src.for_each_inside(&gt.bbox, &mut |a| cands.push((a, z, z)));
+        // The scores first, in a loop of their own: with many GTs each reads its own class plane, mostly from
+        // beyond the cache, and a tight loop of independent loads lets the CPU overlap those misses (inside the
+        // overlap loop below they waited one by one). Scores and overlaps are independent: same numbers.
+        for c in cands.iter_mut() {
+            c.1 = src.score(c.0, gt.label);
+        }
         for c in cands.iter_mut() {
             let u = src.overlap(&gt.bbox, c.0).max(z);
-            let s = src.score(c.0, gt.label);
+            let s = c.1;
             c.1 = pow_metric(s, cfg.alpha, alpha) * pow_metric(u, cfg.beta, beta);
             c.2 = u;
             // argmax over all GT slots, first index on ties (strict >): conflict resolution target.
