@@ -226,6 +226,12 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     /// Decoded distances (l, t, r, b) in grid units; leaves the anchor's box logits, their per-side
     /// softmax and log-sum-exp in `self` for the DFL term and the gradients.
     pub fn distances(&mut self, p: AnchorPos) -> [F; 4] {
+        self.decode(p, true)
+    }
+
+    /// As [`distances`](Self::distances); the log-sum-exps only `with_lse` (the assigner needs none of them:
+    /// four logarithms per candidate saved).
+    fn decode(&mut self, p: AnchorPos, with_lse: bool) -> [F; 4] {
         let r = self.head.reg_max;
         for (ch, z) in self.logits.iter_mut().enumerate() {
             *z = self.data[p.level][ch * self.head.grid.levels[p.level].len() + p.cell];
@@ -236,9 +242,14 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
                 *ds = self.logits[s];
                 continue;
             }
-            let (dist, lse) = softmax_expectation_lse(&self.logits[s * r..(s + 1) * r], &mut self.probs[s * r..(s + 1) * r]);
-            *ds = dist;
-            self.lse[s] = lse;
+            let (z, probs) = (&self.logits[s * r..(s + 1) * r], &mut self.probs[s * r..(s + 1) * r]);
+            if with_lse {
+                let (dist, lse) = softmax_expectation_lse(z, probs);
+                *ds = dist;
+                self.lse[s] = lse;
+            } else {
+                *ds = softmax_expectation(z, probs);
+            }
         }
         d
     }
@@ -256,6 +267,7 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     }
 
     /// The predicted box in grid units (xyxy).
+    #[cfg(test)]
     pub fn grid_box(&mut self, p: AnchorPos) -> [F; 4] {
         let d = self.distances(p);
         dist2bbox(d, self.head.grid.point(p), false)
@@ -269,9 +281,10 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         }
         let p = self.head.grid.locate(a);
         let g = match self.bulk.get(a) {
-            Some(&d) => dist2bbox(d, self.head.grid.point(p), false),
-            None => self.grid_box(p),
+            Some(&d) => d,
+            None => self.decode(p, false),
         };
+        let g = dist2bbox(g, self.head.grid.point(p), false);
         let s = F::c(self.head.grid.levels[p.level].stride);
         let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
         let entry = (b, aspect_atan(b, F::c(IOU_EPS)));
