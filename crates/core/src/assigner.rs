@@ -47,6 +47,9 @@ pub trait AnchorSource<F: Real, B> {
     /// Overlap of GT box `gt` with the prediction at anchor `a`, before the clamp at 0
     /// (CIoU for axis-aligned boxes, probIoU for rotated ones).
     fn overlap(&mut self, gt: &B, a: usize) -> F;
+    /// A hint that GT box `b` of class `cls` comes next: the source may start loading what `score` will
+    /// read for it. Changes no result.
+    fn prefetch(&mut self, _b: &B, _cls: usize) {}
 }
 
 /// A positive anchor after conflict resolution, with its soft target score.
@@ -90,9 +93,18 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
     let (alpha, beta) = (F::c(cfg.alpha), F::c(cfg.beta));
     // (anchor, align metric, overlap) of the current GT's candidates.
     let mut cands: Vec<(usize, F, F)> = Vec::new();
+    // Each GT's scores come from its own class plane, with many GTs mostly from memory: the next GT's are
+    // requested while this one is processed.
+    let next_valid = |from: usize| gts[from..].iter().find(|g| g.valid);
+    if let Some(first) = next_valid(0) {
+        src.prefetch(&first.bbox, first.label);
+    }
     for (g, gt) in gts.iter().enumerate() {
         if !gt.valid {
             continue;
+        }
+        if let Some(next) = next_valid(g + 1) {
+            src.prefetch(&next.bbox, next.label);
         }
         cands.clear();
         src.for_each_inside(&gt.bbox, &mut |a| cands.push((a, z, z)));

@@ -327,6 +327,32 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         };
         ciou_with_atans(*gt, pred, gt_atan, pred_atan, F::c(IOU_EPS))
     }
+    fn prefetch(&mut self, b: &[F; 4], cls: usize) {
+        let grid = &self.head.grid;
+        let ch = self.head.cls_ch0 + cls;
+        let mut last_line = usize::MAX;
+        grid.for_each_near(*b, |_, p| {
+            let logit: *const F = &self.data[p.level][ch * grid.levels[p.level].len() + p.cell];
+            // One request per cache line (a row of candidates shares its lines).
+            if logit as usize / 64 != last_line {
+                last_line = logit as usize / 64;
+                prefetch_read(logit);
+            }
+        });
+    }
+}
+
+/// Asks the CPU to start loading the cache line of `p` (a no-op where there is no such instruction).
+#[inline(always)]
+fn prefetch_read<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and has no effect visible to the program, whatever
+    // the address (here always inside a live slice).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Sums of one image's loss terms (before division by S and gains).
