@@ -330,13 +330,12 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
     fn prefetch(&mut self, b: &[F; 4], cls: usize) {
         let grid = &self.head.grid;
         let ch = self.head.cls_ch0 + cls;
-        let mut last_line = usize::MAX;
-        grid.for_each_near(*b, |_, p| {
-            let logit: *const F = &self.data[p.level][ch * grid.levels[p.level].len() + p.cell];
-            // One request per cache line (a row of candidates shares its lines).
-            if logit as usize / 64 != last_line {
-                last_line = logit as usize / 64;
-                prefetch_read(logit);
+        grid.for_each_near_row(*b, |l, y, xs| {
+            let lv = &grid.levels[l];
+            let row = &self.data[l][ch * lv.len() + y * lv.w..][..lv.w][xs];
+            // One request per cache line of the row, and one for its last element (the row may end in a new line).
+            for v in row.iter().step_by(64 / std::mem::size_of::<F>()).chain(row.last()) {
+                prefetch_read(v);
             }
         });
     }
