@@ -142,14 +142,12 @@ impl<'a, F: Real> Head<'a, F> {
         (F::from_usize_(l0.h) * F::c(l0.stride), F::from_usize_(l0.w) * F::c(l0.stride))
     }
 
-    /// Whether every channel outside the class window `[cls_ch0, cls_ch0 + nc)` is finite (images in parallel).
-    pub(crate) fn finite_outside_class_window(&self) -> bool {
-        (0..self.batch).into_par_iter().all(|b| {
-            (0..self.levels.len()).all(|l| {
-                let hw = self.grid.levels[l].len();
-                let d = self.image_level(b, l);
-                F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
-            })
+    /// Whether every channel of image `b` outside the class window `[cls_ch0, cls_ch0 + nc)` is finite.
+    pub(crate) fn image_finite_outside_class_window(&self, b: usize) -> bool {
+        (0..self.levels.len()).all(|l| {
+            let hw = self.grid.levels[l].len();
+            let d = self.image_level(b, l);
+            F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
         })
     }
 
@@ -457,14 +455,15 @@ impl V8DetectionLoss {
     pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
-        // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite). Any
-        // error met before then, and a non-finite sum, defer to the full check, so the error is the one the
-        // validation in one go gives: the first non-finite element, before any label error.
+        // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite), and the
+        // other channels image by image just before the image's assignment reads them (from cache, then). Any
+        // error met before then, and a non-finite result of either part, defer to the full check, so the error is
+        // the one the validation in one go gives: the first non-finite element, before any label error.
         let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        if !head.finite_outside_class_window() {
+        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
+        if !finite {
             check_preds_finite(feats)?;
         }
-        let asg = Assigned::new(head, batch, cfg.tal_topk).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
         let (mut loss, items, bce_sum) = self.losses_with_scales(&asg, grads, None, only_cls);
         if !bce_sum.is_finite() {
             // Also reached by finite logits whose sum overflows: then the check passes and the result stands.
@@ -552,10 +551,17 @@ impl<'a, F: Real> Assigned<'a, F> {
     /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
     /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
     pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
+        Ok(Self::new_checking(head, batch, topk, false)?.0)
+    }
+
+    /// As [`Assigned::new`]; with `check_finite`, also says whether the channels outside the class window are
+    /// finite (each image checked just before its assignment reads them). The assigner neither fails nor panics on
+    /// non-finite logits; the caller reports them.
+    pub fn new_checking(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize, check_finite: bool) -> Result<(Self, bool)> {
         let (labels, gt) = labels_and_gt(&head, batch, topk)?;
-        let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc));
+        let (positives, finite) = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc), check_finite);
         let s = score_divisor::<F>(&positives);
-        Ok(Self { head, labels, gt, positives, s })
+        Ok((Self { head, labels, gt, positives, s }, finite))
     }
 
     /// Number of positive anchors in the batch.
@@ -605,19 +611,24 @@ pub(crate) fn times_batch<F: Real>(items: &[F], batch: usize) -> Vec<F> {
     items.iter().map(|&v| v * b).collect()
 }
 
-/// Runs the assigner on every image (in parallel) with the detection head's decode.
-pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
-    (0..head.batch)
+/// Runs the assigner on every image (in parallel) with the detection head's decode. With `check_finite`, each image's
+/// channels outside the class window are checked first (then in cache for the decode); the flag is whether all were
+/// finite (true without the check).
+pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig, check_finite: bool) -> (Vec<Vec<Positive<F>>>, bool) {
+    let per_image: Vec<(Vec<Positive<F>>, bool)> = (0..head.batch)
         .into_par_iter()
         .map(|b| {
+            let finite = !check_finite || head.image_finite_outside_class_window(b);
             let gts = gt.gt_boxes(b);
             let mut preds = ImagePreds::new(head, b, true);
             if decodes_all_up_front(&head.grid, &gts) {
                 preds.decode_all();
             }
-            assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
+            (assign_image(cfg, head.grid.num_anchors, &gts, &mut preds), finite)
         })
-        .collect()
+        .collect();
+    let finite = per_image.iter().all(|(_, f)| *f);
+    (per_image.into_iter().map(|(p, _)| p).collect(), finite)
 }
 
 /// Whether the assigner decodes every anchor of an image up front (one vectorised pass, `Real::softmax_expect_cells`)

@@ -91,9 +91,9 @@ fn gradient_buffers_must_match_the_predictions() {
     expect(e, ErrorCode::ShapeMismatch, "grads");
 }
 
-/// The class logits are checked by the pass that reads them, the other channels up front: the error must still
-/// be the one a check of every tensor in order gives (the first non-finite element of the first bad level),
-/// before label errors, with and without gradients.
+/// The class logits are checked by the pass that reads them, the other channels per image before its
+/// assignment: the error must still be the one a check of every tensor in order gives (the first non-finite
+/// element of the first bad level), before label errors, with and without gradients.
 #[test]
 fn non_finite_class_logits_are_reported_as_by_one_full_check() {
     let hw0 = 16;
@@ -109,6 +109,7 @@ fn non_finite_class_logits_are_reported_as_by_one_full_check() {
         // Non-finite logits come before label errors.
         Box::new(move |c| { c.lv[0][cls0] = f32::NAN; c.cls[0] = NC as f32; }),
         Box::new(move |c| { c.lv[0][cls0] = f32::NAN; c.bb[2] = -0.1; }),
+        Box::new(|c| { c.lv[1][3] = f32::INFINITY; c.bi[0] = 1.0; }),
     ];
     for (i, edit) in edits.iter().enumerate() {
         let mut c = Case::valid();
