@@ -310,8 +310,9 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         });
     }
     fn score(&mut self, a: usize, cls: usize) -> F {
-        let p = self.head.grid.locate(a);
-        sigmoid(self.logit(p, self.head.cls_ch0 + cls))
+        let (level, cell) = self.head.grid.level_cell(a);
+        let hw = self.head.grid.levels[level].len();
+        sigmoid(self.data[level][(self.head.cls_ch0 + cls) * hw + cell])
     }
     fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
         let (pred, pred_atan) = self.pixel_box(a);

@@ -55,10 +55,17 @@ impl AnchorGrid {
     }
 
     pub fn locate(&self, a: usize) -> AnchorPos {
+        let (level, cell) = self.level_cell(a);
+        let w = self.levels[level].w.max(1);
+        AnchorPos { level, x: cell % w, y: cell / w, cell }
+    }
+
+    /// The level of anchor `a` and its index inside the level: [`locate`](Self::locate) without the division
+    /// into (x, y), for callers that only index the level's data (the assigner's score, per candidate).
+    #[inline]
+    pub fn level_cell(&self, a: usize) -> (usize, usize) {
         let level = self.levels.iter().rposition(|l| l.offset <= a && !l.is_empty()).unwrap_or(0);
-        let lv = &self.levels[level];
-        let cell = a - lv.offset;
-        AnchorPos { level, x: cell % lv.w.max(1), y: cell / lv.w.max(1), cell }
+        (level, a - self.levels[level].offset)
     }
 
     /// Anchor centre in grid units of its own level: (x + 0.5, y + 0.5).
