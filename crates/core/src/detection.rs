@@ -182,13 +182,15 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     logits: Vec<F>,
     probs: Vec<F>,
     lse: [F; 4],
+    /// Scratch of `overlaps`: the candidates' pixel boxes (x1, y1, x2, y2) and aspect terms, one column each.
+    columns: [Vec<F>; 5],
 }
 
 impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4] }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default() }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -271,6 +273,18 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         dist2bbox(d, self.head.grid.point(p), false)
     }
 
+    /// The CIoU aspect term of GT box `gt` (the assigner asks for one GT's candidates in a row: the last is kept).
+    fn gt_atan(&mut self, gt: &[F; 4]) -> F {
+        match self.last_gt {
+            Some((b, t)) if b == *gt => t,
+            _ => {
+                let t = aspect_atan(*gt, F::c(IOU_EPS));
+                self.last_gt = Some((*gt, t));
+                t
+            }
+        }
+    }
+
     /// The predicted box in pixels, as the assigner receives it (grid box × stride), with its CIoU
     /// aspect term; cached per anchor.
     fn pixel_box(&mut self, a: usize) -> ([F; 4], F) {
@@ -316,15 +330,27 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
     }
     fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
         let (pred, pred_atan) = self.pixel_box(a);
-        let gt_atan = match self.last_gt {
-            Some((b, t)) if b == *gt => t,
-            _ => {
-                let t = aspect_atan(*gt, F::c(IOU_EPS));
-                self.last_gt = Some((*gt, t));
-                t
+        ciou_with_atans(*gt, pred, self.gt_atan(gt), pred_atan, F::c(IOU_EPS))
+    }
+    fn overlaps(&mut self, gt: &[F; 4], anchors: &[usize], out: &mut [F]) {
+        // The boxes gathered into columns first, so that the CIoU loop below is plain arithmetic over arrays,
+        // which the compiler vectorises (per lane the same operations as `overlap`, hence the same numbers).
+        let mut cols = std::mem::take(&mut self.columns);
+        for c in cols.iter_mut() {
+            c.clear();
+        }
+        for &a in anchors {
+            let (b, t) = self.pixel_box(a);
+            for (c, v) in cols.iter_mut().zip([b[0], b[1], b[2], b[3], t]) {
+                c.push(v);
             }
-        };
-        ciou_with_atans(*gt, pred, gt_atan, pred_atan, F::c(IOU_EPS))
+        }
+        let (gt_atan, eps) = (self.gt_atan(gt), F::c(IOU_EPS));
+        let [x1, y1, x2, y2, t] = &cols;
+        for (i, o) in out.iter_mut().enumerate().take(anchors.len()) {
+            *o = ciou_with_atans(*gt, [x1[i], y1[i], x2[i], y2[i]], gt_atan, t[i], eps);
+        }
+        self.columns = cols;
     }
     fn prefetch(&mut self, b: &[F; 4], cls: usize) {
         let grid = &self.head.grid;
