@@ -47,6 +47,16 @@ pub trait AnchorSource<F: Real, B> {
     /// Overlap of GT box `gt` with the prediction at anchor `a`, before the clamp at 0
     /// (CIoU for axis-aligned boxes, probIoU for rotated ones).
     fn overlap(&mut self, gt: &B, a: usize) -> F;
+    /// `out[i] = overlap(gt, anchors[i])` for every i (`out` as long as `anchors`); a source may compute them as
+    /// one batch, with the same numbers.
+    fn overlaps(&mut self, gt: &B, anchors: &[usize], out: &mut [F]) {
+        for (o, &a) in out.iter_mut().zip(anchors) {
+            *o = self.overlap(gt, a);
+        }
+    }
+    /// A hint that GT box `b` of class `cls` comes next: the source may start loading what `score` will
+    /// read for it. Changes no result.
+    fn prefetch(&mut self, _b: &B, _cls: usize) {}
 }
 
 /// A positive anchor after conflict resolution, with its soft target score.
@@ -90,15 +100,33 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
     let (alpha, beta) = (F::c(cfg.alpha), F::c(cfg.beta));
     // (anchor, align metric, overlap) of the current GT's candidates.
     let mut cands: Vec<(usize, F, F)> = Vec::new();
+    let (mut anchors, mut overlaps): (Vec<usize>, Vec<F>) = (Vec::new(), Vec::new());
+    // Each GT's scores come from its own class plane, with many GTs mostly from memory: the next GT's are
+    // requested while this one is processed.
+    let next_valid = |from: usize| gts[from..].iter().find(|g| g.valid);
+    if let Some(first) = next_valid(0) {
+        src.prefetch(&first.bbox, first.label);
+    }
     for (g, gt) in gts.iter().enumerate() {
         if !gt.valid {
             continue;
         }
+        if let Some(next) = next_valid(g + 1) {
+            src.prefetch(&next.bbox, next.label);
+        }
+        anchors.clear();
+        src.for_each_inside(&gt.bbox, &mut |a| anchors.push(a));
+        // The scores first, in a loop of their own: with many GTs each reads its own class plane, mostly from
+        // beyond the cache, and a tight loop of independent loads lets the CPU overlap those misses (inside the
+        // overlap loop below they waited one by one). Then the overlaps as one batch. Scores and overlaps are
+        // independent: same numbers.
         cands.clear();
-        src.for_each_inside(&gt.bbox, &mut |a| cands.push((a, z, z)));
-        for c in cands.iter_mut() {
-            let u = src.overlap(&gt.bbox, c.0).max(z);
-            let s = src.score(c.0, gt.label);
+        cands.extend(anchors.iter().map(|&a| (a, src.score(a, gt.label), z)));
+        overlaps.resize(anchors.len(), z);
+        src.overlaps(&gt.bbox, &anchors, &mut overlaps);
+        for (c, &o) in cands.iter_mut().zip(&overlaps) {
+            let u = o.max(z);
+            let s = c.1;
             c.1 = pow_metric(s, cfg.alpha, alpha) * pow_metric(u, cfg.beta, beta);
             c.2 = u;
             // argmax over all GT slots, first index on ties (strict >): conflict resolution target.

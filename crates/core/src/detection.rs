@@ -142,6 +142,15 @@ impl<'a, F: Real> Head<'a, F> {
         (F::from_usize_(l0.h) * F::c(l0.stride), F::from_usize_(l0.w) * F::c(l0.stride))
     }
 
+    /// Whether every channel of image `b` outside the class window `[cls_ch0, cls_ch0 + nc)` is finite.
+    pub(crate) fn image_finite_outside_class_window(&self, b: usize) -> bool {
+        (0..self.levels.len()).all(|l| {
+            let hw = self.grid.levels[l].len();
+            let d = self.image_level(b, l);
+            F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
+        })
+    }
+
     /// The slice of level `l` that belongs to image `b`: `[C, H_l·W_l]`.
     #[inline]
     pub fn image_level(&self, b: usize, l: usize) -> &'a [F] {
@@ -173,13 +182,15 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     logits: Vec<F>,
     probs: Vec<F>,
     lse: [F; 4],
+    /// Scratch of `overlaps`: the candidates' pixel boxes (x1, y1, x2, y2) and aspect terms, one column each.
+    columns: [Vec<F>; 5],
 }
 
 impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4] }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default() }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -215,6 +226,12 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     /// Decoded distances (l, t, r, b) in grid units; leaves the anchor's box logits, their per-side
     /// softmax and log-sum-exp in `self` for the DFL term and the gradients.
     pub fn distances(&mut self, p: AnchorPos) -> [F; 4] {
+        self.decode(p, true)
+    }
+
+    /// As [`distances`](Self::distances); the log-sum-exps only `with_lse` (the assigner needs none of them:
+    /// four logarithms per candidate saved).
+    fn decode(&mut self, p: AnchorPos, with_lse: bool) -> [F; 4] {
         let r = self.head.reg_max;
         for (ch, z) in self.logits.iter_mut().enumerate() {
             *z = self.data[p.level][ch * self.head.grid.levels[p.level].len() + p.cell];
@@ -225,9 +242,14 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
                 *ds = self.logits[s];
                 continue;
             }
-            let (dist, lse) = softmax_expectation_lse(&self.logits[s * r..(s + 1) * r], &mut self.probs[s * r..(s + 1) * r]);
-            *ds = dist;
-            self.lse[s] = lse;
+            let (z, probs) = (&self.logits[s * r..(s + 1) * r], &mut self.probs[s * r..(s + 1) * r]);
+            if with_lse {
+                let (dist, lse) = softmax_expectation_lse(z, probs);
+                *ds = dist;
+                self.lse[s] = lse;
+            } else {
+                *ds = softmax_expectation(z, probs);
+            }
         }
         d
     }
@@ -245,9 +267,22 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     }
 
     /// The predicted box in grid units (xyxy).
+    #[cfg(test)]
     pub fn grid_box(&mut self, p: AnchorPos) -> [F; 4] {
         let d = self.distances(p);
         dist2bbox(d, self.head.grid.point(p), false)
+    }
+
+    /// The CIoU aspect term of GT box `gt` (the assigner asks for one GT's candidates in a row: the last is kept).
+    fn gt_atan(&mut self, gt: &[F; 4]) -> F {
+        match self.last_gt {
+            Some((b, t)) if b == *gt => t,
+            _ => {
+                let t = aspect_atan(*gt, F::c(IOU_EPS));
+                self.last_gt = Some((*gt, t));
+                t
+            }
+        }
     }
 
     /// The predicted box in pixels, as the assigner receives it (grid box × stride), with its CIoU
@@ -258,9 +293,10 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         }
         let p = self.head.grid.locate(a);
         let g = match self.bulk.get(a) {
-            Some(&d) => dist2bbox(d, self.head.grid.point(p), false),
-            None => self.grid_box(p),
+            Some(&d) => d,
+            None => self.decode(p, false),
         };
+        let g = dist2bbox(g, self.head.grid.point(p), false);
         let s = F::c(self.head.grid.levels[p.level].stride);
         let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
         let entry = (b, aspect_atan(b, F::c(IOU_EPS)));
@@ -288,21 +324,59 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         });
     }
     fn score(&mut self, a: usize, cls: usize) -> F {
-        let p = self.head.grid.locate(a);
-        sigmoid(self.logit(p, self.head.cls_ch0 + cls))
+        let (level, cell) = self.head.grid.level_cell(a);
+        let hw = self.head.grid.levels[level].len();
+        sigmoid(self.data[level][(self.head.cls_ch0 + cls) * hw + cell])
     }
     fn overlap(&mut self, gt: &[F; 4], a: usize) -> F {
         let (pred, pred_atan) = self.pixel_box(a);
-        let gt_atan = match self.last_gt {
-            Some((b, t)) if b == *gt => t,
-            _ => {
-                let t = aspect_atan(*gt, F::c(IOU_EPS));
-                self.last_gt = Some((*gt, t));
-                t
-            }
-        };
-        ciou_with_atans(*gt, pred, gt_atan, pred_atan, F::c(IOU_EPS))
+        ciou_with_atans(*gt, pred, self.gt_atan(gt), pred_atan, F::c(IOU_EPS))
     }
+    fn overlaps(&mut self, gt: &[F; 4], anchors: &[usize], out: &mut [F]) {
+        // The boxes gathered into columns first, so that the CIoU loop below is plain arithmetic over arrays,
+        // which the compiler vectorises (per lane the same operations as `overlap`, hence the same numbers).
+        let mut cols = std::mem::take(&mut self.columns);
+        for c in cols.iter_mut() {
+            c.clear();
+        }
+        for &a in anchors {
+            let (b, t) = self.pixel_box(a);
+            for (c, v) in cols.iter_mut().zip([b[0], b[1], b[2], b[3], t]) {
+                c.push(v);
+            }
+        }
+        let (gt_atan, eps) = (self.gt_atan(gt), F::c(IOU_EPS));
+        let [x1, y1, x2, y2, t] = &cols;
+        for (i, o) in out.iter_mut().enumerate().take(anchors.len()) {
+            *o = ciou_with_atans(*gt, [x1[i], y1[i], x2[i], y2[i]], gt_atan, t[i], eps);
+        }
+        self.columns = cols;
+    }
+    fn prefetch(&mut self, b: &[F; 4], cls: usize) {
+        let grid = &self.head.grid;
+        let ch = self.head.cls_ch0 + cls;
+        grid.for_each_near_row(*b, |l, y, xs| {
+            let lv = &grid.levels[l];
+            let row = &self.data[l][ch * lv.len() + y * lv.w..][..lv.w][xs];
+            // One request per cache line of the row, and one for its last element (the row may end in a new line).
+            for v in row.iter().step_by(64 / std::mem::size_of::<F>()).chain(row.last()) {
+                prefetch_read(v);
+            }
+        });
+    }
+}
+
+/// Asks the CPU to start loading the cache line of `p` (a no-op where there is no such instruction).
+#[inline(always)]
+fn prefetch_read<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and has no effect visible to the program, whatever
+    // the address (here always inside a live slice).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Sums of one image's loss terms (before division by S and gains).
@@ -397,10 +471,8 @@ impl V8DetectionLoss {
 
     /// The loss, and the gradients when `grads` is not empty (checked by the caller).
     pub(crate) fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let cfg = &self.cfg;
-        let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
-        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        Ok(self.losses_with_scales(&asg, grads, None, false))
+        let c = self.cfg.reg_max * 4;
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
     }
 
     /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
@@ -409,9 +481,21 @@ impl V8DetectionLoss {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
-        let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let asg = Assigned::new(head, batch, cfg.tal_topk)?;
-        let (mut loss, items) = self.losses_with_scales(&asg, grads, None, only_cls);
+        // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
+        // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite), and the
+        // other channels image by image just before the image's assignment reads them (from cache, then). Any
+        // error met before then, and a non-finite result of either part, defer to the full check, so the error is
+        // the one the validation in one go gives: the first non-finite element, before any label error.
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
+        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
+        if !finite {
+            check_preds_finite(feats)?;
+        }
+        let (mut loss, items, bce_sum) = self.losses_with_scales(&asg, grads, None, only_cls);
+        if !bce_sum.is_finite() {
+            // Also reached by finite logits whose sum overflows: then the check passes and the result stands.
+            check_preds_finite(feats)?;
+        }
         if only_cls {
             loss = vec![loss[1]];
         }
@@ -420,7 +504,8 @@ impl V8DetectionLoss {
 
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
-    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> LossValues<F> {
+    /// Also returns the raw class sum, non-finite when a class logit is.
+    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> (Vec<F>, Vec<F>, f64) {
         let head = &asg.head;
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let mut scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
@@ -430,7 +515,7 @@ impl V8DetectionLoss {
         }
         let sums = per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
-        (times_batch(&items, head.batch), items)
+        (times_batch(&items, head.batch), items, sums.bce)
     }
 }
 
@@ -493,10 +578,17 @@ impl<'a, F: Real> Assigned<'a, F> {
     /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
     /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
     pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
+        Ok(Self::new_checking(head, batch, topk, false)?.0)
+    }
+
+    /// As [`Assigned::new`]; with `check_finite`, also says whether the channels outside the class window are
+    /// finite (each image checked just before its assignment reads them). The assigner neither fails nor panics on
+    /// non-finite logits; the caller reports them.
+    pub fn new_checking(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize, check_finite: bool) -> Result<(Self, bool)> {
         let (labels, gt) = labels_and_gt(&head, batch, topk)?;
-        let positives = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc));
+        let (positives, finite) = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc), check_finite);
         let s = score_divisor::<F>(&positives);
-        Ok(Self { head, labels, gt, positives, s })
+        Ok((Self { head, labels, gt, positives, s }, finite))
     }
 
     /// Number of positive anchors in the batch.
@@ -546,19 +638,24 @@ pub(crate) fn times_batch<F: Real>(items: &[F], batch: usize) -> Vec<F> {
     items.iter().map(|&v| v * b).collect()
 }
 
-/// Runs the assigner on every image (in parallel) with the detection head's decode.
-pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
-    (0..head.batch)
+/// Runs the assigner on every image (in parallel) with the detection head's decode. With `check_finite`, each image's
+/// channels outside the class window are checked first (then in cache for the decode); the flag is whether all were
+/// finite (true without the check).
+pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig, check_finite: bool) -> (Vec<Vec<Positive<F>>>, bool) {
+    let per_image: Vec<(Vec<Positive<F>>, bool)> = (0..head.batch)
         .into_par_iter()
         .map(|b| {
+            let finite = !check_finite || head.image_finite_outside_class_window(b);
             let gts = gt.gt_boxes(b);
             let mut preds = ImagePreds::new(head, b, true);
             if decodes_all_up_front(&head.grid, &gts) {
                 preds.decode_all();
             }
-            assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
+            (assign_image(cfg, head.grid.num_anchors, &gts, &mut preds), finite)
         })
-        .collect()
+        .collect();
+    let finite = per_image.iter().all(|(_, f)| *f);
+    (per_image.into_iter().map(|(p, _)| p).collect(), finite)
 }
 
 /// Whether the assigner decodes every anchor of an image up front (one vectorised pass, `Real::softmax_expect_cells`)

@@ -6,24 +6,38 @@ use crate::real::Real;
 /// Softmax of `z` into `p`; returns the expectation Σ k·p_k (the decoded distance).
 #[inline]
 pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
-    softmax_expectation_lse(z, p).0
+    softmax_parts(z, p).0
 }
 
 /// As [`softmax_expectation`], also returning log Σ exp(z) (what the DFL cross entropy needs).
 #[inline]
 pub fn softmax_expectation_lse<F: Real>(z: &[F], p: &mut [F]) -> (F, F) {
+    let (dist, m, sum) = softmax_parts(z, p);
+    (dist, m + sum.ln())
+}
+
+/// Softmax of `z` into `p`; returns (Σ k·p_k, max z, Σ exp(z − max z)).
+///
+/// The exponentials and the divisions are loops of their own, free of the running sums, so that they vectorise;
+/// both sums still add in index order, so every number is what one loop doing all of it gave.
+#[inline(always)]
+fn softmax_parts<F: Real>(z: &[F], p: &mut [F]) -> (F, F, F) {
     let m = z.iter().copied().fold(F::neg_infinity(), F::max);
-    let mut sum = F::zero();
     for (pk, &zk) in p.iter_mut().zip(z) {
         *pk = (zk - m).exp_nonpos();
-        sum += *pk;
+    }
+    let mut sum = F::zero();
+    for &pk in p.iter() {
+        sum += pk;
+    }
+    for pk in p.iter_mut() {
+        *pk /= sum;
     }
     let mut dist = F::zero();
-    for (k, pk) in p.iter_mut().enumerate() {
-        *pk /= sum;
-        dist += *pk * F::from_usize_(k);
+    for (k, &pk) in p.iter().enumerate() {
+        dist += pk * F::from_usize_(k);
     }
-    (dist, m + sum.ln())
+    (dist, m, sum)
 }
 
 /// The DFL target of one side: clamped distance, left bin and the two bin weights.

@@ -1,6 +1,8 @@
 //! The one hot loop of every detection-family loss: BCE against a zero target and the sigmoid, over
 //! all B × A × nc class logits. Written so the compiler vectorises it (no branches, no libm calls),
-//! and compiled a second time with AVX2+FMA, picked at run time, so the portable binary stays fast.
+//! and compiled again with AVX2+FMA and with AVX-512, picked at run time, so the portable binary stays fast.
+//! Every build does the same per-element operations in the same order (no FMA contraction: Rust does not fuse
+//! `a * b + c`), so the three give bit-identical elements; only the register width differs.
 //!
 //! Accuracy: exp and log1p below are within a few ulp in f32 over the whole range the loop feeds
 //! them (the argument of exp is ≤ 0; log1p's argument is in (0, 1]); log1p keeps full *relative*
@@ -9,11 +11,14 @@
 /// e^t for t ≤ 0 (clamped below at −87, where e^t underflows f32's normal range anyway).
 #[inline(always)]
 pub(crate) fn exp_neg(t: f32) -> f32 {
-    let t = t.max(-87.0);
+    // `t.max(-87.0)` written as a comparison: the same value for every t, NaN included (−87), but one
+    // vector max instead of a max plus the NaN fix-up `f32::max` needs.
+    let t = if t > -87.0 { t } else { -87.0 };
     // t = n·ln2 + r, |r| ≤ ln2/2, with ln2 split in two for an exact reduction. n is rounded to the
     // nearest integer by adding and subtracting 1.5·2^23 (plain SSE2 arithmetic, no libm `roundf`).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (t * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = t * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = t - n * 0.693_359_4 - n * (-2.121_944_4e-4);
     // Minimax-style polynomial for e^r on [−ln2/2, ln2/2] (Cephes expf coefficients).
     let p = 1.987_569_1e-4f32;
@@ -23,8 +28,12 @@ pub(crate) fn exp_neg(t: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    // Scale by 2^n through the exponent bits (n ≥ −126 here).
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // Scale by 2^n through the exponent bits (n ≥ −126 here). n as an integer is read off the bits of
+    // `shifted` (n + 1.5·2^23, whose ulp is 1, so the low mantissa bits hold n exactly) rather than with
+    // `n as i32`: Rust's saturating float→int cast does not vectorise (a scalar convert and NaN/range
+    // selects per lane), and it made the whole fused BCE pass about 3× slower. Same integer, same result.
+    let n_int = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     er * scale
 }
 
@@ -52,74 +61,127 @@ fn log1p_unit(e: f32) -> f32 {
 pub(crate) fn bce_sigmoid(x: f32) -> (f32, f32) {
     let e = exp_neg(-x.abs());
     let inv = 1.0 / (1.0 + e);
-    (x.max(0.0) + log1p_unit(e), if x >= 0.0 { inv } else { e * inv })
+    // max(x, 0) as a comparison (one vector max; `f32::max` adds a NaN fix-up). Both give 0 for NaN; they may
+    // differ only in the sign of a zero (x = ±0), which the addition of log1p(e) > 0 erases.
+    let pos = if x > 0.0 { x } else { 0.0 };
+    (pos + log1p_unit(e), if x >= 0.0 { inv } else { e * inv })
 }
 
-/// Σ BCE(x, 0) over `x`, and, when `grad` is given, `grad[i] = σ(x[i])·scale`.
-/// Eight independent lanes (one SIMD register) in f32 per 1024-element block, blocks summed in f64.
+/// Σ BCE(x, 0) over `x`, and, when `grad` is given, `grad[i] = σ(x[i])·scale`. The sum is NaN or infinite when
+/// `x` holds a non-finite value (the check of the inputs rides along; see [`bce_zero_loop`]).
+/// Eight independent lanes (one AVX2 register) in f32 per 1024-element block, blocks summed in f64.
 #[inline(always)]
-fn bce_zero_body(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+fn bce_zero_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+    match grad {
+        Some(g) => bce_zero_loop::<GROUP>(x, |i, s| {
+            for (gv, &sv) in g[i..i + s.len()].iter_mut().zip(s) {
+                *gv = sv * scale;
+            }
+        }),
+        None => bce_zero_loop::<GROUP>(x, |_, _| {}),
+    }
+}
+
+/// The loop of [`bce_zero_body`], `GROUP` elements per step; `sigmoid(i, s)` receives σ(x[i..i + s.len()]).
+///
+/// One element's exp, log1p and division form a long chain of dependent operations: a step of several
+/// registers' worth (GROUP a multiple of 8 dividing 1024) keeps independent chains in flight. The sum is the
+/// same whatever GROUP is: lane j of the eight adds BCE of elements j, j + 8, j + 16, … in that order, the lanes
+/// go to f64 after every 1024 elements, and the last (len mod 8) elements go to lane 0.
+///
+/// Each term added is BCE(x, 0) + x·0: the same number for a finite x (adding ±0 to a value ≥ 0), NaN for ±inf
+/// and NaN, so a non-finite input shows in the sum at the cost of two operations per register instead of a
+/// separate pass over the data.
+#[inline(always)]
+fn bce_zero_loop<const GROUP: usize>(x: &[f32], mut sigmoid: impl FnMut(usize, &[f32])) -> f64 {
     let mut total = 0.0f64;
     let mut lanes = [0.0f32; 8];
     let mut flush = |lanes: &mut [f32; 8]| {
         total += lanes.iter().map(|&v| v as f64).sum::<f64>();
         *lanes = [0.0; 8];
     };
-    match grad {
-        Some(g) => {
-            let mut xc = x.chunks_exact(8);
-            let mut gc = g.chunks_exact_mut(8);
-            for (i, (xs, gs)) in (&mut xc).zip(&mut gc).enumerate() {
-                for j in 0..8 {
-                    let (l, s) = bce_sigmoid(xs[j]);
-                    lanes[j] += l;
-                    gs[j] = s * scale;
-                }
-                if i % 128 == 127 {
-                    flush(&mut lanes);
-                }
-            }
-            for (xv, gv) in xc.remainder().iter().zip(gc.into_remainder()) {
-                let (l, s) = bce_sigmoid(*xv);
-                lanes[0] += l;
-                *gv = s * scale;
+    let grouped = x.len() / GROUP * GROUP;
+    for (gi, xs) in x[..grouped].chunks_exact(GROUP).enumerate() {
+        let mut l = [0.0f32; GROUP];
+        let mut s = [0.0f32; GROUP];
+        for j in 0..GROUP {
+            let (lj, sj) = bce_sigmoid(xs[j]);
+            (l[j], s[j]) = (lj + xs[j] * 0.0, sj);
+        }
+        for row in l.chunks_exact(8) {
+            for j in 0..8 {
+                lanes[j] += row[j];
             }
         }
-        None => {
-            let mut xc = x.chunks_exact(8);
-            for (i, xs) in (&mut xc).enumerate() {
-                for j in 0..8 {
-                    lanes[j] += bce_sigmoid(xs[j]).0;
-                }
-                if i % 128 == 127 {
-                    flush(&mut lanes);
-                }
-            }
-            for xv in xc.remainder() {
-                lanes[0] += bce_sigmoid(*xv).0;
-            }
+        sigmoid(gi * GROUP, &s);
+        if gi % (1024 / GROUP) == 1024 / GROUP - 1 {
+            flush(&mut lanes);
         }
     }
+    // The tail: whole registers of eight (never completing a 1024 block: 1024 is a multiple of GROUP), then lane 0.
+    let mut xc = x[grouped..].chunks_exact(8);
+    let mut s = [0.0f32; 8];
+    for (k, xs) in (&mut xc).enumerate() {
+        for j in 0..8 {
+            let l;
+            (l, s[j]) = bce_sigmoid(xs[j]);
+            lanes[j] += l + xs[j] * 0.0;
+        }
+        sigmoid(grouped + 8 * k, &s);
+    }
+    let rest = xc.remainder();
+    for (j, &xv) in rest.iter().enumerate() {
+        let l;
+        (l, s[j]) = bce_sigmoid(xv);
+        lanes[0] += l + xv * 0.0;
+    }
+    sigmoid(x.len() - rest.len(), &s[..rest.len()]);
     flush(&mut lanes);
     total
 }
 
+/// Steps of four registers for AVX2 and SSE2 (AVX2's sixteen registers spill beyond that), of four AVX-512
+/// registers (64 elements) for AVX-512.
+const GROUP_256: usize = 32;
+const GROUP_512: usize = 64;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bce_zero_avx2(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
-    bce_zero_body(x, grad, scale)
+    bce_zero_body::<GROUP_256>(x, grad, scale)
 }
 
-/// Dispatches to the AVX2 build when the CPU has it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn bce_zero_avx512(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+    bce_zero_body::<GROUP_512>(x, grad, scale)
+}
+
+/// Whether this CPU runs the AVX-512 builds (checked once per call; the check is a cached load).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f") && has_avx2()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Dispatches to the AVX-512 or the AVX2 build when the CPU has it.
 pub fn bce_zero_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx512() {
             // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { bce_zero_avx512(x, grad, scale) };
+        }
+        if has_avx2() {
+            // SAFETY: as above.
             return unsafe { bce_zero_avx2(x, grad, scale) };
         }
     }
-    bce_zero_body(x, grad, scale)
+    bce_zero_body::<GROUP_256>(x, grad, scale)
 }
 
 /// Soft-argmax of one side for every cell of a level: `z` holds the side's R bins as rows of `hw`
@@ -162,11 +224,21 @@ unsafe fn softmax_expect_cells_avx2(z: &[f32], hw: usize, r: usize, out: &mut [f
     softmax_expect_cells_body(z, hw, r, out)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_expect_cells_avx512(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
+    softmax_expect_cells_body(z, hw, r, out)
+}
+
 pub fn softmax_expect_cells_f32(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx512() {
             // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { softmax_expect_cells_avx512(z, hw, r, out) };
+        }
+        if has_avx2() {
+            // SAFETY: as above.
             return unsafe { softmax_expect_cells_avx2(z, hw, r, out) };
         }
     }
@@ -219,11 +291,78 @@ mod tests {
             assert!(((gv as f64) - 0.5 * sig).abs() <= 1e-6 * (0.5 * sig) + 1e-30, "x {xv}: {gv} vs {}", 0.5 * sig);
         }
         assert_eq!(bce_zero_f32(&x, None, 0.5), s);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 4321, 4999] {
+                let mut y = x.clone();
+                y[at] = bad;
+                assert!(!bce_zero_f32(&y, None, 0.5).is_finite(), "{bad} at {at}");
+            }
+        }
         assert!(all_finite_f32(&x));
         let mut y = x.clone();
         y[4321] = f32::NAN;
         assert!(!all_finite_f32(&y));
         y[4321] = f32::NEG_INFINITY;
         assert!(!all_finite_f32(&y));
+    }
+
+    /// The SIMD builds promise the portable build's numbers: every σ bit for bit, and the same sum (same lanes,
+    /// same order), for lengths that leave every kind of tail.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_builds_match_the_portable_build_bit_for_bit() {
+        let x: Vec<f32> = (0..9000).map(|i| ((i * 7919) % 4001) as f32 / 50.0 - 60.0).collect();
+        for n in [0, 5, 8, 31, 64, 1024, 1030, 4163, 9000] {
+            let x = &x[..n];
+            let mut want = vec![0.0f32; n];
+            let sum = bce_zero_body::<GROUP_256>(x, Some(&mut want), 0.37);
+            let mut got = vec![0.0f32; n];
+            if has_avx2() {
+                // SAFETY: AVX2 and FMA are present (checked).
+                assert_eq!(unsafe { bce_zero_avx2(x, Some(&mut got), 0.37) }.to_bits(), sum.to_bits(), "avx2 sum, n {n}");
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "avx2 σ, n {n}");
+            }
+            if has_avx512() {
+                // SAFETY: AVX-512F, AVX2 and FMA are present (checked).
+                assert_eq!(unsafe { bce_zero_avx512(x, Some(&mut got), 0.37) }.to_bits(), sum.to_bits(), "avx512 sum, n {n}");
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "avx512 σ, n {n}");
+            }
+        }
+        let (hw, r) = (700, 16);
+        let z: Vec<f32> = (0..hw * r).map(|i| ((i * 2654435761usize) % 1009) as f32 / 90.0 - 5.0).collect();
+        let mut want = vec![0.0f32; hw];
+        softmax_expect_cells_body(&z, hw, r, &mut want);
+        let mut got = vec![0.0f32; hw];
+        softmax_expect_cells_f32(&z, hw, r, &mut got);
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "soft-argmax cells");
+    }
+
+    /// The branch-free clamp and the read of n from the bits give what `max` and `as i32` gave, for every
+    /// argument the callers can pass (t ≤ 0, NaN) and a sweep of the reduction's rounding boundaries.
+    #[test]
+    fn exp_neg_matches_its_plain_form() {
+        fn plain(t: f32) -> f32 {
+            let t = t.max(-87.0);
+            const MAGIC: f32 = 12_582_912.0;
+            let n = (t * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+            let r = t - n * 0.693_359_4 - n * (-2.121_944_4e-4);
+            let p = 1.987_569_1e-4f32;
+            let p = p * r + 1.398_199_9e-3;
+            let p = p * r + 8.333_452e-3;
+            let p = p * r + 4.166_579_6e-2;
+            let p = p * r + 1.666_666_5e-1;
+            let p = p * r + 0.5;
+            let er = p * r * r + r + 1.0;
+            er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        }
+        let mut t = 0.0f32;
+        while t > -100.0 {
+            assert_eq!(exp_neg(t).to_bits(), plain(t).to_bits(), "t {t}");
+            assert_eq!(exp_neg(-t).to_bits(), plain(-t).to_bits(), "t {}", -t);
+            t = f32::from_bits(t.to_bits() + 997) - 1e-3;
+        }
+        for t in [f32::NAN, f32::NEG_INFINITY, -0.0, f32::MIN] {
+            assert_eq!(exp_neg(t).to_bits(), plain(t).to_bits(), "t {t}");
+        }
     }
 }

@@ -55,10 +55,17 @@ impl AnchorGrid {
     }
 
     pub fn locate(&self, a: usize) -> AnchorPos {
+        let (level, cell) = self.level_cell(a);
+        let w = self.levels[level].w.max(1);
+        AnchorPos { level, x: cell % w, y: cell / w, cell }
+    }
+
+    /// The level of anchor `a` and its index inside the level: [`locate`](Self::locate) without the division
+    /// into (x, y), for callers that only index the level's data (the assigner's score, per candidate).
+    #[inline]
+    pub fn level_cell(&self, a: usize) -> (usize, usize) {
         let level = self.levels.iter().rposition(|l| l.offset <= a && !l.is_empty()).unwrap_or(0);
-        let lv = &self.levels[level];
-        let cell = a - lv.offset;
-        AnchorPos { level, x: cell % lv.w.max(1), y: cell / lv.w.max(1), cell }
+        (level, a - self.levels[level].offset)
     }
 
     /// Anchor centre in grid units of its own level: (x + 0.5, y + 0.5).
@@ -94,6 +101,17 @@ impl AnchorGrid {
     /// Calls `visit(anchor)` for every anchor of every level whose pixel centre might lie inside the
     /// pixel box `[x1, y1, x2, y2]` (a superset: callers apply the exact test). Cost is the box area in cells.
     pub fn for_each_near<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, AnchorPos)) {
+        self.for_each_near_row(b, |li, y, xs| {
+            let lv = &self.levels[li];
+            for x in xs {
+                let cell = y * lv.w + x;
+                visit(lv.offset + cell, AnchorPos { level: li, x, y, cell });
+            }
+        });
+    }
+
+    /// The anchors of [`for_each_near`](Self::for_each_near) as runs: `visit(level, y, x0..=x1)` for each row.
+    pub fn for_each_near_row<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, usize, std::ops::RangeInclusive<usize>)) {
         for (li, lv) in self.levels.iter().enumerate() {
             let s = lv.stride;
             // Centre x·s + s/2 inside (x1, x2) ⇔ x ∈ (x1/s − 0.5, x2/s − 0.5); widen by one cell.
@@ -101,14 +119,11 @@ impl AnchorGrid {
             let hi = |v: F, n: usize| (((v.f64() / s - 0.5).ceil() + 1.0).max(-1.0) as isize).min(n as isize - 1);
             let (x0, y0) = (lo(b[0]), lo(b[1]));
             let (x1, y1) = (hi(b[2], lv.w), hi(b[3], lv.h));
-            if x1 < 0 || y1 < 0 {
+            if x1 < 0 || y1 < 0 || x0 > x1 as usize {
                 continue;
             }
             for y in y0..=(y1 as usize) {
-                for x in x0..=(x1 as usize) {
-                    let cell = y * lv.w + x;
-                    visit(lv.offset + cell, AnchorPos { level: li, x, y, cell });
-                }
+                visit(li, y, x0..=(x1 as usize));
             }
         }
     }

@@ -41,6 +41,9 @@ pub trait Real:
 
     /// Σ BCE(x, 0) over `x`; writes σ(x)·scale into `grad` when given. The hot loop of the
     /// detection-family losses: `f32` overrides it with a vectorised version.
+    ///
+    /// The sum is non-finite when `x` holds a non-finite value: each term is BCE(x, 0) + x·0, the same number
+    /// for finite x and NaN otherwise (the detection loss checks its class logits this way).
     fn bce_zero(x: &[Self], grad: Option<&mut [Self]>, scale: Self) -> f64 {
         let mut total = 0.0f64;
         let z = Self::zero();
@@ -48,14 +51,14 @@ pub trait Real:
             Some(g) => {
                 for (gv, &xv) in g.iter_mut().zip(x) {
                     let e = (-xv.abs()).exp();
-                    total += (xv.max(z) + e.ln_1p()).f64();
+                    total += (xv.max(z) + e.ln_1p() + xv * z).f64();
                     let inv = Self::one() / (Self::one() + e);
                     *gv = if xv >= z { inv } else { e * inv } * scale;
                 }
             }
             None => {
                 for &xv in x {
-                    total += (xv.max(z) + (-xv.abs()).exp().ln_1p()).f64();
+                    total += (xv.max(z) + (-xv.abs()).exp().ln_1p() + xv * z).f64();
                 }
             }
         }

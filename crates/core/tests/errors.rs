@@ -90,3 +90,38 @@ fn gradient_buffers_must_match_the_predictions() {
     let e = c.with(|feats, batch| crit().value_and_grad_into(feats, batch, &mut [&mut a])).unwrap_err();
     expect(e, ErrorCode::ShapeMismatch, "grads");
 }
+
+/// The class logits are checked by the pass that reads them, the other channels per image before its
+/// assignment: the error must still be the one a check of every tensor in order gives (the first non-finite
+/// element of the first bad level), before label errors, with and without gradients.
+#[test]
+fn non_finite_class_logits_are_reported_as_by_one_full_check() {
+    const HW0: usize = 16;
+    const CLS0: usize = 4 * R * HW0; // first class logit of level 0
+    let edits: [fn(&mut Case); 8] = [
+        |c| c.lv[0][CLS0 + 5] = f32::NEG_INFINITY,
+        |c| c.lv[0][CLS0 + 2 * HW0 - 1] = f32::NAN,
+        |c| { c.lv[0][CLS0 + 7] = f32::INFINITY; c.lv[0][CLS0 + 20] = f32::NAN; },
+        // A class logit of level 0 comes before a box logit of level 1.
+        |c| { c.lv[0][CLS0 + 3] = f32::NAN; c.lv[1][0] = f32::NAN; },
+        // The very last class logit.
+        |c| { let n = c.lv[1].len(); c.lv[1][n - 1] = f32::NAN; },
+        // Non-finite logits come before label errors.
+        |c| { c.lv[0][CLS0] = f32::NAN; c.cls[0] = NC as f32; },
+        |c| { c.lv[0][CLS0] = f32::NAN; c.bb[2] = -0.1; },
+        |c| { c.lv[1][3] = f32::INFINITY; c.bi[0] = 1.0; },
+    ];
+    for (i, edit) in edits.iter().enumerate() {
+        let mut c = Case::valid();
+        edit(&mut c);
+        let want = c.with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err())).expect("case has a non-finite value");
+        let got = run(*edit);
+        assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}");
+        let got = c.with(|feats, batch| crit().call(feats, batch)).expect_err("call must reject it too");
+        assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}, call");
+    }
+    // Huge finite logits may overflow the class sum: no error then.
+    let mut c = Case::valid();
+    c.lv[0][CLS0..CLS0 + NC * HW0].iter_mut().for_each(|v| *v = 3e38);
+    assert!(c.with(|feats, batch| crit().value_and_grad(feats, batch)).is_ok());
+}
