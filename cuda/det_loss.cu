@@ -5,9 +5,9 @@
 //                 anchor's assigned class, 0 elsewhere; scale = B·g_cls/S), with the CPU backend's polynomial
 //                 exp/log1p. Channels outside the box channels and the class window (TVP text prompts) are checked
 //                 for finiteness and get a zero gradient. One partial sum per block (double).
-//  yl_det_box   — four threads (sides) per (b, a), positives only: the CIoU term (1 − CIoU(pred, target))·w and the DFL term
-//                 with their gradient into the 4R box channels (which yl_det_decode zeroed), as crates/core
-//                 detection.rs box_terms: target = GT box / stride, w = the soft score, α held constant.
+//  yl_det_box   — four threads (sides) per (b, a), positives only: the CIoU term (1 − CIoU(pred, target))·w and
+//                 the DFL term with their gradient into the 4R box channels (which yl_det_decode zeroed), as
+//                 crates/core detection.rs box_terms: target = GT box / stride, w = the soft score, α constant.
 //                 Partial sums per block: Σ (1 − CIoU)·w and Σ DFL·w.
 #include "detect.cuh"
 

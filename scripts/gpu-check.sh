@@ -20,8 +20,8 @@
 #        bash scripts/gpu-check.sh
 #
 #    runs every prepared test binary with YOLO_LOSS_REQUIRE_GPU=1 (no GPU = failure, not a skip; the emulator
-#    tests are skipped there, CI runs them), the package's JS API on the GPU (scripts/gpu-node-check.cjs), then gpu_bench (B=16, 640×640, nc=80, 8 and 1000 labels per image:
-#    kernel time by CUDA events, end-to-end time from host f32 arrays, the memory-traffic floor from the measured
+#    tests are skipped there, CI runs them), the package's JS API on the GPU (scripts/gpu-node-check.cjs), then
+#    gpu_bench (B=16, 640×640, nc=80, 8 and 1000 labels per image: kernel time by CUDA events, end-to-end time from host f32 arrays, the memory-traffic floor from the measured
 #    copy bandwidth, a CPU-backend cross-check), then bench/gpu_reference.py (ultralytics on the device's torch,
 #    CUDA, fp32, AMP off, forward + backward, same inputs), and prints the table with the ratios and targets.
 #    Logs and JSON go to $OUT when it is set (the device tool brings them back), else to .gpu-check/out.

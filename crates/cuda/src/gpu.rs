@@ -68,7 +68,14 @@ impl Gpu {
                 functions.insert(entry, f);
             }
         }
-        Ok(Gpu { device_name, stream, functions, staging: Staging::default(), staged: AtomicBool::new(true), _ctx: ctx })
+        Ok(Gpu {
+            device_name,
+            stream,
+            functions,
+            staging: Staging::default(),
+            staged: AtomicBool::new(true),
+            _ctx: ctx,
+        })
     }
 
     pub fn device_name(&self) -> &str {

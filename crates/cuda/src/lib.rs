@@ -41,8 +41,8 @@ mod launch;
 mod level;
 mod partials;
 mod probe;
-mod staging;
 pub mod prompts;
+mod staging;
 #[cfg(test)]
 mod test_support;
 /// Lets test code shared with `tests/` (tests/common/gpu.rs) name this crate `yolo_loss_cuda` from inside it.

@@ -88,7 +88,13 @@ impl Staging {
 
     /// Copies `src` to device address `dst` (enqueued on `stream`; `src` may be reused when this returns).
     /// `None`: no staging buffers, use the plain copy.
-    pub(crate) fn htod(&self, stream: &CudaStream, what: &str, dst: u64, src: &[u8]) -> Option<yolo_loss_core::Result<()>> {
+    pub(crate) fn htod(
+        &self,
+        stream: &CudaStream,
+        what: &str,
+        dst: u64,
+        src: &[u8],
+    ) -> Option<yolo_loss_core::Result<()>> {
         self.with_slots(stream, |slots| {
             driver("binding the CUDA context", stream.context().bind_to_thread())?;
             for (i, chunk) in src.chunks(CHUNK).enumerate() {
@@ -110,7 +116,13 @@ impl Staging {
 
     /// Copies `dst.len()` bytes from device address `src` into `dst`, after everything queued before on `stream`.
     /// `None`: no staging buffers, use the plain copy.
-    pub(crate) fn dtoh(&self, stream: &CudaStream, what: &str, src: u64, dst: &mut [u8]) -> Option<yolo_loss_core::Result<()>> {
+    pub(crate) fn dtoh(
+        &self,
+        stream: &CudaStream,
+        what: &str,
+        src: u64,
+        dst: &mut [u8],
+    ) -> Option<yolo_loss_core::Result<()>> {
         self.with_slots(stream, |slots| {
             driver("binding the CUDA context", stream.context().bind_to_thread())?;
             let chunks = dst.len().div_ceil(CHUNK);

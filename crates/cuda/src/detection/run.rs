@@ -113,7 +113,10 @@ pub(crate) fn run(
     // The assign kernel keeps each GT's top-k in a fixed-size per-thread list: re-checked here (not only at
     // construction) because `cfg` is a public field a caller may change afterwards.
     if job.topk > MAX_TOPK {
-        return Err(LossError::invalid(format!("tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}", job.topk)));
+        return Err(LossError::invalid(format!(
+            "tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}",
+            job.topk
+        )));
     }
     let packed = pack_gt(&head, &gt);
     let (b, a, m) = (head.batch, head.grid.num_anchors, gt.max_labels);
