@@ -764,10 +764,14 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
         iou_sum += ((F::one() - iou) * w).f64();
         // x1 = ax − l, y1 = ay − t, x2 = ax + r, y2 = ay + b.
         let g_dist = [-gb[0], -gb[1], gb[2], gb[3]];
+        // Each box-channel element belongs to one positive (one per anchor), so it is stored once into the zero-filled
+        // buffer as `0 + v` (the bits of `+=`, −0 included) rather than read first: a fresh gradient page whose first
+        // touch is a read maps the shared zero page, and the write that follows costs a second fault and a TLB
+        // shootdown of the other threads (about a third of det8's fresh-page cost).
         if r == 1 {
             if let Some(g) = grads.get_mut(pos.level) {
                 for (s, gd) in g_dist.iter().enumerate() {
-                    g[s * hw + pos.cell] += *gd;
+                    g[s * hw + pos.cell] = F::zero() + *gd;
                 }
             }
             continue;
@@ -784,7 +788,7 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
                 dfl_side_grad_acc(probs, &t, sc.dfl * w / F::c(4.0), &mut gz);
                 softmax_expectation_grad_acc(probs, dist[s], g_dist[s], &mut gz);
                 for (k, v) in gz.iter().enumerate() {
-                    g[(s * r + k) * hw + pos.cell] += *v;
+                    g[(s * r + k) * hw + pos.cell] = F::zero() + *v;
                 }
             }
         }
