@@ -7,12 +7,14 @@
 //!    then sparse corrections and the box/DFL terms at the positives only.
 //! Nothing of size (B × A × nc) is allocated besides the gradient itself, nothing of size (B × M × A) at all.
 
+use std::ops::RangeInclusive;
+
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget};
 use crate::error::{LossError, Result};
-use crate::geometry::{bbox2dist, center_in_box, dist2bbox, AnchorGrid, AnchorPos};
+use crate::geometry::{bbox2dist, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
 use crate::labels::{validate_labels, GtTable};
@@ -317,9 +319,26 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         let b = *b;
         let grid = &self.head.grid;
         let eps = F::c(1e-9);
-        grid.for_each_near(b, |a, p| {
-            if center_in_box(grid.pixel_point(p), b, eps) {
-                visit(a)
+        // `center_in_box` taken apart instead of run per cell: the least of the four margins exceeds eps exactly when
+        // each does (finite boxes and centres: no NaN); the x margins depend on the column alone, the y margins on the
+        // row alone, and a centre grows with its index, so the columns (rows) that pass form one run. Found once per
+        // level, the runs give the same cells in the same row-major order.
+        let run = |l: usize, range: RangeInclusive<usize>, lo: F, hi: F| {
+            let inside = |&i: &usize| {
+                let p = grid.pixel_coord::<F>(l, i);
+                p - lo > eps && hi - p > eps
+            };
+            let mut passing = range.skip_while(|i| !inside(i));
+            let first = passing.next()?;
+            Some(first..=passing.take_while(inside).last().unwrap_or(first))
+        };
+        grid.for_each_near_level(b, |l, xs, ys| {
+            let (Some(xs), Some(ys)) = (run(l, xs, b[0], b[2]), run(l, ys, b[1], b[3])) else { return };
+            let lv = &grid.levels[l];
+            for y in ys {
+                for x in xs.clone() {
+                    visit(lv.offset + y * lv.w + x);
+                }
             }
         });
     }
