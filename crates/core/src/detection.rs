@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget};
 use crate::error::{LossError, Result};
+use crate::fastmath::RUN_CELLS;
 use crate::geometry::{bbox2dist, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
@@ -294,18 +295,60 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
             return b;
         }
         let p = self.head.grid.locate(a);
-        let g = match self.bulk.get(a) {
+        let d = match self.bulk.get(a) {
             Some(&d) => d,
             None => self.decode(p, false),
         };
-        let g = dist2bbox(g, self.head.grid.point(p), false);
-        let s = F::c(self.head.grid.levels[p.level].stride);
-        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
-        let entry = (b, aspect_atan(b, F::c(IOU_EPS)));
+        let entry = self.pixel_entry(p, d);
         if let Some(slot) = self.decoded.get_mut(a) {
             *slot = Some(entry);
         }
         entry
+    }
+
+    /// The cache entry of anchor `p` from its distances: the pixel box and its aspect term.
+    fn pixel_entry(&self, p: AnchorPos, d: [F; 4]) -> ([F; 4], F) {
+        let g = dist2bbox(d, self.head.grid.point(p), false);
+        let s = F::c(self.head.grid.levels[p.level].stride);
+        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
+        (b, aspect_atan(b, F::c(IOU_EPS)))
+    }
+
+    /// Decodes into the cache the anchors of `anchors` not decoded yet, in runs of consecutive anchors (a GT's
+    /// candidates come as row runs) of up to [`RUN_CELLS`] cells with [`Real::softmax_expect_run`]: one vector load per
+    /// bin and run instead of R·4 scattered loads and a scalar soft-argmax per anchor, with the same distances. Only
+    /// where anchors are decoded one by one (no bulk decode, a cache, R > 1).
+    fn decode_runs(&mut self, anchors: &[usize]) {
+        let (grid, r) = (&self.head.grid, self.head.reg_max);
+        if !self.bulk.is_empty() || self.decoded.is_empty() || r == 1 {
+            return;
+        }
+        let mut i = 0;
+        while i < anchors.len() {
+            let a = anchors[i];
+            if self.decoded[a].is_some() {
+                i += 1;
+                continue;
+            }
+            let (l, c0) = grid.level_cell(a);
+            let hw = grid.levels[l].len();
+            let max = RUN_CELLS.min(hw - c0);
+            let mut n = 1;
+            while n < max && i + n < anchors.len() && anchors[i + n] == a + n {
+                n += 1;
+            }
+            let mut d = [[F::zero(); RUN_CELLS]; 4];
+            for (s, ds) in d.iter_mut().enumerate() {
+                F::softmax_expect_run(&self.data[l][s * r * hw..(s + 1) * r * hw], hw, r, c0, &mut ds[..n]);
+            }
+            for j in 0..n {
+                if self.decoded[a + j].is_none() {
+                    let entry = self.pixel_entry(grid.locate(a + j), d.map(|side| side[j]));
+                    self.decoded[a + j] = Some(entry);
+                }
+            }
+            i += n;
+        }
     }
 }
 
@@ -354,6 +397,7 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
     fn overlaps(&mut self, gt: &[F; 4], anchors: &[usize], out: &mut [F]) {
         // The boxes gathered into columns first, so that the CIoU loop below is plain arithmetic over arrays,
         // which the compiler vectorises (per lane the same operations as `overlap`, hence the same numbers).
+        self.decode_runs(anchors);
         let mut cols = std::mem::take(&mut self.columns);
         for c in cols.iter_mut() {
             c.clear();

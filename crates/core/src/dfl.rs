@@ -9,6 +9,19 @@ pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
     softmax_parts(z, p).0
 }
 
+/// [`softmax_expectation`] of one side at cells `c0 .. c0 + out.len()` of a level whose bin k of cell c is
+/// `z[k·hw + c]` (channel-major), cell by cell.
+pub fn softmax_expect_run_cells<F: Real>(z: &[F], hw: usize, r: usize, c0: usize, out: &mut [F]) {
+    let mut bins = vec![F::zero(); r];
+    let mut probs = vec![F::zero(); r];
+    for (i, o) in out.iter_mut().enumerate() {
+        for (k, b) in bins.iter_mut().enumerate() {
+            *b = z[k * hw + c0 + i];
+        }
+        *o = softmax_expectation(&bins, &mut probs);
+    }
+}
+
 /// As [`softmax_expectation`], also returning log Σ exp(z) (what the DFL cross entropy needs).
 #[inline]
 pub fn softmax_expectation_lse<F: Real>(z: &[F], p: &mut [F]) -> (F, F) {

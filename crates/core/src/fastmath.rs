@@ -245,6 +245,74 @@ pub fn softmax_expect_cells_f32(z: &[f32], hw: usize, r: usize, out: &mut [f32])
     softmax_expect_cells_body(z, hw, r, out)
 }
 
+/// The most cells [`softmax_expect_run_f32`] decodes per call (one AVX-512 register of lanes), and the most bins it
+/// holds on the stack (reg_max is 16 in Ultralytics' models; more goes cell by cell).
+pub const RUN_CELLS: usize = 16;
+const RUN_MAX_BINS: usize = 32;
+
+/// `softmax_expectation` of one side at cells `c0 .. c0 + out.len()` of a level (`z` as for the cells version),
+/// vectorised across the cells. Unlike `softmax_expect_cells_body`, each lane does the per-anchor function's operations
+/// in its order (the max fold, e^(z − max), the sum in bin order, the division, the weighted sum in bin order), so each
+/// distance has the bits `softmax_expectation` gives for the cell. Lanes past `out.len()` work on zeros and are dropped.
+#[inline(always)]
+fn softmax_expect_run_body(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
+    let n = out.len();
+    let mut e = [[0.0f32; RUN_CELLS]; RUN_MAX_BINS];
+    let mut m = [f32::NEG_INFINITY; RUN_CELLS];
+    for (k, row) in e[..r].iter_mut().enumerate() {
+        row[..n].copy_from_slice(&z[k * hw + c0..k * hw + c0 + n]);
+        for (mv, &zv) in m.iter_mut().zip(row.iter()) {
+            *mv = mv.max(zv);
+        }
+    }
+    let mut sum = [0.0f32; RUN_CELLS];
+    for row in e[..r].iter_mut() {
+        for j in 0..RUN_CELLS {
+            row[j] = exp_neg(row[j] - m[j]);
+            sum[j] += row[j];
+        }
+    }
+    let mut dist = [0.0f32; RUN_CELLS];
+    for (k, row) in e[..r].iter().enumerate() {
+        let kf = k as f32;
+        for j in 0..RUN_CELLS {
+            dist[j] += row[j] / sum[j] * kf;
+        }
+    }
+    out.copy_from_slice(&dist[..n]);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_expect_run_avx2(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
+    softmax_expect_run_body(z, hw, r, c0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_expect_run_avx512(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
+    softmax_expect_run_body(z, hw, r, c0, out)
+}
+
+/// `Real::softmax_expect_run` for f32: the vectorised body for up to [`RUN_CELLS`] cells of up to 32 bins.
+pub fn softmax_expect_run_f32(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
+    if r > RUN_MAX_BINS || out.len() > RUN_CELLS {
+        return crate::dfl::softmax_expect_run_cells(z, hw, r, c0, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { softmax_expect_run_avx512(z, hw, r, c0, out) };
+        }
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { softmax_expect_run_avx2(z, hw, r, c0, out) };
+        }
+    }
+    softmax_expect_run_body(z, hw, r, c0, out)
+}
+
 /// True when every value is finite; one vectorisable pass (x·0 is NaN exactly for ±inf and NaN).
 #[inline]
 pub fn all_finite_f32(x: &[f32]) -> bool {
@@ -335,6 +403,33 @@ mod tests {
         let mut got = vec![0.0f32; hw];
         softmax_expect_cells_f32(&z, hw, r, &mut got);
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "soft-argmax cells");
+    }
+
+    /// The run decode gives, lane by lane, the bits of the per-anchor soft-argmax (which the assignment used before it),
+    /// in every build, for runs of every length, up to the end of the plane, with repeated and extreme logits.
+    #[test]
+    fn run_decode_matches_the_per_anchor_soft_argmax_bit_for_bit() {
+        let (hw, r) = (37, 16);
+        let mut z: Vec<f32> = (0..hw * r).map(|i| ((i * 2654435761usize) % 2003) as f32 / 61.0 - 16.0).collect();
+        z[5] = z[5 + hw];
+        z[9 * hw + 20] = 80.0;
+        z[3 * hw + 21] = -80.0;
+        let mut probs = vec![0.0f32; r];
+        for c0 in [0, 3, 20, hw - 16, hw - 5, hw - 1] {
+            for n in 1..=RUN_CELLS.min(hw - c0) {
+                let want: Vec<u32> = (c0..c0 + n)
+                    .map(|c| {
+                        let bins: Vec<f32> = (0..r).map(|k| z[k * hw + c]).collect();
+                        crate::dfl::softmax_expectation(&bins, &mut probs).to_bits()
+                    })
+                    .collect();
+                let mut got = vec![0.0f32; n];
+                softmax_expect_run_f32(&z, hw, r, c0, &mut got);
+                assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "dispatched, c0 {c0} n {n}");
+                softmax_expect_run_body(&z, hw, r, c0, &mut got);
+                assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "portable, c0 {c0} n {n}");
+            }
+        }
     }
 
     /// The branch-free clamp and the read of n from the bits give what `max` and `as i32` gave, for every

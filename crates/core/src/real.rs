@@ -82,6 +82,13 @@ pub trait Real:
         }
     }
 
+    /// [`softmax_expectation`](crate::dfl::softmax_expectation) of one side at the cells `c0 .. c0 + out.len()` of a
+    /// level (`z` as for [`softmax_expect_cells`](Self::softmax_expect_cells)), with its bits for every cell; `f32`
+    /// computes up to 16 cells at once.
+    fn softmax_expect_run(z: &[Self], hw: usize, r: usize, c0: usize, out: &mut [Self]) {
+        crate::dfl::softmax_expect_run_cells(z, hw, r, c0, out)
+    }
+
     /// (BCE(x, 0), σ(x)) of one logit, stable; BCE(x, t) = BCE(x, 0) − x·t. `f32` avoids libm calls.
     #[inline(always)]
     fn bce_sigmoid(self) -> (Self, Self) {
@@ -106,6 +113,9 @@ impl Real for f32 {
     }
     fn softmax_expect_cells(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
         crate::fastmath::softmax_expect_cells_f32(z, hw, r, out)
+    }
+    fn softmax_expect_run(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
+        crate::fastmath::softmax_expect_run_f32(z, hw, r, c0, out)
     }
     #[inline(always)]
     fn bce_sigmoid(self) -> (f32, f32) {
