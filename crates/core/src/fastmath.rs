@@ -253,14 +253,23 @@ const RUN_MAX_BINS: usize = 32;
 /// `softmax_expectation` of one side at cells `c0 .. c0 + out.len()` of a level (`z` as for the cells version),
 /// vectorised across the cells. Unlike `softmax_expect_cells_body`, each lane does the per-anchor function's operations
 /// in its order (the max fold, e^(z − max), the sum in bin order, the division, the weighted sum in bin order), so each
-/// distance has the bits `softmax_expectation` gives for the cell. Lanes past `out.len()` work on zeros and are dropped.
+/// distance has the bits `softmax_expectation` gives for the cell. Lanes past `out.len()` work on the plane's next
+/// cells (or zeros at its end) and are dropped.
 #[inline(always)]
 fn softmax_expect_run_body(z: &[f32], hw: usize, r: usize, c0: usize, out: &mut [f32]) {
     let n = out.len();
+    // Whole rows of RUN_CELLS where the plane has them: a copy of constant size is one vector load and store, which
+    // the loads below take straight from the store (a copy of n elements is a memmove call whose pieces they cannot).
+    let whole = if c0 + RUN_CELLS <= hw { RUN_CELLS } else { n };
     let mut e = [[0.0f32; RUN_CELLS]; RUN_MAX_BINS];
     let mut m = [f32::NEG_INFINITY; RUN_CELLS];
     for (k, row) in e[..r].iter_mut().enumerate() {
-        row[..n].copy_from_slice(&z[k * hw + c0..k * hw + c0 + n]);
+        let src = &z[k * hw + c0..];
+        if whole == RUN_CELLS {
+            row.copy_from_slice(&src[..RUN_CELLS]);
+        } else {
+            row[..n].copy_from_slice(&src[..n]);
+        }
         for (mv, &zv) in m.iter_mut().zip(row.iter()) {
             *mv = mv.max(zv);
         }
