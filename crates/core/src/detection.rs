@@ -12,9 +12,8 @@ use std::ops::RangeInclusive;
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget};
+use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget, SoftmaxRun, RUN_CELLS, RUN_MAX_BINS};
 use crate::error::{LossError, Result};
-use crate::fastmath::RUN_CELLS;
 use crate::geometry::{bbox2dist, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
@@ -187,13 +186,16 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     lse: [F; 4],
     /// Scratch of `overlaps`: the candidates' pixel boxes (x1, y1, x2, y2) and aspect terms, one column each.
     columns: [Vec<F>; 5],
+    /// The four sides' soft-argmax of the last run of cells decoded at once, and its anchors.
+    runs: Vec<SoftmaxRun<F>>,
+    run_anchors: std::ops::Range<usize>,
 }
 
 impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default() }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default(), runs: Vec::new(), run_anchors: 0..0 }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -315,12 +317,11 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     }
 
     /// Decodes into the cache the anchors of `anchors` not decoded yet, in runs of consecutive anchors (a GT's
-    /// candidates come as row runs) of up to [`RUN_CELLS`] cells with [`Real::softmax_expect_run`]: one vector load per
-    /// bin and run instead of R·4 scattered loads and a scalar soft-argmax per anchor, with the same distances. Only
-    /// where anchors are decoded one by one (no bulk decode, a cache, R > 1).
+    /// candidates come as row runs) with [`Real::softmax_run`]: one vector load per bin and run instead of R·4 scattered
+    /// loads and a scalar soft-argmax per anchor, with the same distances. Only where anchors are decoded one by one (no
+    /// bulk decode, a cache, 1 < R ≤ [`RUN_MAX_BINS`]).
     fn decode_runs(&mut self, anchors: &[usize]) {
-        let (grid, r) = (&self.head.grid, self.head.reg_max);
-        if !self.bulk.is_empty() || self.decoded.is_empty() || r == 1 {
+        if !self.bulk.is_empty() || self.decoded.is_empty() || !self.runs_apply() {
             return;
         }
         let mut i = 0;
@@ -330,25 +331,63 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
                 i += 1;
                 continue;
             }
-            let (l, c0) = grid.level_cell(a);
-            let hw = grid.levels[l].len();
-            let max = RUN_CELLS.min(hw - c0);
-            let mut n = 1;
-            while n < max && i + n < anchors.len() && anchors[i + n] == a + n {
-                n += 1;
-            }
-            let mut d = [[F::zero(); RUN_CELLS]; 4];
-            for (s, ds) in d.iter_mut().enumerate() {
-                F::softmax_expect_run(&self.data[l][s * r * hw..(s + 1) * r * hw], hw, r, c0, &mut ds[..n]);
-            }
-            for j in 0..n {
-                if self.decoded[a + j].is_none() {
-                    let entry = self.pixel_entry(grid.locate(a + j), d.map(|side| side[j]));
-                    self.decoded[a + j] = Some(entry);
+            let n = self.decode_run(anchors[i..].iter().copied());
+            for b in a..a + n {
+                if self.decoded[b].is_none() {
+                    let j = b - a;
+                    let d = std::array::from_fn(|s| self.runs[s].dist[j]);
+                    self.decoded[b] = Some(self.pixel_entry(self.head.grid.locate(b), d));
                 }
             }
             i += n;
         }
+    }
+
+    /// Whether this head's soft-argmax goes by runs of cells (1 < R ≤ [`RUN_MAX_BINS`]).
+    fn runs_apply(&self) -> bool {
+        (2..=RUN_MAX_BINS).contains(&self.head.reg_max)
+    }
+
+    /// Decodes the four sides at the run of consecutive anchors that `anchors` (increasing) starts with, at most
+    /// [`RUN_CELLS`] and within the first one's level, into `self.runs`; returns the run's length.
+    fn decode_run(&mut self, mut anchors: impl Iterator<Item = usize>) -> usize {
+        let (grid, r) = (&self.head.grid, self.head.reg_max);
+        let Some(a) = anchors.next() else { return 0 };
+        let (l, c0) = grid.level_cell(a);
+        let hw = grid.levels[l].len();
+        let max = RUN_CELLS.min(hw - c0);
+        let n = 1 + anchors.take(max - 1).enumerate().take_while(|&(i, b)| b == a + 1 + i).count();
+        self.runs.resize_with(4, SoftmaxRun::default);
+        for (s, run) in self.runs.iter_mut().enumerate() {
+            F::softmax_run(&self.data[l][s * r * hw..(s + 1) * r * hw], hw, r, c0, n, run);
+        }
+        self.run_anchors = a..a + n;
+        n
+    }
+
+    /// As [`distances`](Self::distances) for the first of `anchors`, the anchors still to come in increasing order (the
+    /// positives from this one on): the run of consecutive anchors it starts is decoded at once unless the last run
+    /// holds it, and its logits, softmax and log-sum-exp are left in `self` as `distances` leaves them, with the same
+    /// bits.
+    pub fn run_distances(&mut self, p: AnchorPos, anchors: impl Iterator<Item = usize>) -> [F; 4] {
+        if !self.runs_apply() {
+            return self.distances(p);
+        }
+        let a = self.head.grid.levels[p.level].offset + p.cell;
+        if !self.run_anchors.contains(&a) {
+            self.decode_run(anchors);
+        }
+        let (j, r) = (a - self.run_anchors.start, self.head.reg_max);
+        let mut d = [F::zero(); 4];
+        for (s, run) in self.runs.iter().enumerate() {
+            for k in 0..r {
+                self.logits[s * r + k] = run.z[k][j];
+                self.probs[s * r + k] = run.p[k][j];
+            }
+            self.lse[s] = run.max[j] + run.sum[j].ln();
+            d[s] = run.dist[j];
+        }
+        d
     }
 }
 
@@ -820,7 +859,7 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
         let tb = gt.boxes[b * gt.max_labels + p.gt];
         let target = [tb[0] / stride, tb[1] / stride, tb[2] / stride, tb[3] / stride];
         let anchor = head.grid.point::<F>(pos);
-        let dist = preds.distances(pos);
+        let dist = preds.run_distances(pos, positives[pi..].iter().map(|q| q.anchor));
         let pred = dist2bbox(dist, anchor, false);
         let alpha = sc.frozen_alpha.map(|fa| fa[b][pi]);
         let (iou, gb, _) = bbox_iou_grad_alpha(pred, target, false, IouKind::CIoU, F::c(IOU_EPS), -sc.iou * w, alpha);
