@@ -191,13 +191,15 @@ fn pow_metric<F: Real>(x: F, e: f64, ef: F) -> F {
 /// lowest-index fill reaches. `cands` holds every inside anchor of the GT (any order).
 fn top_k_picks<F: Real>(cands: &mut [(usize, F, F)], k: usize) -> Vec<(usize, F, F)> {
     let z = F::zero();
-    let by_rank = |x: &(usize, F, F), y: &(usize, F, F)| y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal).then(x.0.cmp(&y.0));
     // Positive metrics first (ranked), zero metrics after (by anchor index).
     let npos = partition(cands, |c| c.1 > z);
     let (pos, zero) = cands.split_at_mut(npos);
     if pos.len() >= k {
         if pos.len() > k {
-            pos.select_nth_unstable_by(k - 1, by_rank);
+            // Ranked by larger metric, then lower anchor index. These metrics are positive (not zero, not NaN), and
+            // positive floats order as their bit patterns do (widening to f64 is exact): an integer key ranks them as
+            // `partial_cmp` does, at a fraction of the cost of its comparisons.
+            pos.select_nth_unstable_by_key(k - 1, |c| (std::cmp::Reverse(c.1.f64().to_bits()), c.0));
         }
         return pos[..k].to_vec();
     }

@@ -7,12 +7,14 @@
 //!    then sparse corrections and the box/DFL terms at the positives only.
 //! Nothing of size (B × A × nc) is allocated besides the gradient itself, nothing of size (B × M × A) at all.
 
+use std::ops::RangeInclusive;
+
 use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
-use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget};
+use crate::dfl::{dfl_side_grad_acc, dfl_side_loss_lse, softmax_expectation, softmax_expectation_grad_acc, softmax_expectation_lse, DflTarget, SoftmaxRun, RUN_CELLS, RUN_MAX_BINS};
 use crate::error::{LossError, Result};
-use crate::geometry::{bbox2dist, center_in_box, dist2bbox, AnchorGrid, AnchorPos};
+use crate::geometry::{bbox2dist, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
 use crate::labels::{validate_labels, GtTable};
@@ -184,13 +186,16 @@ pub(crate) struct ImagePreds<'h, 'a, F> {
     lse: [F; 4],
     /// Scratch of `overlaps`: the candidates' pixel boxes (x1, y1, x2, y2) and aspect terms, one column each.
     columns: [Vec<F>; 5],
+    /// The four sides' soft-argmax of the last run of cells decoded at once, and its anchors.
+    runs: Vec<SoftmaxRun<F>>,
+    run_anchors: std::ops::Range<usize>,
 }
 
 impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default() }
+        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default(), runs: Vec::new(), run_anchors: 0..0 }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -292,18 +297,97 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
             return b;
         }
         let p = self.head.grid.locate(a);
-        let g = match self.bulk.get(a) {
+        let d = match self.bulk.get(a) {
             Some(&d) => d,
             None => self.decode(p, false),
         };
-        let g = dist2bbox(g, self.head.grid.point(p), false);
-        let s = F::c(self.head.grid.levels[p.level].stride);
-        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
-        let entry = (b, aspect_atan(b, F::c(IOU_EPS)));
+        let entry = self.pixel_entry(p, d);
         if let Some(slot) = self.decoded.get_mut(a) {
             *slot = Some(entry);
         }
         entry
+    }
+
+    /// The cache entry of anchor `p` from its distances: the pixel box and its aspect term.
+    fn pixel_entry(&self, p: AnchorPos, d: [F; 4]) -> ([F; 4], F) {
+        let g = dist2bbox(d, self.head.grid.point(p), false);
+        let s = F::c(self.head.grid.levels[p.level].stride);
+        let b = [g[0] * s, g[1] * s, g[2] * s, g[3] * s];
+        (b, aspect_atan(b, F::c(IOU_EPS)))
+    }
+
+    /// Decodes into the cache the anchors of `anchors` not decoded yet, in runs of consecutive anchors (a GT's
+    /// candidates come as row runs) with [`Real::softmax_run`]: one vector load per bin and run instead of R·4 scattered
+    /// loads and a scalar soft-argmax per anchor, with the same distances. Only where anchors are decoded one by one (no
+    /// bulk decode, a cache, 1 < R ≤ [`RUN_MAX_BINS`]).
+    fn decode_runs(&mut self, anchors: &[usize]) {
+        if !self.bulk.is_empty() || self.decoded.is_empty() || !self.runs_apply() {
+            return;
+        }
+        let mut i = 0;
+        while i < anchors.len() {
+            let a = anchors[i];
+            if self.decoded[a].is_some() {
+                i += 1;
+                continue;
+            }
+            let n = self.decode_run(anchors[i..].iter().copied());
+            for b in a..a + n {
+                if self.decoded[b].is_none() {
+                    let j = b - a;
+                    let d = std::array::from_fn(|s| self.runs[s].dist[j]);
+                    self.decoded[b] = Some(self.pixel_entry(self.head.grid.locate(b), d));
+                }
+            }
+            i += n;
+        }
+    }
+
+    /// Whether this head's soft-argmax goes by runs of cells (1 < R ≤ [`RUN_MAX_BINS`]).
+    fn runs_apply(&self) -> bool {
+        (2..=RUN_MAX_BINS).contains(&self.head.reg_max)
+    }
+
+    /// Decodes the four sides at the run of consecutive anchors that `anchors` (increasing) starts with, at most
+    /// [`RUN_CELLS`] and within the first one's level, into `self.runs`; returns the run's length.
+    fn decode_run(&mut self, mut anchors: impl Iterator<Item = usize>) -> usize {
+        let (grid, r) = (&self.head.grid, self.head.reg_max);
+        let Some(a) = anchors.next() else { return 0 };
+        let (l, c0) = grid.level_cell(a);
+        let hw = grid.levels[l].len();
+        let max = RUN_CELLS.min(hw - c0);
+        let n = 1 + anchors.take(max - 1).enumerate().take_while(|&(i, b)| b == a + 1 + i).count();
+        self.runs.resize_with(4, SoftmaxRun::default);
+        for (s, run) in self.runs.iter_mut().enumerate() {
+            F::softmax_run(&self.data[l][s * r * hw..(s + 1) * r * hw], hw, r, c0, n, run);
+        }
+        self.run_anchors = a..a + n;
+        n
+    }
+
+    /// As [`distances`](Self::distances) for the first of `anchors`, the anchors still to come in increasing order (the
+    /// positives from this one on): the run of consecutive anchors it starts is decoded at once unless the last run
+    /// holds it, and its logits, softmax and log-sum-exp are left in `self` as `distances` leaves them, with the same
+    /// bits.
+    pub fn run_distances(&mut self, p: AnchorPos, anchors: impl Iterator<Item = usize>) -> [F; 4] {
+        if !self.runs_apply() {
+            return self.distances(p);
+        }
+        let a = self.head.grid.levels[p.level].offset + p.cell;
+        if !self.run_anchors.contains(&a) {
+            self.decode_run(anchors);
+        }
+        let (j, r) = (a - self.run_anchors.start, self.head.reg_max);
+        let mut d = [F::zero(); 4];
+        for (s, run) in self.runs.iter().enumerate() {
+            for k in 0..r {
+                self.logits[s * r + k] = run.z[k][j];
+                self.probs[s * r + k] = run.p[k][j];
+            }
+            self.lse[s] = run.max[j] + run.sum[j].ln();
+            d[s] = run.dist[j];
+        }
+        d
     }
 }
 
@@ -317,9 +401,26 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
         let b = *b;
         let grid = &self.head.grid;
         let eps = F::c(1e-9);
-        grid.for_each_near(b, |a, p| {
-            if center_in_box(grid.pixel_point(p), b, eps) {
-                visit(a)
+        // `center_in_box` taken apart instead of run per cell: the least of the four margins exceeds eps exactly when
+        // each does (finite boxes and centres: no NaN); the x margins depend on the column alone, the y margins on the
+        // row alone, and a centre grows with its index, so the columns (rows) that pass form one run. Found once per
+        // level, the runs give the same cells in the same row-major order.
+        let run = |l: usize, range: RangeInclusive<usize>, lo: F, hi: F| {
+            let inside = |&i: &usize| {
+                let p = grid.pixel_coord::<F>(l, i);
+                p - lo > eps && hi - p > eps
+            };
+            let mut passing = range.skip_while(|i| !inside(i));
+            let first = passing.next()?;
+            Some(first..=passing.take_while(inside).last().unwrap_or(first))
+        };
+        grid.for_each_near_level(b, |l, xs, ys| {
+            let (Some(xs), Some(ys)) = (run(l, xs, b[0], b[2]), run(l, ys, b[1], b[3])) else { return };
+            let lv = &grid.levels[l];
+            for y in ys {
+                for x in xs.clone() {
+                    visit(lv.offset + y * lv.w + x);
+                }
             }
         });
     }
@@ -335,6 +436,7 @@ impl<'h, 'a, F: Real> AnchorSource<F, [F; 4]> for ImagePreds<'h, 'a, F> {
     fn overlaps(&mut self, gt: &[F; 4], anchors: &[usize], out: &mut [F]) {
         // The boxes gathered into columns first, so that the CIoU loop below is plain arithmetic over arrays,
         // which the compiler vectorises (per lane the same operations as `overlap`, hence the same numbers).
+        self.decode_runs(anchors);
         let mut cols = std::mem::take(&mut self.columns);
         for c in cols.iter_mut() {
             c.clear();
@@ -757,17 +859,21 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
         let tb = gt.boxes[b * gt.max_labels + p.gt];
         let target = [tb[0] / stride, tb[1] / stride, tb[2] / stride, tb[3] / stride];
         let anchor = head.grid.point::<F>(pos);
-        let dist = preds.distances(pos);
+        let dist = preds.run_distances(pos, positives[pi..].iter().map(|q| q.anchor));
         let pred = dist2bbox(dist, anchor, false);
         let alpha = sc.frozen_alpha.map(|fa| fa[b][pi]);
         let (iou, gb, _) = bbox_iou_grad_alpha(pred, target, false, IouKind::CIoU, F::c(IOU_EPS), -sc.iou * w, alpha);
         iou_sum += ((F::one() - iou) * w).f64();
         // x1 = ax − l, y1 = ay − t, x2 = ax + r, y2 = ay + b.
         let g_dist = [-gb[0], -gb[1], gb[2], gb[3]];
+        // Each box-channel element belongs to one positive (one per anchor), so it is stored once into the zero-filled
+        // buffer as `0 + v` (the bits of `+=`, −0 included) rather than read first: a fresh gradient page whose first
+        // touch is a read maps the shared zero page, and the write that follows costs a second fault and a TLB
+        // shootdown of the other threads (about a third of det8's fresh-page cost).
         if r == 1 {
             if let Some(g) = grads.get_mut(pos.level) {
                 for (s, gd) in g_dist.iter().enumerate() {
-                    g[s * hw + pos.cell] += *gd;
+                    g[s * hw + pos.cell] = F::zero() + *gd;
                 }
             }
             continue;
@@ -784,7 +890,7 @@ pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, posi
                 dfl_side_grad_acc(probs, &t, sc.dfl * w / F::c(4.0), &mut gz);
                 softmax_expectation_grad_acc(probs, dist[s], g_dist[s], &mut gz);
                 for (k, v) in gz.iter().enumerate() {
-                    g[(s * r + k) * hw + pos.cell] += *v;
+                    g[(s * r + k) * hw + pos.cell] = F::zero() + *v;
                 }
             }
         }

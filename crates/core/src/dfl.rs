@@ -9,6 +9,50 @@ pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
     softmax_parts(z, p).0
 }
 
+/// Cells per soft-argmax run (one AVX-512 register of lanes), and the most bins a run holds (reg_max is 16 in
+/// Ultralytics' models; a head with more decodes anchor by anchor).
+pub const RUN_CELLS: usize = 16;
+pub const RUN_MAX_BINS: usize = 32;
+
+/// One side's soft-argmax at up to [`RUN_CELLS`] consecutive cells of a level, lane j for the run's j-th cell: what
+/// [`softmax_expectation_lse`] computes for that cell, as the parts it is made of, with the same bits.
+#[derive(Debug, Clone)]
+pub struct SoftmaxRun<F> {
+    /// `z[k][j]`: logit of bin k.
+    pub z: [[F; RUN_CELLS]; RUN_MAX_BINS],
+    /// `p[k][j]`: softmax of bin k.
+    pub p: [[F; RUN_CELLS]; RUN_MAX_BINS],
+    /// Σ k·p_k, the decoded distance.
+    pub dist: [F; RUN_CELLS],
+    /// max z and Σ e^(z − max z): the log-sum-exp is `max + sum.ln()`.
+    pub max: [F; RUN_CELLS],
+    pub sum: [F; RUN_CELLS],
+}
+
+impl<F: Real> Default for SoftmaxRun<F> {
+    fn default() -> Self {
+        let z = F::zero();
+        Self { z: [[z; RUN_CELLS]; RUN_MAX_BINS], p: [[z; RUN_CELLS]; RUN_MAX_BINS], dist: [z; RUN_CELLS], max: [z; RUN_CELLS], sum: [z; RUN_CELLS] }
+    }
+}
+
+/// [`Real::softmax_run`] cell by cell with [`softmax_parts`]: `z` holds one side's `r` bins of a level as rows of `hw`
+/// values (channel-major), the run is cells `c0 .. c0 + n` (n ≤ [`RUN_CELLS`], r ≤ [`RUN_MAX_BINS`]).
+pub fn softmax_run_cells<F: Real>(z: &[F], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<F>) {
+    let mut bins = vec![F::zero(); r];
+    let mut probs = vec![F::zero(); r];
+    for j in 0..n {
+        for (k, b) in bins.iter_mut().enumerate() {
+            *b = z[k * hw + c0 + j];
+            out.z[k][j] = *b;
+        }
+        (out.dist[j], out.max[j], out.sum[j]) = softmax_parts(&bins, &mut probs);
+        for (k, &pk) in probs.iter().enumerate() {
+            out.p[k][j] = pk;
+        }
+    }
+}
+
 /// As [`softmax_expectation`], also returning log Σ exp(z) (what the DFL cross entropy needs).
 #[inline]
 pub fn softmax_expectation_lse<F: Real>(z: &[F], p: &mut [F]) -> (F, F) {

@@ -8,6 +8,8 @@
 //! them (the argument of exp is ≤ 0; log1p's argument is in (0, 1]); log1p keeps full *relative*
 //! precision for tiny arguments, which matters when most logits are very negative.
 
+use crate::dfl::{SoftmaxRun, RUN_CELLS};
+
 /// e^t for t ≤ 0 (clamped below at −87, where e^t underflows f32's normal range anyway).
 #[inline(always)]
 pub(crate) fn exp_neg(t: f32) -> f32 {
@@ -245,6 +247,74 @@ pub fn softmax_expect_cells_f32(z: &[f32], hw: usize, r: usize, out: &mut [f32])
     softmax_expect_cells_body(z, hw, r, out)
 }
 
+/// [`Real::softmax_run`](crate::Real::softmax_run) vectorised across the run's cells. Unlike `softmax_expect_cells_body`,
+/// each lane does the per-anchor soft-argmax's operations in its order (`softmax_parts`: the max fold, e^(z − max), the
+/// sum in bin order, the division, the weighted sum in bin order), so each lane has that function's bits. Lanes past
+/// `n` work on the plane's next cells (or zeros at its end); what they hold has no meaning.
+#[inline(always)]
+fn softmax_run_body(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<f32>) {
+    // Whole rows of RUN_CELLS where the plane has them: a copy of constant size is one vector load and store, which
+    // the loads below take straight from the store (a copy of n elements is a memmove call whose pieces they cannot).
+    let whole = c0 + RUN_CELLS <= hw;
+    let mut m = [f32::NEG_INFINITY; RUN_CELLS];
+    for (k, row) in out.z[..r].iter_mut().enumerate() {
+        let src = &z[k * hw + c0..];
+        if whole {
+            row.copy_from_slice(&src[..RUN_CELLS]);
+        } else {
+            row[..n].copy_from_slice(&src[..n]);
+            row[n..].fill(0.0);
+        }
+        for (mv, &zv) in m.iter_mut().zip(row.iter()) {
+            *mv = mv.max(zv);
+        }
+    }
+    let mut sum = [0.0f32; RUN_CELLS];
+    for (prow, zrow) in out.p[..r].iter_mut().zip(&out.z[..r]) {
+        for j in 0..RUN_CELLS {
+            prow[j] = exp_neg(zrow[j] - m[j]);
+            sum[j] += prow[j];
+        }
+    }
+    let mut dist = [0.0f32; RUN_CELLS];
+    for (k, prow) in out.p[..r].iter_mut().enumerate() {
+        let kf = k as f32;
+        for j in 0..RUN_CELLS {
+            prow[j] /= sum[j];
+            dist[j] += prow[j] * kf;
+        }
+    }
+    (out.dist, out.max, out.sum) = (dist, m, sum);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_run_avx2(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<f32>) {
+    softmax_run_body(z, hw, r, c0, n, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_run_avx512(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<f32>) {
+    softmax_run_body(z, hw, r, c0, n, out)
+}
+
+/// `Real::softmax_run` for f32 (r ≤ [`RUN_MAX_BINS`], n ≤ [`RUN_CELLS`]).
+pub fn softmax_run_f32(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { softmax_run_avx512(z, hw, r, c0, n, out) };
+        }
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { softmax_run_avx2(z, hw, r, c0, n, out) };
+        }
+    }
+    softmax_run_body(z, hw, r, c0, n, out)
+}
+
 /// True when every value is finite; one vectorisable pass (x·0 is NaN exactly for ±inf and NaN).
 #[inline]
 pub fn all_finite_f32(x: &[f32]) -> bool {
@@ -335,6 +405,42 @@ mod tests {
         let mut got = vec![0.0f32; hw];
         softmax_expect_cells_f32(&z, hw, r, &mut got);
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "soft-argmax cells");
+    }
+
+    /// The run soft-argmax gives, lane by lane, the bits of the per-anchor one (its distance, softmax and log-sum-exp
+    /// parts), in every build, for runs of every length, up to the end of the plane, with repeated and extreme logits.
+    #[test]
+    fn run_soft_argmax_matches_the_per_anchor_one_bit_for_bit() {
+        let (hw, r) = (37, 16);
+        let mut z: Vec<f32> = (0..hw * r).map(|i| ((i * 2654435761usize) % 2003) as f32 / 61.0 - 16.0).collect();
+        z[5] = z[5 + hw];
+        z[9 * hw + 20] = 80.0;
+        z[3 * hw + 21] = -80.0;
+        let bits = |run: &SoftmaxRun<f32>, n: usize| -> Vec<u32> {
+            let lanes = |v: &[f32; RUN_CELLS]| v[..n].to_vec();
+            let mut all = [lanes(&run.dist), lanes(&run.max), lanes(&run.sum)].concat();
+            for k in 0..r {
+                all.extend(lanes(&run.z[k]).into_iter().chain(lanes(&run.p[k])));
+            }
+            all.iter().map(|v| v.to_bits()).collect()
+        };
+        for c0 in [0, 3, 20, hw - 16, hw - 5, hw - 1] {
+            for n in 1..=RUN_CELLS.min(hw - c0) {
+                let mut want = SoftmaxRun::default();
+                crate::dfl::softmax_run_cells(&z, hw, r, c0, n, &mut want);
+                let mut probs = vec![0.0f32; r];
+                for j in 0..n {
+                    let bins: Vec<f32> = (0..r).map(|k| z[k * hw + c0 + j]).collect();
+                    let (dist, lse) = crate::dfl::softmax_expectation_lse(&bins, &mut probs);
+                    assert_eq!((dist.to_bits(), lse.to_bits()), (want.dist[j].to_bits(), (want.max[j] + want.sum[j].ln()).to_bits()));
+                }
+                let mut got = SoftmaxRun::default();
+                softmax_run_f32(&z, hw, r, c0, n, &mut got);
+                assert_eq!(bits(&got, n), bits(&want, n), "dispatched, c0 {c0} n {n}");
+                softmax_run_body(&z, hw, r, c0, n, &mut got);
+                assert_eq!(bits(&got, n), bits(&want, n), "portable, c0 {c0} n {n}");
+            }
+        }
     }
 
     /// The branch-free clamp and the read of n from the bits give what `max` and `as i32` gave, for every

@@ -1,5 +1,7 @@
 //! Anchors and box conversions (SPEC §5).
 
+use std::ops::RangeInclusive;
+
 use crate::real::Real;
 
 /// One detection level: an `h × w` grid of anchors at `stride` pixels, whose anchors are numbered
@@ -77,9 +79,13 @@ impl AnchorGrid {
     /// Anchor centre in pixels, computed as the reference does: grid point × stride.
     #[inline]
     pub fn pixel_point<F: Real>(&self, p: AnchorPos) -> [F; 2] {
-        let s = F::c(self.levels[p.level].stride);
-        let g = self.point::<F>(p);
-        [g[0] * s, g[1] * s]
+        [self.pixel_coord(p.level, p.x), self.pixel_coord(p.level, p.y)]
+    }
+
+    /// One coordinate of [`pixel_point`](Self::pixel_point): (i + 0.5) × stride for column or row `i` of `level`.
+    #[inline]
+    pub fn pixel_coord<F: Real>(&self, level: usize, i: usize) -> F {
+        (F::from_usize_(i) + F::c(0.5)) * F::c(self.levels[level].stride)
     }
 
     /// `make_anchors` outputs: (anchor_points [A,2] flattened, stride_tensor [A]).
@@ -111,7 +117,17 @@ impl AnchorGrid {
     }
 
     /// The anchors of [`for_each_near`](Self::for_each_near) as runs: `visit(level, y, x0..=x1)` for each row.
-    pub fn for_each_near_row<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, usize, std::ops::RangeInclusive<usize>)) {
+    pub fn for_each_near_row<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, usize, RangeInclusive<usize>)) {
+        self.for_each_near_level(b, |li, xs, ys| {
+            for y in ys {
+                visit(li, y, xs.clone());
+            }
+        });
+    }
+
+    /// The anchors of [`for_each_near`](Self::for_each_near) as one rectangle per level: `visit(level, x0..=x1, y0..=y1)`
+    /// for each level the box reaches.
+    pub fn for_each_near_level<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, RangeInclusive<usize>, RangeInclusive<usize>)) {
         for (li, lv) in self.levels.iter().enumerate() {
             let s = lv.stride;
             // Centre x·s + s/2 inside (x1, x2) ⇔ x ∈ (x1/s − 0.5, x2/s − 0.5); widen by one cell.
@@ -122,9 +138,7 @@ impl AnchorGrid {
             if x1 < 0 || y1 < 0 || x0 > x1 as usize {
                 continue;
             }
-            for y in y0..=(y1 as usize) {
-                visit(li, y, x0..=(x1 as usize));
-            }
+            visit(li, x0..=(x1 as usize), y0..=(y1 as usize));
         }
     }
 }

@@ -82,6 +82,14 @@ pub trait Real:
         }
     }
 
+    /// The per-anchor soft-argmax ([`softmax_expectation_lse`](crate::dfl::softmax_expectation_lse)) of one side at the
+    /// cells `c0 .. c0 + n` of a level (`z` as for [`softmax_expect_cells`](Self::softmax_expect_cells); n ≤
+    /// [`RUN_CELLS`](crate::dfl::RUN_CELLS), r ≤ [`RUN_MAX_BINS`](crate::dfl::RUN_MAX_BINS)), as its parts, with its bits
+    /// for every cell; `f32` computes the cells at once.
+    fn softmax_run(z: &[Self], hw: usize, r: usize, c0: usize, n: usize, out: &mut crate::dfl::SoftmaxRun<Self>) {
+        crate::dfl::softmax_run_cells(z, hw, r, c0, n, out)
+    }
+
     /// (BCE(x, 0), σ(x)) of one logit, stable; BCE(x, t) = BCE(x, 0) − x·t. `f32` avoids libm calls.
     #[inline(always)]
     fn bce_sigmoid(self) -> (Self, Self) {
@@ -106,6 +114,9 @@ impl Real for f32 {
     }
     fn softmax_expect_cells(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
         crate::fastmath::softmax_expect_cells_f32(z, hw, r, out)
+    }
+    fn softmax_run(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut crate::dfl::SoftmaxRun<f32>) {
+        crate::fastmath::softmax_run_f32(z, hw, r, c0, n, out)
     }
     #[inline(always)]
     fn bce_sigmoid(self) -> (f32, f32) {
