@@ -22,26 +22,15 @@ template <int RC>
 __device__ __forceinline__ float decode_side(const float* zs, float* gs, int64_t hw, int reg_max, bool bulk,
                                              bool& finite) {
     const int R = RC > 0 ? RC : reg_max;
-    float v[RC > 0 ? RC : 1];
-    if constexpr (RC > 0) {
-#pragma unroll
-        for (int k = 0; k < RC; ++k) v[k] = __ldg(zs + k * hw);
-    }
-    const auto z = [&](int k) -> float {
-        if constexpr (RC > 0) {
-            return v[k];
-        } else {
-            return zs[k * hw];
-        }
-    };
+    const yl::SideLogits<RC> z(zs, hw);
 #pragma unroll
     for (int k = 0; k < R; ++k) finite = finite && isfinite(z(k));
     float d;
     if (R == 1) {
         d = z(0);
     } else {
-        float m, sum, e[RC > 0 ? RC : 1];
-        d = yl::soft_argmax<RC>(z, R, bulk, m, sum, e);
+        float m, sum;
+        d = yl::soft_argmax<RC>(z, R, bulk, m, sum);
     }
     if (gs != nullptr) {
 #pragma unroll

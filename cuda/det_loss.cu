@@ -88,33 +88,10 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
 
 namespace {
 
-// Thread (positive i, side s) of yl_det_box, R known at compile time (RC > 0: the side's logits in registers,
-// loaded before any arithmetic or store) or not (RC = 0: R = reg_max logits read in place).
-template <int RC>
-struct Side {
-    float v[RC > 0 ? RC : 1];
-    const float* zs;
-    int64_t hw;
-    // `side_logits` null: nothing to read (not a positive).
-    __device__ __forceinline__ Side(const float* side_logits, int64_t hw_) : zs(side_logits), hw(hw_) {
-        if constexpr (RC > 0) {
-#pragma unroll
-            for (int k = 0; k < RC; ++k) v[k] = zs != nullptr ? __ldg(zs + k * hw) : 0.0f;
-        }
-    }
-    __device__ __forceinline__ float operator()(int k) const {
-        if constexpr (RC > 0) {
-            return v[k];
-        } else {
-            return zs[k * hw];
-        }
-    }
-};
-
 // The DFL term of one side (returned) and, when `gs` is given, the gradient of its R logits: the two-bin cross
 // entropy against the target distance y, and the soft-argmax's share g_dist·∂d/∂z (d = this side's distance).
-// The exponentials are computed again rather than kept from soft_argmax: the kernel is bound by each positive's
-// chain of work, and 16 more live registers per thread cost more occupancy than the recomputation costs time.
+// The exponentials are computed again rather than kept from soft_argmax: kept, 16 more live registers per thread
+// cost more occupancy than the recomputation costs time (measured on an H200).
 template <class Z>
 __device__ __forceinline__ float dfl_side(const Z& z, int R, float y_raw, float hi, float m, float sum, float d,
                                           float up, float g_dist, float* gs, int64_t hw) {
@@ -163,10 +140,9 @@ __device__ __forceinline__ void box_thread(const DetParams& P, int64_t i, int s,
         ia = yl::image_anchor(P, i);
         zs = ia.feat + static_cast<int64_t>(s) * P.reg_max * ia.hw;
     }
-    const Side<RC> z(zs, ia.hw);
+    const yl::SideLogits<RC> z(zs, ia.hw);  // zs null where not a positive: nothing loaded
     const int R = RC > 0 ? RC : P.reg_max;  // a constant in the RC > 0 build: the loops unroll over registers
-    float e[RC > 0 ? RC : 1];  // soft_argmax's exponentials (not kept: see dfl_side)
-    if (pos) d = R == 1 ? z(0) : yl::soft_argmax<RC>(z, R, false, m, sum, e);
+    if (pos) d = R == 1 ? z(0) : yl::soft_argmax<RC>(z, R, false, m, sum);
     float dd[4];
 #pragma unroll
     for (int q = 0; q < 4; ++q) dd[q] = __shfl_sync(0xffffffffu, d, group + q);

@@ -113,18 +113,41 @@ __device__ __forceinline__ void bce_sigmoid(float x, float& loss, float& sig) {
     sig = x >= 0.0f ? inv : e * inv;
 }
 
-// Soft-argmax Σ k·softmax(z)_k of one side; z(k) returns logit k of the R logits (a strided load from the level
-// tensor, or a register the caller loaded before). `bulk`: the vectorised CPU form (Σ k·e_k / Σ e_k), else the
-// per-anchor form (Σ (e_k / Σ e)·k). RC > 0 is R known at compile time: the loops unroll over registers, and each
-// e_k = exp(z_k − max) is computed once into `e` (the caller may reuse them: the same values the CPU computes);
-// RC = 0 takes R = reg_max and computes e_k where needed (`e` unused).
+// The R logits of one side of an anchor, feat[(s·R + k)·hw] for k < R. RC > 0 is R known at compile time: the
+// constructor loads all of them into registers before any arithmetic or store, so that they are in flight at once
+// (a kernel that stores gradients may alias the predictions as far as the compiler knows: a load after a store
+// waits for it). RC = 0: R = reg_max, read in place. A null `side_logits` reads nothing (a thread with no work).
+template <int RC>
+struct SideLogits {
+    float v[RC > 0 ? RC : 1];
+    const float* zs;
+    int64_t hw;
+    __device__ __forceinline__ SideLogits(const float* side_logits, int64_t hw_) : zs(side_logits), hw(hw_) {
+        if constexpr (RC > 0) {
+#pragma unroll
+            for (int k = 0; k < RC; ++k) v[k] = zs != nullptr ? __ldg(zs + k * hw) : 0.0f;
+        }
+    }
+    __device__ __forceinline__ float operator()(int k) const {
+        if constexpr (RC > 0) {
+            return v[k];
+        } else {
+            return zs[k * hw];
+        }
+    }
+};
+
+// Soft-argmax Σ k·softmax(z)_k of one side; z(k) returns logit k of the R logits. `bulk`: the vectorised CPU form
+// (Σ k·e_k / Σ e_k), else the per-anchor form (Σ (e_k / Σ e)·k). RC > 0 is R known at compile time: the loops
+// unroll over registers and each e_k = exp(z_k − max) is computed once; RC = 0 takes R = reg_max and computes e_k
+// where needed. Outputs the maximum and Σ e_k too (the DFL gradient needs them).
 template <int RC, class Z>
-__device__ __forceinline__ float soft_argmax(const Z& z, int reg_max, bool bulk, float& m_out, float& sum_out,
-                                             float (&e)[RC > 0 ? RC : 1]) {
+__device__ __forceinline__ float soft_argmax(const Z& z, int reg_max, bool bulk, float& m_out, float& sum_out) {
     const int R = RC > 0 ? RC : reg_max;
     float m = z(0);
 #pragma unroll
     for (int k = 1; k < R; ++k) m = fmaxf(m, z(k));
+    float e[RC > 0 ? RC : 1];
     if constexpr (RC > 0) {
 #pragma unroll
         for (int k = 0; k < RC; ++k) e[k] = exp_neg(z(k) - m);
@@ -156,13 +179,6 @@ __device__ __forceinline__ float soft_argmax(const Z& z, int reg_max, bool bulk,
     sum_out = sum;
     return d;
 }
-
-// The strided accessor of soft_argmax: logit k of a side at z[k·hw].
-struct Strided {
-    const float* z;
-    int64_t hw;
-    __device__ __forceinline__ float operator()(int k) const { return z[k * hw]; }
-};
 
 constexpr float kIouEps = 1e-7f;
 
