@@ -261,7 +261,7 @@ fn main() {
             let t0 = Instant::now();
             let (out, timing) = loss.value_and_grad_timed(&feats, &batch, false).expect("value_and_grad");
             e2e.push(t0.elapsed().as_secs_f64() * 1e3);
-            kernel.push(timing.kernel_ms as f64);
+            kernel.push(timing.kernel_ms() as f64);
             if let Some(st) = timing.stages {
                 upload.push(st.upload_ms);
                 download.push(st.download_ms);

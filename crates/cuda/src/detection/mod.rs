@@ -21,17 +21,24 @@ use crate::gpu::gpu;
 use device::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
 pub use run::{Assignment, StageTimes, STAGES};
-use run::{Job, RunOut};
+use run::{Job, RunOut, Timing};
 
 /// What `value_and_grad_timed` measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KernelTiming {
-    /// Device time from the first to the last kernel of the call (CUDA events), uploads and downloads excluded.
-    pub kernel_ms: f32,
-    /// Where the time went: per kernel (device) and the host-side uploads and downloads.
+    /// Where the time went: all kernels and each (device), the host-side uploads and downloads. None where the
+    /// device records no events (the CPU emulator of the tests).
     pub stages: Option<StageTimes>,
     /// Positive anchors in the batch after assignment.
     pub positives: usize,
+}
+
+impl KernelTiming {
+    /// Device time from the first to the last kernel of the call (CUDA events), uploads and downloads excluded;
+    /// NaN when not measured.
+    pub fn kernel_ms(&self) -> f32 {
+        self.stages.map_or(f32::NAN, |t| t.kernel_ms)
+    }
 }
 
 #[derive(Clone)]
@@ -123,12 +130,9 @@ impl CudaDetectionLoss {
         batch: &DetBatch<f32>,
         per_kernel: bool,
     ) -> Result<(LossOutput<f32>, KernelTiming)> {
-        let r = self.run(feats, batch, Flags { timed: true, per_kernel, ..Flags::GRAD }, None)?;
-        let timing = KernelTiming {
-            kernel_ms: r.timing.map_or(f32::NAN, |t| t.kernel_ms),
-            stages: r.timing,
-            positives: r.num_positives.unwrap_or(0),
-        };
+        let timing = if per_kernel { Timing::PerKernel } else { Timing::Total };
+        let r = self.run(feats, batch, Flags { timing, ..Flags::GRAD }, None)?;
+        let timing = KernelTiming { stages: r.timing, positives: r.num_positives.unwrap_or(0) };
         Ok((r.out, timing))
     }
 
@@ -174,8 +178,7 @@ impl CudaDetectionLoss {
             only_cls,
             want_grad: f.grad,
             want_assignment: f.assignment,
-            time_kernels: f.timed,
-            time_stages: f.per_kernel,
+            timing: f.timing,
         };
         run::run(self.dev, &job, feats, batch, into)
     }
@@ -186,13 +189,12 @@ impl CudaDetectionLoss {
 pub(crate) struct Flags {
     pub grad: bool,
     pub assignment: bool,
-    pub timed: bool,
-    pub per_kernel: bool,
+    pub timing: Timing,
 }
 
 impl Flags {
     /// The loss alone.
-    pub const LOSS: Flags = Flags { grad: false, assignment: false, timed: false, per_kernel: false };
+    pub const LOSS: Flags = Flags { grad: false, assignment: false, timing: Timing::Off };
     /// The loss and its gradient.
     pub const GRAD: Flags = Flags { grad: true, ..Flags::LOSS };
 }

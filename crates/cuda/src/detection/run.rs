@@ -63,9 +63,17 @@ pub(crate) struct Job<'c> {
     pub only_cls: bool,
     pub want_grad: bool,
     pub want_assignment: bool,
-    pub time_kernels: bool,
-    /// With `time_kernels`: an event after every kernel too (each adds a little to the total).
-    pub time_stages: bool,
+    pub timing: Timing,
+}
+
+/// What a run times with CUDA events (benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    Off,
+    /// Events before the first and after the last kernel.
+    Total,
+    /// An event after every kernel too (each adds a little to the total).
+    PerKernel,
 }
 
 /// Per image, the positives after conflict resolution: (anchor, GT slot, soft target score), by anchor.
@@ -217,13 +225,14 @@ pub(crate) fn run(
         p.stride[l] = lv.stride as f32;
     }
 
-    // Timed runs: the host time of the uploads (waited for), an event after each kernel, the downloads apart.
-    if job.time_kernels {
+    // Timed runs: the host time of the uploads (waited for), the events, the downloads apart.
+    let timed = job.timing != Timing::Off;
+    if timed {
         dev.synchronize()?;
     }
     let uploaded = std::time::Instant::now();
     let mut events = Vec::new();
-    if job.time_kernels {
+    if timed {
         events.push(dev.event()?);
     }
     let anchor_grid = anchor_blocks as u32;
@@ -239,11 +248,11 @@ pub(crate) fn run(
     let last = launches.len() - 1;
     for (k, (name, grid, threads)) in launches.into_iter().enumerate() {
         dev.launch(name, grid, threads, &p)?;
-        if job.time_kernels && (job.time_stages || k == last) {
+        if job.timing == Timing::PerKernel || (timed && k == last) {
             events.push(dev.event()?);
         }
     }
-    if job.time_kernels {
+    if timed {
         dev.synchronize()?;
     }
     let computed = std::time::Instant::now();
@@ -264,7 +273,7 @@ pub(crate) fn run(
             a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
         };
         let mut stage_ms = [f32::NAN; STAGES.len()];
-        if job.time_stages {
+        if job.timing == Timing::PerKernel {
             for (k, pair) in events.windows(2).enumerate() {
                 if let [Some(a), Some(b)] = pair {
                     stage_ms[k] = ms(a, b)?;
@@ -307,7 +316,7 @@ pub(crate) fn run(
         t.download_ms = computed.elapsed().as_secs_f64() * 1e3;
     }
     let (mut num_positives, mut assignment) = (None, None);
-    if job.want_assignment || job.time_kernels {
+    if job.want_assignment || timed {
         let mut pos_gt = vec![0i32; ba];
         let mut pos_score = vec![0f32; ba];
         dev.download("the assignment", &work, ((per_anchor(1) - work.ptr) / 4) as usize, &mut pos_gt)?;
