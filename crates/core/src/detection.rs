@@ -935,7 +935,7 @@ mod tests {
     use super::*;
     use crate::iou::ciou_alpha;
 
-    use crate::testing::Lcg;
+    use crate::testing::{random_levels, Lcg};
 
     /// Central differences in f64 of the loss with the assignment held fixed, against the analytic
     /// gradient, for every logit of a small case with overlapping boxes (reg_max 16 and 1).
@@ -949,18 +949,7 @@ mod tests {
             let c = 4 * reg_max + nc;
             let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
             let mut rng = Lcg(7 + reg_max as u64);
-            let mut levels: Vec<Vec<f64>> = shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rng.next() * 4.0 - 2.0).collect()).collect();
-            if reg_max == 1 {
-                // Raw distances must be positive-ish for sensible boxes.
-                for (l, lv) in levels.iter_mut().enumerate() {
-                    let hw = shapes[l][2] * shapes[l][3];
-                    for b in 0..2 {
-                        for i in 0..4 * hw {
-                            lv[b * c * hw + i] = 1.0 + lv[b * c * hw + i].abs();
-                        }
-                    }
-                }
-            }
+            let mut levels = random_levels(&mut rng, &shapes, reg_max, 1.0);
             let bi = [0.0, 0.0, 1.0];
             let cls = [1.0, 2.0, 0.0];
             let boxes = [0.4, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];

@@ -562,7 +562,7 @@ mod tests {
     use super::*;
     use crate::hyp::Hyp;
 
-    use crate::testing::Lcg;
+    use crate::testing::{random_levels, Lcg};
 
     fn config(nc: usize, reg_max: usize, strides: &[f64]) -> DetectionConfig {
         DetectionConfig { nc, reg_max, strides: strides.to_vec(), hyp: Hyp { box_gain: 7.5, cls: 0.5, dfl: 1.5, ..Hyp::default() }, tal_topk: 3 }
@@ -580,17 +580,7 @@ mod tests {
             let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
             let na = 6 * 8 + 3 * 4;
             let mut rng = Lcg(17 + reg_max as u64);
-            let mut levels: Vec<Vec<f64>> = shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rng.next() * 4.0 - 2.0).collect()).collect();
-            if reg_max == 1 {
-                for (l, lv) in levels.iter_mut().enumerate() {
-                    let hw = shapes[l][2] * shapes[l][3];
-                    for b in 0..2 {
-                        for i in 0..4 * hw {
-                            lv[b * c * hw + i] = 0.8 + lv[b * c * hw + i].abs();
-                        }
-                    }
-                }
-            }
+            let mut levels = random_levels(&mut rng, &shapes, reg_max, 0.8);
             let mut angle: Vec<f64> = (0..2 * na).map(|_| rng.next() * 3.0 - 0.7).collect();
             let bi = [0.0, 0.0, 1.0, 1.0];
             let cls = [1.0, 2.0, 0.0, 2.0];
