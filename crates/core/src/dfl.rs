@@ -39,14 +39,14 @@ impl<F: Real> Default for SoftmaxRun<F> {
 /// [`Real::softmax_run`] cell by cell with [`softmax_parts`]: `z` holds one side's `r` bins of a level as rows of `hw`
 /// values (channel-major), the run is cells `c0 .. c0 + n` (n ≤ [`RUN_CELLS`], r ≤ [`RUN_MAX_BINS`]).
 pub fn softmax_run_cells<F: Real>(z: &[F], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<F>) {
-    let mut bins = vec![F::zero(); r];
-    let mut probs = vec![F::zero(); r];
+    let (mut bins, mut probs) = ([F::zero(); RUN_MAX_BINS], [F::zero(); RUN_MAX_BINS]);
+    let (bins, probs) = (&mut bins[..r], &mut probs[..r]);
     for j in 0..n {
         for (k, b) in bins.iter_mut().enumerate() {
             *b = z[k * hw + c0 + j];
             out.z[k][j] = *b;
         }
-        (out.dist[j], out.max[j], out.sum[j]) = softmax_parts(&bins, &mut probs);
+        (out.dist[j], out.max[j], out.sum[j]) = softmax_parts(bins, probs);
         for (k, &pk) in probs.iter().enumerate() {
             out.p[k][j] = pk;
         }
