@@ -1,5 +1,5 @@
 /**
- * Shared pieces of the facade: the public types of API.md, the error type, the native binding loader and the
+ * Shared pieces of the facade: the public types of docs/api.md, the error type, the native binding loader and the
  * cheap structural validation every class runs before it calls the binding (the core validates the numbers).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
@@ -12,7 +12,7 @@ import type * as Native from '../native/binding';
 import { loadBinding } from './loader';
 
 // ------------------------------------------------------------------------------------------------------------
-// Public types (API.md)
+// Public types (docs/api.md)
 
 /** A row-major float32 tensor: `data.length === product(shape)`. Plain objects are accepted. */
 export interface Tensor {
