@@ -187,7 +187,7 @@ fn nvcc_release(nvcc: &Path) -> Result<String, String> {
 }
 
 struct Module {
-    /// File stem: `cls_bce` for cuda/cls_bce.cu.
+    /// File stem: `det_loss` for cuda/det_loss.cu.
     name: String,
     ptx_path: PathBuf,
     /// `.entry` names in the PTX (the `extern "C"` kernels).
@@ -226,7 +226,7 @@ fn compile(nvcc: &Path, kernel_dir: &Path, src: &Path, out_dir: &Path) -> Result
     Ok(Module { name: name.to_string(), ptx_path, entries })
 }
 
-/// Kernel names from lines such as `.visible .entry yl_cls_bce_dense(`.
+/// Kernel names from lines such as `.visible .entry yl_det_decode(`.
 fn ptx_entries(ptx: &str) -> Vec<String> {
     ptx.lines()
         .filter_map(|line| {

@@ -4,7 +4,7 @@
 /// One `cuda/<name>.cu` file compiled to PTX: loaded as one CUDA module.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PtxModule {
-    /// File stem, e.g. `cls_bce`.
+    /// File stem, e.g. `det_loss`.
     pub name: &'static str,
     pub ptx: &'static str,
     /// The `extern "C" __global__` kernels (`.entry` lines) of the module.
@@ -46,8 +46,6 @@ mod tests {
 
     /// Names the launchers ask the module loader for; each must be an entry of the embedded PTX.
     const LAUNCHED: &[(&str, &[&str])] = &[
-        ("dfl_decode", &[crate::dfl_decode::KERNEL]),
-        ("cls_bce", &[crate::cls_bce::DENSE_KERNEL, crate::cls_bce::POSITIVE_KERNEL]),
         ("det_decode", &[crate::detection::run::DECODE]),
         ("det_assign", &[crate::detection::run::ASSIGN, crate::detection::run::RESOLVE, crate::detection::run::SCORES]),
         ("det_loss", &[crate::detection::run::CLASS, crate::detection::run::BOX]),

@@ -10,8 +10,7 @@
 //! * `embedded.rs`: the PTX that build.rs embedded, [`KERNELS_BUILT`], [`kernel_names`];
 //! * `gpu.rs`: the process-wide [`Gpu`] (context, stream, loaded kernels, upload/download);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
-//! * `launch.rs`, `level.rs`, `partials.rs`: launch geometry, level-tensor shapes, per-block partial sums;
-//! * one launcher file per kernel file: `dfl_decode.rs` (cuda/dfl_decode.cu), `cls_bce.rs` (cuda/cls_bce.cu);
+//! * `launch.rs`: host values as kernel parameters;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'auto'` → [`DetectionLossAny`] and friends, what the binding calls.
@@ -30,16 +29,12 @@
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
 pub mod backend;
-pub mod cls_bce;
 pub mod detection;
-pub mod dfl_decode;
 pub mod e2e;
 mod embedded;
 mod errors;
 mod gpu;
 mod launch;
-mod level;
-mod partials;
 mod probe;
 pub mod prompts;
 mod staging;
@@ -58,7 +53,5 @@ pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STA
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, KERNELS_BUILT};
 pub use gpu::{gpu, Gpu};
-pub use level::LevelShape;
-pub use partials::PartialSums;
 pub use probe::{availability, Availability};
 pub use prompts::CudaTVPDetectLoss;
