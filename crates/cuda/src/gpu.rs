@@ -24,7 +24,6 @@ use crate::staging::{Staging, MIN_STAGED_BYTES};
 /// (context, stream, modules), so instances on different devices run side by side.
 pub struct Gpu {
     device_name: String,
-    ordinal: usize,
     /// What the driver loaded from the fatbins for this device (read back from a loaded kernel).
     kernel_source: KernelSource,
     stream: Arc<CudaStream>,
@@ -91,7 +90,6 @@ impl Gpu {
             .map_err(|e| errors::opening("reading a kernel's binary version", e))?;
         Ok(Gpu {
             device_name: device.name.clone(),
-            ordinal: device.ordinal,
             kernel_source: loaded_source(binary_version),
             stream,
             functions,
@@ -103,11 +101,6 @@ impl Gpu {
 
     pub fn device_name(&self) -> &str {
         &self.device_name
-    }
-
-    /// Its CUDA ordinal (`cuda:<ordinal>`).
-    pub fn ordinal(&self) -> usize {
-        self.ordinal
     }
 
     /// What runs: SASS built for one of the build's architectures, or code the driver JIT-compiled from the PTX.
