@@ -6,11 +6,12 @@
 //! cargo run --release -p yolo-loss-core --example fixture_digest > before.txt   # ... change ..., then again
 //! ```
 use yolo_loss_core::classification::V8ClassificationLoss;
-use yolo_loss_core::e2e::E2EDetectLoss;
-use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
+use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
+use yolo_loss_core::obb::ObbPreds;
+use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
-use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{LossOutput, Real, Result, TensorRef, V8DetectionLoss, V8OBBLoss};
+use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
+use yolo_loss_core::{LossOutput, Real, Result, TaskLoss, TensorRef, V8DetectionLoss, V8OBBLoss};
 use yolo_loss_testkit::{config, load_kind, Fixture};
 
 /// A fixture tensor in both precisions.
@@ -153,10 +154,10 @@ fn main() {
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (m32, m64, o32, o64) = (refs::<f32>(&o2m), refs::<f64>(&o2m), refs::<f32>(&o2o), refs::<f64>(&o2o));
         line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(&m32, &o32, &b32),
-            vg: &|| crit.value_and_grad(&m32, &o32, &b32),
-            into: &|g| crit.value_and_grad_into(&m32, &o32, &b32, g),
-            vg64: &|| crit.value_and_grad(&m64, &o64, &b64),
+            call: &|| crit.call(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
+            vg: &|| crit.value_and_grad(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
+            into: &|g| crit.value_and_grad_into(E2EPreds { one2many: &m32, one2one: &o32 }, &b32, g),
+            vg64: &|| crit.value_and_grad(E2EPreds { one2many: &m64, one2one: &o64 }, &b64),
         });
     }
     for kind in ["v8SegmentationLoss", "TVPSegmentLoss"] {
@@ -169,18 +170,18 @@ fn main() {
             if kind == "TVPSegmentLoss" {
                 let crit = TVPSegmentLoss::new(config(&f)).unwrap();
                 line(&mut total, kind, &f.name, Forms {
-                    call: &|| crit.call(&p32, pm.r(), pr.r(), &b32),
-                    vg: &|| crit.value_and_grad(&p32, pm.r(), pr.r(), &b32),
-                    into: &|g| crit.value_and_grad_into(&p32, pm.r(), pr.r(), &b32, g),
-                    vg64: &|| crit.value_and_grad(&p64, pm.r(), pr.r(), &b64),
+                    call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                    vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                    into: &|g| crit.value_and_grad_into(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32, g),
+                    vg64: &|| crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64),
                 });
             } else {
                 let crit = V8SegmentationLoss::new(config(&f)).unwrap();
                 line(&mut total, kind, &f.name, Forms {
-                    call: &|| crit.call(&p32, pm.r(), pr.r(), &b32),
-                    vg: &|| crit.value_and_grad(&p32, pm.r(), pr.r(), &b32),
-                    into: &|g| crit.value_and_grad_into(&p32, pm.r(), pr.r(), &b32, g),
-                    vg64: &|| crit.value_and_grad(&p64, pm.r(), pr.r(), &b64),
+                    call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                    vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                    into: &|g| crit.value_and_grad_into(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32, g),
+                    vg64: &|| crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64),
                 });
             }
         }
@@ -196,10 +197,10 @@ fn main() {
         let b64 = PoseBatch { det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() }, keypoints: gk.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
         line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(&p32, kp.r(), &b32),
-            vg: &|| crit.value_and_grad(&p32, kp.r(), &b32),
-            into: &|g| crit.value_and_grad_into(&p32, kp.r(), &b32, g),
-            vg64: &|| crit.value_and_grad(&p64, kp.r(), &b64),
+            call: &|| crit.call(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
+            vg: &|| crit.value_and_grad(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
+            into: &|g| crit.value_and_grad_into(PosePreds { feats: &p32, kpts: kp.r() }, &b32, g),
+            vg64: &|| crit.value_and_grad(PosePreds { feats: &p64, kpts: kp.r() }, &b64),
         });
     }
     for f in load_kind("v8OBBLoss") {
@@ -210,20 +211,20 @@ fn main() {
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
         line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(&p32, ang.r(), &b32),
-            vg: &|| crit.value_and_grad(&p32, ang.r(), &b32),
-            into: &|g| crit.value_and_grad_into(&p32, ang.r(), &b32, g),
-            vg64: &|| crit.value_and_grad(&p64, ang.r(), &b64),
+            call: &|| crit.call(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
+            vg: &|| crit.value_and_grad(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
+            into: &|g| crit.value_and_grad_into(ObbPreds { feats: &p32, angle: ang.r() }, &b32, g),
+            vg64: &|| crit.value_and_grad(ObbPreds { feats: &p64, angle: ang.r() }, &b64),
         });
     }
     for f in load_kind("v8ClassificationLoss") {
         let (lg, cls) = (T::of(&f, "preds.logits"), T::of(&f, "batch.cls"));
         let crit = V8ClassificationLoss::new();
         line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(lg.r(), <T as Pick<f32>>::r(&cls)),
-            vg: &|| crit.value_and_grad(lg.r(), <T as Pick<f32>>::r(&cls)),
-            into: &|g| crit.value_and_grad_into(lg.r(), <T as Pick<f32>>::r(&cls), g),
-            vg64: &|| crit.value_and_grad(lg.r(), <T as Pick<f64>>::r(&cls)),
+            call: &|| crit.call(lg.r(), &<T as Pick<f32>>::r(&cls)),
+            vg: &|| crit.value_and_grad(lg.r(), &<T as Pick<f32>>::r(&cls)),
+            into: &|g| crit.value_and_grad_into(lg.r(), &<T as Pick<f32>>::r(&cls), g),
+            vg64: &|| crit.value_and_grad(lg.r(), &<T as Pick<f64>>::r(&cls)),
         });
     }
     println!("total {:016x}", total.0);

@@ -1,6 +1,6 @@
 //! Times value_and_grad at B=16, 640×640, nc=80 (a quick look; `npm run bench` is the real benchmark).
 use std::time::Instant;
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef, V8DetectionLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TaskLoss, TensorRef, V8DetectionLoss};
 
 fn main() {
     let labels_per_image: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);

@@ -1,8 +1,8 @@
 //! Times segmentation value_and_grad at B=16, 640×640, nc=80, nm=32, 160×160 prototypes, 8 labels per
 //! image (a quick look for profiling; `npm run bench` is the real benchmark).
 use std::time::Instant;
-use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef};
+use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TaskLoss, TensorRef};
 
 fn main() {
     let per: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
@@ -31,7 +31,7 @@ fn main() {
     let mut times = vec![];
     for _ in 0..5 {
         let t = Instant::now();
-        let out = crit.value_and_grad(&feats, TensorRef::new(&pm, &spm), TensorRef::new(&pr, &spr), &batch).unwrap();
+        let out = crit.value_and_grad(SegPreds { feats: &feats, pred_masks: TensorRef::new(&pm, &spm), proto: TensorRef::new(&pr, &spr) }, &batch).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(out);
     }

@@ -1,7 +1,8 @@
 //! v8ClassificationLoss (docs/spec.md §12): mean cross entropy over the batch, not multiplied by B.
 
-use crate::detection::{check_grad_buffers, with_fresh_grads, without_grads, GradBufs, LossOutput, LossValues};
+use crate::detection::{GradBufs, LossValues};
 use crate::error::{LossError, Result};
+use crate::loss::TaskLoss;
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
@@ -12,23 +13,14 @@ impl V8ClassificationLoss {
     pub fn new() -> Self {
         Self
     }
+}
 
-    pub fn call<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(logits, cls, g))
-    }
+/// The logits `[B, nc]` and the class ids `[B]`; loss `[1]`, items `[1]`, gradient `[logits]` = (softmax − onehot)/B.
+impl<F: Real> TaskLoss<F> for V8ClassificationLoss {
+    type Preds<'a> = TensorRef<'a, F>;
+    type Batch<'a> = TensorRef<'a, F>;
 
-    /// Loss `[1]`, items `[1]`, gradient `[logits]` = (softmax − onehot)/B.
-    pub fn value_and_grad<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&[logits.data], |g| self.run(logits, cls, g))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad) into a caller-provided buffer shaped like `logits`.
-    pub fn value_and_grad_into<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &[logits.data])?;
-        self.run(logits, cls, grads)
-    }
-
-    fn run<F: Real>(&self, logits: TensorRef<F>, cls: TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run(&self, logits: TensorRef<F>, cls: &TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         logits.check_rank("preds", 2, "[B, nc] logits")?;
         let (b, nc) = (logits.shape[0], logits.shape[1]);
         if b == 0 || nc == 0 {

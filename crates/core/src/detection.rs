@@ -18,6 +18,7 @@ use crate::geometry::{bbox2dist, dist2bbox, AnchorGrid, AnchorPos};
 use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
 use crate::labels::{validate_labels, GtTable};
+use crate::loss::TaskLoss;
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
@@ -549,32 +550,9 @@ impl V8DetectionLoss {
         Ok(Self { cfg })
     }
 
-    /// `__call__`: loss and loss items, no gradient.
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, batch, g))
-    }
-
-    /// Loss, loss items and the gradient with respect to every level tensor.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&datas(feats), |g| self.run(feats, batch, g))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad), writing the gradients into caller-provided,
-    /// zero-filled buffers (one per level, as long as it); returns (loss, loss items).
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &datas(feats))?;
-        self.run(feats, batch, grads)
-    }
-
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
     pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
         bbox_decode(anchor_points, pred_dist, self.cfg.reg_max)
-    }
-
-    /// The loss, and the gradients when `grads` is not empty (checked by the caller).
-    pub(crate) fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let c = self.cfg.reg_max * 4;
-        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
     }
 
     /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
@@ -621,22 +599,23 @@ impl V8DetectionLoss {
     }
 }
 
+/// The level tensors `[B, 4·reg_max + nc, H_l, W_l]`; gradients: one per level.
+impl<F: Real> TaskLoss<F> for V8DetectionLoss {
+    type Preds<'a> = &'a [TensorRef<'a, F>];
+    type Batch<'a> = DetBatch<'a, F>;
+
+    fn run(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let c = self.cfg.reg_max * 4;
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
+    }
+}
+
 /// Loss vector (back-propagated, ×B) and detached items of one call.
 pub type LossValues<F> = (Vec<F>, Vec<F>);
 
 /// Gradient buffers of one call: one zero-filled slice per prediction tensor, in the loss's order;
 /// empty for a call without gradients.
 pub type GradBufs<'g, 'b, F> = &'g mut [&'b mut [F]];
-
-/// The data of each tensor, in order (what [`check_grad_buffers`] takes).
-pub fn datas<'a, F>(tensors: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
-    tensors.iter().map(|t| t.data).collect()
-}
-
-/// The level tensors' data followed by the extra prediction tensors' (masks, keypoints, angle).
-pub(crate) fn with_extra<'a, F>(feats: &[TensorRef<'a, F>], extra: &[TensorRef<'a, F>]) -> Vec<&'a [F]> {
-    feats.iter().chain(extra).map(|t| t.data).collect()
-}
 
 /// `call`: runs without gradient buffers.
 pub(crate) fn without_grads<F: Real>(run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {

@@ -1,8 +1,9 @@
 //! E2EDetectLoss (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the
 //! two branches, summed with equal weight.
 
-use crate::detection::{check_grad_buffers, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, GradBufs, LossValues, V8DetectionLoss};
 use crate::error::Result;
+use crate::loss::{Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::TensorRef;
 
@@ -24,24 +25,28 @@ impl E2EDetectLoss {
     pub fn branch_configs(cfg: DetectionConfig) -> (DetectionConfig, DetectionConfig) {
         (DetectionConfig { tal_topk: 10, ..cfg.clone() }, DetectionConfig { tal_topk: 1, ..cfg })
     }
+}
 
-    pub fn call<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(one2many, one2one, batch, g))
+/// The level tensors of the two branches, in the order of their gradients: the one2many levels, then the one2one
+/// levels.
+#[derive(Debug, Clone, Copy)]
+pub struct E2EPreds<'a, F> {
+    pub one2many: &'a [TensorRef<'a, F>],
+    pub one2one: &'a [TensorRef<'a, F>],
+}
+
+impl<'a, F> Predictions<'a, F> for E2EPreds<'a, F> {
+    fn tensors(&self) -> Vec<&'a [F]> {
+        self.one2many.iter().chain(self.one2one).map(|t| t.data).collect()
     }
+}
 
-    /// Gradients: the one2many levels, then the one2one levels.
-    pub fn value_and_grad<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&with_extra(one2many, one2one), |g| self.run(one2many, one2one, batch, g))
-    }
+impl<F: Real> TaskLoss<F> for E2EDetectLoss {
+    type Preds<'a> = E2EPreds<'a, F>;
+    type Batch<'a> = DetBatch<'a, F>;
 
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (the
-    /// one2many levels, then the one2one levels); returns (loss, loss items).
-    pub fn value_and_grad_into<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &with_extra(one2many, one2one))?;
-        self.run(one2many, one2one, batch, grads)
-    }
-
-    fn run<F: Real>(&self, one2many: &[TensorRef<F>], one2one: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run(&self, preds: E2EPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let E2EPreds { one2many, one2one } = preds;
         // Without gradients both halves are empty; with them, the first len(one2many) are that branch's.
         let split = if grads.is_empty() { 0 } else { one2many.len() };
         let (g_many, g_one) = grads.split_at_mut(split);

@@ -15,11 +15,12 @@ use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
-use crate::detection::{cells_covered, check_grad_buffers, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
+use crate::detection::{cells_covered, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossValues, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
 use crate::labels::{preprocess_rows, validate_labels, GtTable, Labels};
+use crate::loss::{Predictions, TaskLoss};
 use crate::probiou::{gauss, probiou, probiou_ciou_grad, probiou_gauss, probiou_grad, Gauss, PROBIOU_EPS};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -247,23 +248,6 @@ impl V8OBBLoss {
         Ok(Self { cfg: det.cfg })
     }
 
-    /// `__call__`: loss and loss items, no gradient.
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, angle, batch, g))
-    }
-
-    /// Loss, loss items and the gradients: one per level tensor, then the angle's `[B, 1, A]`.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&with_extra(feats, &[angle]), |g| self.run(feats, angle, batch, g))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
-    /// then the angle); returns (loss, loss items).
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &with_extra(feats, &[angle]))?;
-        self.run(feats, angle, batch, grads)
-    }
-
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → (`[B,A,5]` grid
     /// (cx, cy, w, h, θ), shape).
     pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>, pred_angle: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
@@ -298,13 +282,6 @@ impl V8OBBLoss {
         Ok((head, gt))
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let (head, gt) = self.prepare(feats, angle, batch)?;
-        let positives = assign_batch_rotated(&head, angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
-        let s = score_divisor::<F>(&positives);
-        Ok(self.losses_into(&head, angle.data, &gt, &positives, s, grads))
-    }
-
     /// The loss terms and gradients for a fixed assignment and divisor S (the function autograd
     /// differentiates: the assigner and S are constants).
     fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> LossValues<F> {
@@ -322,10 +299,37 @@ impl V8OBBLoss {
 
     /// [`losses_into`](Self::losses_into) with fresh buffers (or none), for the finite-difference tests.
     #[cfg(test)]
-    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
+    fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> crate::detection::LossOutput<F> {
         let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g));
-        let out = if want_grad { with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { without_grads(run) };
+        let out = if want_grad { crate::detection::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { crate::detection::without_grads(run) };
         out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
+    }
+}
+
+/// The prediction tensors of the OBB loss, in the order of their gradients: the level tensors, then `angle`
+/// `[B, 1, A]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ObbPreds<'a, F> {
+    pub feats: &'a [TensorRef<'a, F>],
+    pub angle: TensorRef<'a, F>,
+}
+
+impl<'a, F> Predictions<'a, F> for ObbPreds<'a, F> {
+    fn tensors(&self) -> Vec<&'a [F]> {
+        self.feats.iter().chain([&self.angle]).map(|t| t.data).collect()
+    }
+}
+
+/// Loss `[box, cls, dfl]·B`, items, and gradients: one per level tensor, then the angle's `[B, 1, A]`.
+impl<F: Real> TaskLoss<F> for V8OBBLoss {
+    type Preds<'a> = ObbPreds<'a, F>;
+    type Batch<'a> = ObbBatch<'a, F>;
+
+    fn run(&self, preds: ObbPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let (head, gt) = self.prepare(preds.feats, preds.angle, batch)?;
+        let positives = assign_batch_rotated(&head, preds.angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        let s = score_divisor::<F>(&positives);
+        Ok(self.losses_into(&head, preds.angle.data, &gt, &positives, s, grads))
     }
 }
 
@@ -594,7 +598,7 @@ mod tests {
             assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 10, "the case must have positives");
             let s = score_divisor::<f64>(&positives);
             let base = crit.losses_given_assignment(&head, &angle, &gt, &positives, s, true);
-            let full = crit.value_and_grad(&feats, TensorRef::new(&angle, &ashape), &batch).unwrap();
+            let full = crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &ashape) }, &batch).unwrap();
             assert_eq!(full.loss, base.loss);
             let total = |lv: &[Vec<f64>], ang: &[f64]| -> f64 {
                 let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
@@ -714,7 +718,7 @@ mod tests {
         // One 3×3 px GT between anchor centres.
         let (bi, cls, bb) = ([0.0f32], [1.0f32], [10.0 / 64.0, 26.0 / 64.0, 3.0 / 64.0, 3.0 / 64.0, 0.3]);
         let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[1]), cls: TensorRef::new(&cls, &[1, 1]), bboxes: TensorRef::new(&bb, &[1, 5]) };
-        let out = crit.value_and_grad(&[TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)], TensorRef::new(&angle, &ash), &batch).unwrap();
+        let out = crit.value_and_grad(ObbPreds { feats: &[TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)], angle: TensorRef::new(&angle, &ash) }, &batch).unwrap();
         assert_eq!(out.loss[0], 0.0);
         assert_eq!(out.loss[2], 0.0);
         assert!(out.loss[1] > 0.0);
@@ -735,34 +739,34 @@ mod tests {
         let angle = vec![0.1f32; 16];
         let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.5, 0.5, 0.2]);
         let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[1]), cls: TensorRef::new(&cls, &[1, 1]), bboxes: TensorRef::new(&bb, &[1, 5]) };
-        assert!(crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &batch).is_ok());
-        let e = crit.call(&feats, TensorRef::new(&angle, &[1, 16, 1]), &batch).unwrap_err();
+        assert!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &batch).is_ok());
+        let e = crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 16, 1]) }, &batch).unwrap_err();
         assert_eq!(e.code, ErrorCode::ShapeMismatch);
         assert!(e.message.contains("preds.angle"), "{}", e.message);
         let mut bad = angle.clone();
         bad[3] = f32::NAN;
-        let e = crit.call(&feats, TensorRef::new(&bad, &[1, 1, 16]), &batch).unwrap_err();
+        let e = crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&bad, &[1, 1, 16]) }, &batch).unwrap_err();
         assert_eq!(e.code, ErrorCode::NonFinite);
         let bb4 = [0.5f32, 0.5, 0.5, 0.5];
         let b4 = DetBatch { bboxes: TensorRef::new(&bb4, &[1, 4]), ..batch };
-        let e = crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &b4).unwrap_err();
+        let e = crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &b4).unwrap_err();
         assert_eq!(e.code, ErrorCode::ShapeMismatch);
         assert!(e.message.contains("[1, 5]"), "{}", e.message);
         let bbi = [0.5f32, 0.5, 0.5, 0.5, f32::INFINITY];
         let binf = DetBatch { bboxes: TensorRef::new(&bbi, &[1, 5]), ..batch };
-        assert_eq!(crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &binf).unwrap_err().code, ErrorCode::NonFinite);
+        assert_eq!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &binf).unwrap_err().code, ErrorCode::NonFinite);
         // Finite when normalized, infinite in pixels.
         let bbo = [0.5f32, 0.5, 3e37, 0.5, 0.1];
         let bov = DetBatch { bboxes: TensorRef::new(&bbo, &[1, 5]), ..batch };
-        let e = crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &bov).unwrap_err();
+        let e = crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &bov).unwrap_err();
         assert_eq!(e.code, ErrorCode::NonFinite);
         assert!(e.message.contains("batch.bboxes"), "{}", e.message);
         let cls_bad = [2.0f32];
         let bc = DetBatch { cls: TensorRef::new(&cls_bad, &[1, 1]), ..batch };
-        assert_eq!(crit.call(&feats, TensorRef::new(&angle, &[1, 1, 16]), &bc).unwrap_err().code, ErrorCode::LabelOutOfRange);
+        assert_eq!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &bc).unwrap_err().code, ErrorCode::LabelOutOfRange);
         // Fewer anchors than the fixed top-10 while labels exist.
         let l_small = vec![0.5f32; 6 * 3 * 3];
-        let e = crit.call(&[TensorRef::new(&l_small, &[1, 6, 3, 3])], TensorRef::new(&angle[..9], &[1, 1, 9]), &batch).unwrap_err();
+        let e = crit.call(ObbPreds { feats: &[TensorRef::new(&l_small, &[1, 6, 3, 3])], angle: TensorRef::new(&angle[..9], &[1, 1, 9]) }, &batch).unwrap_err();
         assert_eq!(e.code, ErrorCode::ShapeMismatch);
         // Building blocks.
         let o = [1.0f32, 2.0, 3.0, 4.0, 0.5];
@@ -849,7 +853,7 @@ mod tests {
         let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[2]), cls: TensorRef::new(&cls, &[2, 1]), bboxes: TensorRef::new(&bb, &[2, 5]) };
         let (sh0, sh1) = ([1usize, c, h0, w0], [1usize, c, h1, w1]);
         let feats = [TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)];
-        let out = crit.value_and_grad(&feats, TensorRef::new(&angle, &[1, 1, na]), &batch).unwrap();
+        let out = crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, na]) }, &batch).unwrap();
         // Channel-last copies for the dense blocks.
         let head = Head::validate(&feats, &strides, r, nc).unwrap();
         let (anc, st) = head.grid.make_anchors::<f64>(0.5);

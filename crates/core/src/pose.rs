@@ -2,8 +2,9 @@
 //! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, docs/spec.md §D1), and for
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
-use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_extra, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
+use crate::loss::{Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
@@ -80,24 +81,29 @@ impl V8PoseLoss {
         let sigmas = cfg.sigmas();
         Ok(Self { cfg, sigmas })
     }
+}
 
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, kpts, batch, g))
+/// The prediction tensors of the pose loss, in the order of their gradients: the level tensors, then `kpts`
+/// `[B, K·D, A]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PosePreds<'a, F> {
+    pub feats: &'a [TensorRef<'a, F>],
+    pub kpts: TensorRef<'a, F>,
+}
+
+impl<'a, F> Predictions<'a, F> for PosePreds<'a, F> {
+    fn tensors(&self) -> Vec<&'a [F]> {
+        self.feats.iter().chain([&self.kpts]).map(|t| t.data).collect()
     }
+}
 
-    /// Loss `[box, pose, kobj, cls, dfl]·B`, items, and gradients: one per level, then `kpts`.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&with_extra(feats, &[kpts]), |g| self.run(feats, kpts, batch, g))
-    }
+/// Loss `[box, pose, kobj, cls, dfl]·B`, items, and gradients: one per level, then `kpts`.
+impl<F: Real> TaskLoss<F> for V8PoseLoss {
+    type Preds<'a> = PosePreds<'a, F>;
+    type Batch<'a> = PoseBatch<'a, F>;
 
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
-    /// then `kpts`); returns (loss, loss items).
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &with_extra(feats, &[kpts]))?;
-        self.run(feats, kpts, batch, grads)
-    }
-
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run(&self, preds: PosePreds<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let PosePreds { feats, kpts } = preds;
         let det = &self.cfg.det;
         let (k, d) = self.cfg.kpt_shape;
         let head = Head::validate(feats, &det.strides, det.reg_max, det.nc)?;

@@ -1,10 +1,11 @@
 //! The text/visual-prompt losses of YOLOE (docs/spec.md §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
-use crate::detection::{check_grad_buffers, datas, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, GradBufs, LossValues, V8DetectionLoss};
 use crate::error::{LossError, Result};
+use crate::loss::TaskLoss;
 use crate::real::Real;
-use crate::segmentation::{seg_inputs, SegBatch, V8SegmentationLoss};
+use crate::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
 use crate::tensor::{fmt_shape, TensorRef};
 
 /// TVPDetectLoss: `cfg.nc` is the model's class count at construction (the text prompts).
@@ -41,23 +42,15 @@ impl TVPDetectLoss {
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
         Ok(Self { vp: V8DetectionLoss::new(cfg)? })
     }
+}
 
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, batch, g))
-    }
+/// The level tensors `[B, 4·reg_max + nc + vnc, H_l, W_l]`. Loss: `[B·cls·g_cls]` of the VP branch (or `[3]` zeros
+/// without VP channels); items `[3]`; gradients: one per level.
+impl<F: Real> TaskLoss<F> for TVPDetectLoss {
+    type Preds<'a> = &'a [TensorRef<'a, F>];
+    type Batch<'a> = DetBatch<'a, F>;
 
-    /// Loss: `[B·cls·g_cls]` of the VP branch (or `[3]` zeros without VP channels); items `[3]`.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&datas(feats), |g| self.run(feats, batch, g))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers.
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &datas(feats))?;
-        self.run(feats, batch, grads)
-    }
-
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
             None => Ok(zero_values(3)),
@@ -76,28 +69,20 @@ impl TVPSegmentLoss {
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
         Ok(Self { vp: V8SegmentationLoss::new(cfg)? })
     }
+}
 
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, pred_masks, proto, batch, g))
-    }
+/// As segmentation. Loss: `[B·cls·g_cls]` of the VP branch (or `[4]` zeros); items `[4]`; gradients as segmentation.
+impl<F: Real> TaskLoss<F> for TVPSegmentLoss {
+    type Preds<'a> = SegPreds<'a, F>;
+    type Batch<'a> = SegBatch<'a, F>;
 
-    /// Loss: `[B·cls·g_cls]` of the VP branch (or `[4]` zeros); items `[4]`; gradients as segmentation.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&seg_inputs(feats, pred_masks, proto), |g| self.run(feats, pred_masks, proto, batch, g))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers.
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &seg_inputs(feats, pred_masks, proto))?;
-        self.run(feats, pred_masks, proto, batch, grads)
-    }
-
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run(&self, preds: SegPreds<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let SegPreds { feats, pred_masks, proto } = preds;
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
             None => Ok(zero_values(4)),
             Some((_, vnc)) => {
-                let (loss, items) = self.vp.run(feats, pred_masks, proto, batch, grads, 4 * cfg.reg_max + cfg.nc, vnc, true)?;
+                let (loss, items) = self.vp.run_window(feats, pred_masks, proto, batch, grads, 4 * cfg.reg_max + cfg.nc, vnc, true)?;
                 Ok((vec![loss[2]], items))
             }
         }

@@ -2,8 +2,9 @@
 //! its crop box only (exact: the crop zeroes everything outside it), so nothing of size
 //! (positives × H_m × W_m) is ever allocated.
 
-use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
+use crate::loss::{Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
@@ -75,26 +76,10 @@ impl V8SegmentationLoss {
         Ok(Self { cfg })
     }
 
-    pub fn call<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        without_grads(|g| self.run(feats, pred_masks, proto, batch, g, 4 * self.cfg.reg_max, self.cfg.nc, false))
-    }
-
-    /// Loss, items and gradients: one per level, then `pred_masks`, then `proto`.
-    pub fn value_and_grad<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>) -> Result<LossOutput<F>> {
-        with_fresh_grads(&seg_inputs(feats, pred_masks, proto), |g| self.run(feats, pred_masks, proto, batch, g, 4 * self.cfg.reg_max, self.cfg.nc, false))
-    }
-
-    /// As [`value_and_grad`](Self::value_and_grad) into caller-provided zero-filled buffers (levels,
-    /// `pred_masks`, `proto`); returns (loss, loss items).
-    pub fn value_and_grad_into<F: Real>(&self, feats: &[TensorRef<F>], pred_masks: TensorRef<F>, proto: TensorRef<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        check_grad_buffers(grads, &seg_inputs(feats, pred_masks, proto))?;
-        self.run(feats, pred_masks, proto, batch, grads, 4 * self.cfg.reg_max, self.cfg.nc, false)
-    }
-
     /// The shared body. `cls_ch0`/`nc` select the class channels the loss uses (TVP strips text
     /// prompts); `only_cls` makes the gradient that of the cls component alone (TVPSegmentLoss).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run<F: Real>(
+    pub(crate) fn run_window<F: Real>(
         &self,
         feats: &[TensorRef<F>],
         pred_masks: TensorRef<F>,
@@ -139,9 +124,29 @@ impl V8SegmentationLoss {
     }
 }
 
-/// The prediction tensors of a segmentation loss, in gradient order.
-pub(crate) fn seg_inputs<'a, F>(feats: &[TensorRef<'a, F>], pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Vec<&'a [F]> {
-    crate::detection::with_extra(feats, &[pred_masks, proto])
+/// The prediction tensors of a segmentation loss, in the order of their gradients: the level tensors, `pred_masks`
+/// `[B, nm, A]` (the mask coefficients), `proto` `[B, nm, Hm, Wm]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SegPreds<'a, F> {
+    pub feats: &'a [TensorRef<'a, F>],
+    pub pred_masks: TensorRef<'a, F>,
+    pub proto: TensorRef<'a, F>,
+}
+
+impl<'a, F> Predictions<'a, F> for SegPreds<'a, F> {
+    fn tensors(&self) -> Vec<&'a [F]> {
+        self.feats.iter().chain([&self.pred_masks, &self.proto]).map(|t| t.data).collect()
+    }
+}
+
+/// Loss `[box, seg, cls, dfl]·B`, items, and gradients: one per level, then `pred_masks`, then `proto`.
+impl<F: Real> TaskLoss<F> for V8SegmentationLoss {
+    type Preds<'a> = SegPreds<'a, F>;
+    type Batch<'a> = SegBatch<'a, F>;
+
+    fn run(&self, preds: SegPreds<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        self.run_window(preds.feats, preds.pred_masks, preds.proto, batch, grads, 4 * self.cfg.reg_max, self.cfg.nc, false)
+    }
 }
 
 fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Result<MaskHead<'a, F>> {

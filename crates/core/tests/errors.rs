@@ -1,6 +1,6 @@
 //! Bad input gets a coded error naming the argument, never a panic or a NaN.
 
-use yolo_loss_core::{DetBatch, DetectionConfig, ErrorCode, Hyp, TensorRef, V8DetectionLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, ErrorCode, Hyp, TaskLoss, TensorRef, V8DetectionLoss};
 
 const NC: usize = 3;
 const R: usize = 4;

@@ -2,9 +2,9 @@
 //! and prototypes of segmentation, the keypoint channels of pose. Perturbing these tensors leaves the
 //! assignment unchanged (it reads class and box channels only), so the full loss is differentiated.
 
-use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
-use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef};
+use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
+use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TaskLoss, TensorRef};
 
 struct Lcg(u64);
 impl Lcg {
@@ -83,7 +83,8 @@ fn segmentation_mask_gradients_match_finite_differences() {
         let run = |x: &[Vec<f64>], grad: bool| {
             let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let (pm, pr) = (TensorRef::new(&x[0], &pm_shape), TensorRef::new(&x[1], &pr_shape));
-            if grad { crit.value_and_grad(&feats, pm, pr, &batch) } else { crit.call(&feats, pm, pr, &batch) }.unwrap()
+            let preds = SegPreds { feats: &feats, pred_masks: pm, proto: pr };
+            if grad { crit.value_and_grad(preds, &batch) } else { crit.call(preds, &batch) }.unwrap()
         };
         let base = run(&x, true);
         assert!(base.loss[1] > 0.0, "mask term must be active");
@@ -116,7 +117,8 @@ fn pose_keypoint_gradients_match_finite_differences() {
         let run = |x: &[Vec<f64>], grad: bool| {
             let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let t = TensorRef::new(&x[0], &kshape);
-            if grad { crit.value_and_grad(&feats, t, &batch) } else { crit.call(&feats, t, &batch) }.unwrap()
+            let preds = PosePreds { feats: &feats, kpts: t };
+            if grad { crit.value_and_grad(preds, &batch) } else { crit.call(preds, &batch) }.unwrap()
         };
         let base = run(&x, true);
         assert!(base.loss[1] > 0.0, "pose term must be active");

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Labels, Owned};
-use yolo_loss_core::obb::{assign_dense_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss};
-use yolo_loss_core::{TensorRef, V8OBBLoss};
+use yolo_loss_core::obb::{assign_dense_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss, ObbPreds};
+use yolo_loss_core::{TaskLoss, TensorRef, V8OBBLoss};
 
 #[test]
 fn v8_obb_loss_matches_reference() {
@@ -18,12 +18,12 @@ fn v8_obb_loss_matches_reference() {
         let angle = ang.r();
         let lab = Labels::of(&f);
         let batch = lab.det();
-        let out = crit.value_and_grad(&feats, angle, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let out = crit.value_and_grad(ObbPreds { feats: &feats, angle }, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         // The level gradients, then the angle's.
         let mut names = grad_names("grad.preds", lv.len());
         names.push("grad.angle".to_string());
         check_loss_output(&f.name, &f, &out, &names);
-        let plain = crit.call(&feats, angle, &batch).unwrap();
+        let plain = crit.call(ObbPreds { feats: &feats, angle }, &batch).unwrap();
         assert_eq!(plain.loss, out.loss, "{}: call and value_and_grad disagree", f.name);
         assert!(plain.grads.is_empty());
     }

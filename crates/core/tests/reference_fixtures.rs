@@ -6,7 +6,7 @@ use common::{assert_close, check_loss_output, config, grad_names, levels, load_k
 use yolo_loss_core::blocks::{assign_dense, bbox_loss, dfl_loss};
 use yolo_loss_core::geometry::{bbox2dist, dist2bbox, AnchorGrid};
 use yolo_loss_core::iou::{bbox_iou_grad, IouKind};
-use yolo_loss_core::{TensorRef, V8DetectionLoss};
+use yolo_loss_core::{TaskLoss, TensorRef, V8DetectionLoss};
 
 #[test]
 fn v8_detection_loss_matches_reference() {
