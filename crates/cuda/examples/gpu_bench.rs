@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TensorRef, V8DetectionLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, TaskLoss, TensorRef, V8DetectionLoss};
 use yolo_loss_cuda::cudarc::driver::sys::CUevent_flags;
 use yolo_loss_cuda::{gpu, CudaDetectionLoss, STAGES};
 use yolo_loss_testkit::Lcg;

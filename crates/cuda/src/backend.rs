@@ -1,21 +1,29 @@
-//! Backend selection for the detection-family losses: what the binding's `device: 'cpu' | 'cuda' | 'cuda:N' |
-//! 'auto'` maps to.
+//! Backend selection for every task loss: what the binding's `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` maps to.
 //!
+//! [`Selected`] holds the CPU type of a task or its CUDA type, chosen per instance from a [`Device`]:
 //! * `Cuda(n)`: the CUDA backend on device `cuda:n` or an error — `ERR_CUDA_UNAVAILABLE` with the reason when there
-//!   is no usable driver, no such GPU or no kernel build; `ERR_INVALID_ARGUMENT` for a configuration beyond the
-//!   CUDA backend's limits.
+//!   is no usable driver, no such GPU, no kernel build or no CUDA backend for the task; `ERR_INVALID_ARGUMENT` for a
+//!   configuration beyond the CUDA backend's limits.
 //! * `Auto`: the CUDA backend on `cuda:0` when it can be built, otherwise (silently) the CPU backend; [`Backend`]
 //!   says which.
 //! * `Cpu`: the CPU backend (crates/core).
 //!
-//! Each `*Any` type takes and returns exactly what the core type does (f32 only).
+//! Both sides implement [`TaskLoss`] with the same predictions and batch, so [`Selected`] does too, by delegation
+//! (f32 only). A task without a CUDA backend pairs its CPU type with [`NoCuda`], whose constructor refuses: giving
+//! a task a CUDA backend is implementing [`TaskLoss`] and [`CudaLoss`] for its CUDA type and naming that type in its
+//! alias below (and in [`CUDA_LOSSES`]).
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
+use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::e2e::E2EDetectLoss;
-use yolo_loss_core::prompts::TVPDetectLoss;
-use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
+use yolo_loss_core::pose::{PoseConfig, V8PoseLoss};
+use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
+use yolo_loss_core::segmentation::V8SegmentationLoss;
+use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8DetectionLoss, V8OBBLoss};
 
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
@@ -77,83 +85,180 @@ fn select<T>(device: Device, cpu: impl FnOnce() -> Result<T>, cuda: impl FnOnce(
     }
 }
 
-/// One `*Any` type: the enum over the CPU and CUDA types, its constructor from a `Device`, `backend`, and
-/// `call` / `value_and_grad` / `value_and_grad_into` forwarded to the instance with the prediction arguments
-/// `$arg` (then the batch, then the gradient buffers).
-macro_rules! any_loss {
-    ($(#[$doc:meta])* $name:ident($cpu:ty, $cuda:ty) { $($arg:ident),+ }, $into_doc:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone)]
-        pub enum $name {
-            Cpu($cpu),
-            Cuda($cuda),
-        }
+/// The CPU loss of a task, as the selection builds it: its configuration, constructor and reference name.
+pub trait CpuLoss: TaskLoss<f32> + Sized {
+    type Config: Clone;
+    /// The reference's name of the loss (`v8DetectionLoss`), for messages.
+    const NAME: &'static str;
+    fn build(cfg: Self::Config) -> Result<Self>;
+}
 
-        impl $name {
-            pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
-                let cpu = || <$cpu>::new(cfg.clone()).map(Self::Cpu);
-                select(device, cpu, |ordinal| <$cuda>::on_device(cfg.clone(), ordinal).map(Self::Cuda))
-            }
-            pub fn backend(&self) -> Backend {
-                match self {
-                    Self::Cpu(_) => Backend::Cpu,
-                    Self::Cuda(_) => Backend::Cuda,
-                }
-            }
-            pub fn call(&self, $($arg: &[TensorRef<f32>],)+ batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-                match self {
-                    Self::Cpu(c) => c.call($($arg,)+ batch),
-                    Self::Cuda(g) => g.call($($arg,)+ batch),
-                }
-            }
-            pub fn value_and_grad(
-                &self,
-                $($arg: &[TensorRef<f32>],)+
-                batch: &DetBatch<f32>,
-            ) -> Result<LossOutput<f32>> {
-                match self {
-                    Self::Cpu(c) => c.value_and_grad($($arg,)+ batch),
-                    Self::Cuda(g) => g.value_and_grad($($arg,)+ batch),
-                }
-            }
-            #[doc = $into_doc]
-            pub fn value_and_grad_into(
-                &self,
-                $($arg: &[TensorRef<f32>],)+
-                batch: &DetBatch<f32>,
-                grads: GradBufs<f32>,
-            ) -> Result<LossValues<f32>> {
-                match self {
-                    Self::Cpu(c) => c.value_and_grad_into($($arg,)+ batch, grads),
-                    Self::Cuda(g) => g.value_and_grad_into($($arg,)+ batch, grads),
-                }
-            }
+/// The CUDA backend of the CPU loss `C`: the same predictions and batch, built on a GPU.
+pub trait CudaLoss<C: CpuLoss>:
+    for<'a> TaskLoss<f32, Preds<'a> = C::Preds<'a>, Batch<'a> = C::Batch<'a>> + Sized
+{
+    /// Validates `cfg` as `C` does, then opens `cuda:<ordinal>`.
+    fn build_on(cfg: C::Config, ordinal: usize) -> Result<Self>;
+}
+
+/// A task loss on the backend a [`Device`] selected, per instance: the CPU type `C` or the CUDA type `G`.
+#[derive(Debug, Clone)]
+pub enum Selected<C, G> {
+    Cpu(C),
+    Cuda(G),
+}
+
+impl<C: CpuLoss, G: CudaLoss<C>> Selected<C, G> {
+    pub fn new(cfg: C::Config, device: Device) -> Result<Self> {
+        select(
+            device,
+            || C::build(cfg.clone()).map(Self::Cpu),
+            |ordinal| G::build_on(cfg.clone(), ordinal).map(Self::Cuda),
+        )
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Cpu(_) => Backend::Cpu,
+            Self::Cuda(_) => Backend::Cuda,
         }
+    }
+}
+
+impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
+    type Preds<'a> = C::Preds<'a>;
+    type Batch<'a> = C::Batch<'a>;
+
+    fn run(&self, preds: C::Preds<'_>, batch: &C::Batch<'_>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+        match self {
+            Self::Cpu(c) => c.run(preds, batch, grads),
+            Self::Cuda(g) => g.run(preds, batch, grads),
+        }
+    }
+
+    fn overwrites_grads(&self) -> bool {
+        match self {
+            Self::Cpu(c) => c.overwrites_grads(),
+            Self::Cuda(g) => g.overwrites_grads(),
+        }
+    }
+}
+
+/// The CUDA side of a task without a CUDA backend: its constructor refuses (`ERR_CUDA_UNAVAILABLE`, naming the tasks
+/// that have one), so no value of it exists and a [`Selected`] of it is always the CPU one ('auto' falls back).
+pub struct NoCuda<C>(Infallible, PhantomData<C>);
+
+impl<C> Clone for NoCuda<C> {
+    fn clone(&self) -> Self {
+        match self.0 {}
+    }
+}
+
+impl<C> std::fmt::Debug for NoCuda<C> {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {}
+    }
+}
+
+impl<C: CpuLoss> TaskLoss<f32> for NoCuda<C> {
+    type Preds<'a> = C::Preds<'a>;
+    type Batch<'a> = C::Batch<'a>;
+
+    fn run(&self, _: C::Preds<'_>, _: &C::Batch<'_>, _: GradBufs<f32>) -> Result<LossValues<f32>> {
+        match self.0 {}
+    }
+}
+
+impl<C: CpuLoss> CudaLoss<C> for NoCuda<C> {
+    /// Refuses. The message starts with `device:` like those of [`Device`]'s parser: it names the option itself.
+    fn build_on(_: C::Config, ordinal: usize) -> Result<Self> {
+        Err(LossError::new(
+            ErrorCode::CudaUnavailable,
+            format!(
+                "device: 'cuda:{ordinal}' was requested but {} has no CUDA backend yet (only {CUDA_LOSSES} have one); use \
+                 'cpu' or 'auto'",
+                C::NAME
+            ),
+        ))
+    }
+}
+
+/// The losses that have a CUDA backend, for messages.
+pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
+
+/// v8DetectionLoss on the selected backend.
+pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
+/// E2EDetectLoss on the selected backend.
+pub type E2EDetectLossAny = Selected<E2EDetectLoss, CudaE2EDetectLoss>;
+/// TVPDetectLoss on the selected backend.
+pub type TVPDetectLossAny = Selected<TVPDetectLoss, CudaTVPDetectLoss>;
+/// v8SegmentationLoss (CPU only so far).
+pub type SegmentationLossAny = Selected<V8SegmentationLoss, NoCuda<V8SegmentationLoss>>;
+/// TVPSegmentLoss (CPU only so far).
+pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, NoCuda<TVPSegmentLoss>>;
+/// v8PoseLoss (CPU only so far).
+pub type PoseLossAny = Selected<V8PoseLoss, NoCuda<V8PoseLoss>>;
+/// v8OBBLoss (CPU only so far).
+pub type ObbLossAny = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
+/// v8ClassificationLoss (CPU only so far).
+pub type ClassificationLossAny = Selected<V8ClassificationLoss, NoCuda<V8ClassificationLoss>>;
+
+/// `CpuLoss` for a core loss built by `new(cfg)`.
+macro_rules! cpu_loss {
+    ($($loss:ty: $config:ty, $name:literal;)+) => {
+        $(impl CpuLoss for $loss {
+            type Config = $config;
+            const NAME: &'static str = $name;
+            fn build(cfg: $config) -> Result<Self> {
+                <$loss>::new(cfg)
+            }
+        })+
     };
 }
 
-any_loss!(
-    /// v8DetectionLoss on the selected backend.
-    DetectionLossAny(V8DetectionLoss, CudaDetectionLoss) { feats },
-    "Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items)."
-);
+cpu_loss! {
+    V8DetectionLoss: DetectionConfig, "v8DetectionLoss";
+    E2EDetectLoss: DetectionConfig, "E2EDetectLoss";
+    TVPDetectLoss: DetectionConfig, "TVPDetectLoss";
+    V8SegmentationLoss: DetectionConfig, "v8SegmentationLoss";
+    TVPSegmentLoss: DetectionConfig, "TVPSegmentLoss";
+    V8PoseLoss: PoseConfig, "v8PoseLoss";
+    V8OBBLoss: DetectionConfig, "v8OBBLoss";
+}
 
-any_loss!(
-    /// E2EDetectLoss on the selected backend.
-    E2EDetectLossAny(E2EDetectLoss, CudaE2EDetectLoss) { o2m, o2o },
-    "Gradients into caller-provided zero-filled buffers (one2many levels, then one2one); returns (loss, items)."
-);
-
-any_loss!(
-    /// TVPDetectLoss on the selected backend.
-    TVPDetectLossAny(TVPDetectLoss, CudaTVPDetectLoss) { feats },
-    "Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items)."
-);
+impl CpuLoss for V8ClassificationLoss {
+    type Config = ();
+    const NAME: &'static str = "v8ClassificationLoss";
+    fn build((): ()) -> Result<Self> {
+        Ok(Self::new())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use yolo_loss_core::ErrorCode;
+
+    /// A task without a CUDA backend: 'cuda:N' is refused naming the task and those that have one, 'auto' and 'cpu'
+    /// are the CPU backend.
+    #[test]
+    fn a_task_without_cuda_backend_refuses_cuda_and_selects_the_cpu() {
+        let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
+        let e = SegmentationLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CudaUnavailable);
+        assert_eq!(
+            e.message,
+            "device: 'cuda:1' was requested but v8SegmentationLoss has no CUDA backend yet (only v8DetectionLoss, \
+             E2EDetectLoss and TVPDetectLoss have one); use 'cpu' or 'auto'"
+        );
+        for device in [Device::Auto, Device::Cpu] {
+            assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
+        }
+        assert_eq!(ClassificationLossAny::new((), Device::Auto).unwrap().backend(), Backend::Cpu);
+        // An invalid configuration is the CPU constructor's error under 'auto'.
+        let e = ObbLossAny::new(DetectionConfig { nc: 0, ..cfg }, Device::Auto).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+    }
 
     #[test]
     fn device_strings() {

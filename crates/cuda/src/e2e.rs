@@ -1,10 +1,11 @@
-//! E2EDetectLoss on the GPU (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the two
-//! branches, summed, as `yolo_loss_core::e2e::E2EDetectLoss` (same branch configurations, same error names).
+//! E2EDetectLoss on the GPU (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the
+//! two branches, summed, as `yolo_loss_core::e2e::E2EDetectLoss` (same branch configurations, same error names).
 
-use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues};
-use yolo_loss_core::e2e::{prefix, E2EDetectLoss};
-use yolo_loss_core::{DetBatch, DetectionConfig, LossOutput, Result, TensorRef};
+use yolo_loss_core::detection::{DetBatch, GradBufs, LossValues};
+use yolo_loss_core::e2e::{prefix, E2EDetectLoss, E2EPreds};
+use yolo_loss_core::{DetectionConfig, Result, TaskLoss};
 
+use crate::backend::CudaLoss;
 use crate::detection::CudaDetectionLoss;
 
 #[derive(Debug, Clone)]
@@ -33,54 +34,32 @@ impl CudaE2EDetectLoss {
         let (one2many, one2one) = E2EDetectLoss::branch_configs(cfg);
         Ok(Self { one2many: CudaDetectionLoss::emulated(one2many)?, one2one: CudaDetectionLoss::emulated(one2one)? })
     }
+}
 
-    pub fn call(
-        &self,
-        one2many: &[TensorRef<f32>],
-        one2one: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-    ) -> Result<LossOutput<f32>> {
-        self.run(one2many, one2one, |loss, feats| loss.call(feats, batch))
-    }
+/// As the CPU type: gradients, the one2many levels then the one2one levels (each branch downloads its whole
+/// gradients).
+impl TaskLoss<f32> for CudaE2EDetectLoss {
+    type Preds<'a> = E2EPreds<'a, f32>;
+    type Batch<'a> = DetBatch<'a, f32>;
 
-    /// Gradients: the one2many levels, then the one2one levels.
-    pub fn value_and_grad(
-        &self,
-        one2many: &[TensorRef<f32>],
-        one2one: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-    ) -> Result<LossOutput<f32>> {
-        self.run(one2many, one2one, |loss, feats| loss.value_and_grad(feats, batch))
-    }
-
-    /// As `value_and_grad` into caller-provided buffers (the one2many levels, then the one2one levels).
-    pub fn value_and_grad_into(
-        &self,
-        one2many: &[TensorRef<f32>],
-        one2one: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        grads: GradBufs<f32>,
-    ) -> Result<LossValues<f32>> {
-        let all: Vec<TensorRef<f32>> = one2many.iter().chain(one2one).copied().collect();
-        check_grad_buffers(grads, &datas(&all))?;
-        let (g_many, g_one) = grads.split_at_mut(one2many.len());
-        let (l1, i1) = self.one2many.value_and_grad_into(one2many, batch, g_many).map_err(|e| prefix(e, "one2many"))?;
-        let (l2, i2) = self.one2one.value_and_grad_into(one2one, batch, g_one).map_err(|e| prefix(e, "one2one"))?;
+    fn run(&self, preds: E2EPreds<f32>, batch: &DetBatch<f32>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+        let E2EPreds { one2many, one2one } = preds;
+        // Without gradients both halves are empty; with them, the first len(one2many) are that branch's.
+        let split = if grads.is_empty() { 0 } else { one2many.len() };
+        let (g_many, g_one) = grads.split_at_mut(split);
+        let (l1, i1) = self.one2many.run(one2many, batch, g_many).map_err(|e| prefix(e, "one2many"))?;
+        let (l2, i2) = self.one2one.run(one2one, batch, g_one).map_err(|e| prefix(e, "one2one"))?;
         Ok((add(&l1, &l2), add(&i1, &i2)))
     }
 
-    /// `branch` on the one2many branch, then on the one2one branch (errors name the branch), summed.
-    fn run(
-        &self,
-        one2many: &[TensorRef<f32>],
-        one2one: &[TensorRef<f32>],
-        branch: impl Fn(&CudaDetectionLoss, &[TensorRef<f32>]) -> Result<LossOutput<f32>>,
-    ) -> Result<LossOutput<f32>> {
-        let a = branch(&self.one2many, one2many).map_err(|e| prefix(e, "one2many"))?;
-        let b = branch(&self.one2one, one2one).map_err(|e| prefix(e, "one2one"))?;
-        let mut grads = a.grads;
-        grads.extend(b.grads);
-        Ok(LossOutput { loss: add(&a.loss, &b.loss), loss_items: add(&a.loss_items, &b.loss_items), grads })
+    fn overwrites_grads(&self) -> bool {
+        self.one2many.overwrites_grads() && self.one2one.overwrites_grads()
+    }
+}
+
+impl CudaLoss<E2EDetectLoss> for CudaE2EDetectLoss {
+    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Self::on_device(cfg, ordinal)
     }
 }
 

@@ -49,7 +49,10 @@ mod test_support;
 #[cfg(test)]
 extern crate self as yolo_loss_cuda;
 
-pub use backend::{Backend, DetectionLossAny, Device, E2EDetectLossAny, TVPDetectLossAny};
+pub use backend::{
+    Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, NoCuda, ObbLossAny,
+    PoseLossAny, Selected, SegmentationLossAny, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,
+};
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
 /// on a possibly different cudarc version themselves.
 pub use cudarc;

@@ -10,7 +10,7 @@ mod gpu;
 mod parity;
 
 use parity::{Backend, Makers};
-use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp};
+use yolo_loss_core::{DetectionConfig, ErrorCode, Hyp, TaskLoss};
 use yolo_loss_cuda::{
     Backend as Which, CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss, DetectionLossAny, Device,
 };

@@ -7,7 +7,7 @@ mod gpu;
 #[path = "common/parity.rs"]
 mod parity;
 
-use yolo_loss_core::ErrorCode;
+use yolo_loss_core::{ErrorCode, TaskLoss};
 use yolo_loss_cuda::{CudaDetectionLoss, CudaE2EDetectLoss, CudaTVPDetectLoss};
 
 #[test]

@@ -20,10 +20,12 @@ use napi::{Env, Task};
 use napi_derive::napi;
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::detection::{bbox_decode, GradBufs, LossValues};
-use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
+use yolo_loss_core::e2e::E2EPreds;
+use yolo_loss_core::obb::ObbPreds;
+use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::TVPSegmentLoss;
-use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8OBBLoss};
+use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
+use yolo_loss_core::{DetBatch, LossError, LossOutput, TaskLoss as _, TensorRef, V8OBBLoss};
 use yolo_loss_cuda::{DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
 
 use crate::{
@@ -481,7 +483,7 @@ task_loss! {
         |t, g| {
             let (feats, rest) = split(t, g[0]);
             let batch = SegBatch { det: det_batch(&rest[2..5]), masks: rest[5] };
-        } => (feats, rest[0], rest[1], &batch), rename_feats
+        } => (SegPreds { feats, pred_masks: rest[0], proto: rest[1] }, &batch), rename_feats
     }
 }
 
@@ -491,20 +493,20 @@ task_loss! {
         |t, g| {
             let (feats, rest) = split(t, g[0]);
             let batch = PoseBatch { det: det_batch(&rest[1..4]), keypoints: rest[4] };
-        } => (feats, rest[0], &batch), rename_feats
+        } => (PosePreds { feats, kpts: rest[0] }, &batch), rename_feats
     }
 }
 
 task_loss! {
     // levels…, angle, batch_idx, cls, bboxes.
     V8OBBLoss => {
-        |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, rest[0], &det_batch(&rest[1..4])), rename_feats
+        |t, g| { let (feats, rest) = split(t, g[0]); } => (ObbPreds { feats, angle: rest[0] }, &det_batch(&rest[1..4])), rename_feats
     }
 }
 
 task_loss! {
     // logits, cls.
-    V8ClassificationLoss => { |t, _g| {} => (t[0], t[1]) }
+    V8ClassificationLoss => { |t, _g| {} => (t[0], &t[1]) }
 }
 
 task_loss! {
@@ -513,7 +515,7 @@ task_loss! {
         |t, g| {
             let (o2m, rest) = split(t, g[0]);
             let (o2o, rest) = split(rest, g[1]);
-        } => (o2m, o2o, &det_batch(rest))
+        } => (E2EPreds { one2many: o2m, one2one: o2o }, &det_batch(rest))
     }
 }
 

@@ -14,9 +14,10 @@ pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 
-use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues};
-use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
+use yolo_loss_core::detection::{GradBufs, LossValues};
+use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TaskLoss, TensorRef, V8DetectionLoss};
 
+use crate::backend::CudaLoss;
 use crate::gpu::gpu;
 use device::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
@@ -104,29 +105,6 @@ impl CudaDetectionLoss {
         }
     }
 
-    /// `__call__`: loss and loss items, no gradient.
-    pub fn call(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        Ok(self.run(feats, batch, Flags::LOSS, None)?.out)
-    }
-
-    /// Loss, loss items and the gradient of `sum(loss)` with respect to every level tensor.
-    pub fn value_and_grad(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<LossOutput<f32>> {
-        Ok(self.run(feats, batch, Flags::GRAD, None)?.out)
-    }
-
-    /// As `value_and_grad`, writing the gradients into caller-provided buffers (one per level, each as long as
-    /// it; overwritten entirely) as `yolo_loss_core::V8DetectionLoss::value_and_grad_into`; returns (loss, items).
-    pub fn value_and_grad_into(
-        &self,
-        feats: &[TensorRef<f32>],
-        batch: &DetBatch<f32>,
-        grads: GradBufs<f32>,
-    ) -> Result<LossValues<f32>> {
-        check_grad_buffers(grads, &datas(feats))?;
-        let out = self.run(feats, batch, Flags::GRAD, Some(grads))?.out;
-        Ok((out.loss, out.loss_items))
-    }
-
     /// `value_and_grad` plus the device time of its kernels (for benchmarks); `per_kernel`: each kernel's time too,
     /// from an event after each (which adds a little to the total).
     pub fn value_and_grad_timed(
@@ -136,19 +114,19 @@ impl CudaDetectionLoss {
         per_kernel: bool,
     ) -> Result<(LossOutput<f32>, KernelTiming)> {
         let timing = if per_kernel { Timing::PerKernel } else { Timing::Total };
-        let r = self.run(feats, batch, Flags { timing, ..Flags::GRAD }, None)?;
+        let r = self.evaluate(feats, batch, Flags { timing, ..Flags::GRAD }, None)?;
         let timing = KernelTiming { stages: r.timing, positives: r.num_positives.unwrap_or(0) };
         Ok((r.out, timing))
     }
 
     /// The assignment the loss uses: per image, (anchor, GT slot, soft target score) of every positive anchor.
     pub fn assignment(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>) -> Result<Assignment> {
-        let r = self.run(feats, batch, Flags { assignment: true, ..Flags::LOSS }, None)?;
+        let r = self.evaluate(feats, batch, Flags { assignment: true, ..Flags::LOSS }, None)?;
         Ok(r.assignment.unwrap_or_default())
     }
 
     /// The loss over all `nc` classes of `cfg`.
-    fn run(
+    fn evaluate(
         &self,
         feats: &[TensorRef<f32>],
         batch: &DetBatch<f32>,
@@ -186,6 +164,29 @@ impl CudaDetectionLoss {
             timing: f.timing,
         };
         run::run(self.dev, &job, feats, batch, into)
+    }
+}
+
+/// As `yolo_loss_core::V8DetectionLoss`: the level tensors; gradients, one per level, downloaded whole into the
+/// buffers (every element written).
+impl TaskLoss<f32> for CudaDetectionLoss {
+    type Preds<'a> = &'a [TensorRef<'a, f32>];
+    type Batch<'a> = DetBatch<'a, f32>;
+
+    fn run(&self, feats: &[TensorRef<f32>], batch: &DetBatch<f32>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+        let (flags, into) = if grads.is_empty() { (Flags::LOSS, None) } else { (Flags::GRAD, Some(grads)) };
+        let out = self.evaluate(feats, batch, flags, into)?.out;
+        Ok((out.loss, out.loss_items))
+    }
+
+    fn overwrites_grads(&self) -> bool {
+        true
+    }
+}
+
+impl CudaLoss<V8DetectionLoss> for CudaDetectionLoss {
+    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Self::on_device(cfg, ordinal)
     }
 }
 

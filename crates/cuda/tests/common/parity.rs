@@ -12,9 +12,9 @@ use yolo_loss_core::assigner::AssignerConfig;
 use yolo_loss_core::blocks::assign_dense;
 use yolo_loss_core::detection::{decodes_all_up_front, labels_and_gt, GradBufs, Head, LossValues};
 use yolo_loss_core::dfl::softmax_expectation;
-use yolo_loss_core::e2e::E2EDetectLoss;
+use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
 use yolo_loss_core::prompts::TVPDetectLoss;
-use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, Real, Result, TensorRef, V8DetectionLoss};
+use yolo_loss_core::{DetBatch, DetectionConfig, Hyp, LossOutput, Real, Result, TaskLoss, TensorRef, V8DetectionLoss};
 
 use super::common::{
     assert_close_tol, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg,
@@ -251,18 +251,20 @@ pub fn e2e_fixtures(backend: &Backend) {
         let mut names = grad_names("grad.one2many", o2m.len());
         names.extend(grad_names("grad.one2one", o2o.len()));
         let cpu = E2EDetectLoss::new(cfg.clone()).unwrap();
-        let cpu_out = cpu.value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap();
+        let cpu_out = cpu.value_and_grad(E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) }, &lab.det()).unwrap();
         match backend {
             Backend::Cpu => check_fixture_out(&f, "cpu", &cpu_out, &names),
             Backend::Cuda(mk) => {
                 let gpu = (mk.e2e)(cfg.clone()).unwrap();
                 let out = gpu
-                    .value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det())
+                    .value_and_grad(E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) }, &lab.det())
                     .unwrap_or_else(|e| panic!("cuda {}: {e}", f.name));
                 check_fixture_out(&f, "cuda", &out, &names);
                 compare_outputs(&format!("cuda vs cpu {}", f.name), &out, &cpu_out);
-                check_into(&f.name, &out, |g| gpu.value_and_grad_into(&refs(&o2m), &refs(&o2o), &lab.det(), g));
-                let plain = gpu.call(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap();
+                check_into(&f.name, &out, |g| {
+                    gpu.value_and_grad_into(E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) }, &lab.det(), g)
+                });
+                let plain = gpu.call(E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) }, &lab.det()).unwrap();
                 assert_backends_close(&format!("{} call", f.name), &plain.loss, &out.loss);
             }
         }
