@@ -29,6 +29,8 @@ export {
 
 export { v8DetectionLoss, type DetectionValueAndGrad } from './src/detection';
 
+export type { GradOptions } from './src/grads';
+
 export {
   DetectionFamilyLoss,
   E2EDetectLoss,
