@@ -2,7 +2,8 @@
  * The task losses beyond v8DetectionLoss: v8SegmentationLoss, v8PoseLoss, v8OBBLoss, v8ClassificationLoss,
  * E2EDetectLoss, TVPDetectLoss and TVPSegmentLoss. Every one has `call`, `valueAndGrad`, `callAsync`,
  * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in API.md, and `grads` has the structure of
- * `preds` (same nesting, every tensor shaped like its prediction tensor).
+ * `preds` (same nesting, every tensor shaped like its prediction tensor). Both `valueAndGrad` forms also write into a
+ * caller's `out` of that structure instead of fresh arrays (`./grads`).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
