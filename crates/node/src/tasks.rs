@@ -27,7 +27,7 @@ use yolo_loss_core::pose::{PoseBatch, PoseConfig, V8PoseLoss};
 use yolo_loss_core::prompts::TVPSegmentLoss;
 use yolo_loss_core::segmentation::{SegBatch, V8SegmentationLoss};
 use yolo_loss_core::{DetBatch, LossError, LossOutput, TensorRef, V8OBBLoss};
-use yolo_loss_cuda::{DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
+use yolo_loss_cuda::{Backend, DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
 
 use crate::{
     arg, cpu_only, cuda_refused, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros,
@@ -91,14 +91,20 @@ impl<'a> Packed<'a> {
 /// A loss evaluated from a [`Packed`] list.
 pub(crate) trait TaskLoss: Send + Sync + 'static {
     /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
-    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one zero-filled buffer per prediction
-    /// tensor (the front of `t`), as long as it.
+    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one buffer per prediction tensor (the
+    /// front of `t`), as long as it, zero-filled unless [`TaskLoss::overwrites_grads`].
     fn eval(
         &self,
         t: &[TensorRef<'_, f32>],
         groups: &[usize],
         grads: Option<GradBufs<'_, '_, f32>>,
     ) -> CoreResult<LossValues<f32>>;
+
+    /// Whether `eval` writes every element of its gradient buffers, so that a caller's `out` needs no zeroing
+    /// first. False where the core adds into zeros; true where a backend downloads each whole gradient.
+    fn overwrites_grads(&self) -> bool {
+        false
+    }
 }
 
 /// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `grads` for one
@@ -189,9 +195,9 @@ impl CallerGrads {
         Ok(())
     }
 
-    /// The buffers, zero-filled (the core's gradient buffers must be: it writes only where a gradient is non-zero),
-    /// as the core's gradient slices. Only after [`CallerGrads::check`] passed.
-    fn zeroed(&mut self) -> Vec<&mut [f32]> {
+    /// The buffers as the core's gradient slices, zero-filled unless `loss` writes every element (the CPU core
+    /// writes only where a gradient is non-zero). Only after [`CallerGrads::check`] passed.
+    fn for_loss<L: TaskLoss + ?Sized>(&mut self, loss: &L) -> Vec<&mut [f32]> {
         let mut bufs: Vec<&mut [f32]> = self
             .0
             .iter_mut()
@@ -201,7 +207,9 @@ impl CallerGrads {
             // touch `out` until the promise settles. The backing store never moves.
             .map(|a| unsafe { a.as_mut() })
             .collect();
-        zero_fill(&mut bufs);
+        if !loss.overwrites_grads() {
+            zero_fill(&mut bufs);
+        }
         bufs
     }
 }
@@ -259,7 +267,7 @@ fn run_sync<L: TaskLoss + ?Sized>(
                 &packed.groups,
                 packed.preds,
                 want_grad,
-                |_| Ok(out.zeroed()),
+                |_| Ok(out.for_loss(loss)),
             )
             .map_err(to_js)?;
             (values, items, Vec::new())
@@ -347,8 +355,10 @@ impl Task for LossTask {
                 want_grad,
                 fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))),
             ),
-            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| Ok(out.zeroed()))
-                .map(|(values, _)| (values, Vec::new())),
+            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| {
+                Ok(out.for_loss(loss))
+            })
+            .map(|(values, _)| (values, Vec::new())),
         };
         Ok(out.map(|((loss, loss_items), grads)| LossOutput {
             loss,
@@ -516,11 +526,12 @@ macro_rules! task_loss_class {
 
 /// `impl TaskLoss` for losses whose `call` and `value_and_grad_into` take the same arguments (the latter then the
 /// gradient buffers): the statements unpack the flat tensors `t` (level-list sizes `g`) into those arguments; the
-/// errors of the losses that take a tuple of predictions go through `rename`.
+/// errors of the losses that take a tuple of predictions go through `rename`. With `overwrites: $ow` (one loss
+/// type), `$ow(&loss)` says whether `value_and_grad_into` writes every element of its buffers.
 macro_rules! task_loss {
     (@impl $core:ty => {
         |$t:ident, $g:ident| { $($unpack:tt)* } => ($($arg:expr),+) $(, $rename:path)?
-    }) => {
+    } $(overwrites: $ow:expr)?) => {
         impl TaskLoss for $core {
             fn eval(
                 &self,
@@ -535,7 +546,15 @@ macro_rules! task_loss {
                 }
                 $(.map_err($rename))?
             }
+
+            $(fn overwrites_grads(&self) -> bool {
+                let overwrites: fn(&Self) -> bool = $ow;
+                overwrites(self)
+            })?
         }
+    };
+    ($core:ty => $eval:tt overwrites: $ow:expr) => {
+        task_loss!(@impl $core => $eval overwrites: $ow);
     };
     ($($core:ty),+ => $eval:tt) => {
         $(task_loss!(@impl $core => $eval);)+
@@ -621,8 +640,15 @@ pub struct NativePoseConfig {
 // TaskLoss implementations (the order of the packed tensors in the comments)
 
 task_loss! {
-    // levels…, batch_idx, cls, bboxes.
-    DetectionLossAny, TVPDetectLossAny => {
+    // levels…, batch_idx, cls, bboxes. The CUDA backend downloads the whole of every gradient into the buffers.
+    DetectionLossAny => {
+        |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
+    } overwrites: |loss| loss.backend() == Backend::Cuda
+}
+
+task_loss! {
+    // levels…, batch_idx, cls, bboxes. On CUDA too the buffers are left as they are without visual-prompt channels.
+    TVPDetectLossAny => {
         |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
     }
 }
@@ -660,13 +686,13 @@ task_loss! {
 }
 
 task_loss! {
-    // one2many levels…, one2one levels…, batch_idx, cls, bboxes.
+    // one2many levels…, one2one levels…, batch_idx, cls, bboxes. On CUDA both branches download whole gradients.
     E2EDetectLossAny => {
         |t, g| {
             let (o2m, rest) = split(t, g[0]);
             let (o2o, rest) = split(rest, g[1]);
         } => (o2m, o2o, &det_batch(rest))
-    }
+    } overwrites: |loss| loss.backend() == Backend::Cuda
 }
 
 /// The `reg_max` of a detection loss on either backend (`bboxDecode` runs on the CPU).
