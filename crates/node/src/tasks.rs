@@ -108,8 +108,9 @@ pub(crate) trait TaskLoss: Send + Sync + 'static {
 }
 
 /// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `grads` for one
-/// zero-filled buffer per prediction tensor (given the prediction views, only once the inputs passed those checks,
-/// and only as long as data the caller already holds) and evaluates into them. All of it under the panic guard.
+/// buffer per prediction tensor as [`TaskLoss::eval`] takes them (given the prediction views, only once the inputs
+/// passed those checks, and only as long as data the caller already holds) and evaluates into them. All of it under
+/// the panic guard.
 fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
     loss: &L,
     args: &[Arg<'_>],
@@ -143,7 +144,7 @@ fn fresh<G>(
 
 /// The caller's `out`: one `Float32Array` per prediction tensor, in the packing order, into which the gradients are
 /// written (the binding of `valueAndGrad(preds, batch, { out })`). [`CallerGrads::check`] refuses buffers that do
-/// not fit before anything is written; [`CallerGrads::zeroed`] then hands them to the core.
+/// not fit before anything is written; [`CallerGrads::for_loss`] then hands them to the core.
 ///
 /// Each `Float32Array` holds a strong reference to the caller's array, so the memory stays alive while an
 /// asynchronous evaluation writes into it on the libuv pool. It cannot stop the caller from writing, transferring
@@ -215,7 +216,7 @@ impl CallerGrads {
 }
 
 /// Zero-fills `bufs` on every core: a caller's buffers hold the previous step's gradients, and at training sizes
-/// (77 MB at B=16, 640×640, nc=80) one thread's memset takes about as long as the loss itself.
+/// (77 MB at B=16, 640×640, nc=80) one thread's memset of them takes milliseconds, a good part of a whole call.
 fn zero_fill(bufs: &mut [&mut [f32]]) {
     /// 1 MiB of float32 per task: large enough to amortise the scheduling, small enough to share one level.
     const CHUNK: usize = 1 << 18;
@@ -226,8 +227,7 @@ fn zero_fill(bufs: &mut [&mut [f32]]) {
 
 /// Whether two arrays share at least one byte (empty ones share none).
 fn overlaps(a: &[f32], b: &[f32]) -> bool {
-    let range = |s: &[f32]| s.as_ptr_range();
-    let (a, b) = (range(a), range(b));
+    let (a, b) = (a.as_ptr_range(), b.as_ptr_range());
     !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
 }
 
