@@ -1,5 +1,5 @@
 /**
- * The public surface of API.md: constructor defaults, outputs, the building blocks, borrowed inputs of every
+ * The public surface of docs/api.md: constructor defaults, outputs, the building blocks, borrowed inputs of every
  * kind of ArrayBuffer view.
  */
 import test from 'ava';

@@ -257,7 +257,7 @@ test('refuses a criterion without valueAndGrad, and preds of the wrong nesting f
 
 const A = (h: number, w: number): number => [8, 16, 32].reduce((s, st) => s + Math.ceil(h / st) * Math.ceil(w / st), 0);
 
-test('PREDS_STRUCTURE follows API.md', (t) => {
+test('PREDS_STRUCTURE follows docs/api.md', (t) => {
   t.deepEqual(PREDS_STRUCTURE.v8SegmentationLoss, ['levels', 'tensor', 'tensor']);
   t.deepEqual(PREDS_STRUCTURE.E2EDetectLoss, { one2many: 'levels', one2one: 'levels' });
   t.is(PREDS_STRUCTURE.v8ClassificationLoss, 'tensor');

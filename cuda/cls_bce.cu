@@ -1,4 +1,4 @@
-// Classification BCE of one detection level (SPEC §9 step 8, §6.1), in two passes that never build the dense
+// Classification BCE of one detection level (docs/spec.md §9 step 8, §6.1), in two passes that never build the dense
 // target tensor [B, A, nc]:
 //
 //  1. yl_cls_bce_dense: every class logit x of the level as if its target were 0:

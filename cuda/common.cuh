@@ -1,6 +1,6 @@
 // Device helpers shared by the yolo-loss kernels (cuda/*.cu). Header only: each .cu file is its own PTX module.
 //
-// Numerics follow SPEC §6.1 in the same stable forms as the CPU backend (crates/core), so that the two backends
+// Numerics follow docs/spec.md §6.1 in the same stable forms as the CPU backend (crates/core), so that the two backends
 // differ only by the last bits of expf/log1pf. build.rs compiles with --fmad=false for the same reason: no
 // contraction of a*b+c that the CPU code does not do either.
 #pragma once

@@ -1,4 +1,4 @@
-// Detection pass 2: task-aligned assignment (SPEC §7) without any (labels × anchors) buffer, reproducing the CPU
+// Detection pass 2: task-aligned assignment (docs/spec.md §7) without any (labels × anchors) buffer, reproducing the CPU
 // backend's crates/core/src/assigner.rs exactly (same candidates, same deterministic top-k, same conflict rule):
 //
 //  yl_det_assign  — one block per GT slot (b, g), of 32 to 1024 threads (more for larger boxes, see host.rs). Only the grid cells under the GT's box are visited (per level,
@@ -8,7 +8,7 @@
 //                   * top-k by (t desc, anchor asc) among t > 0: per-thread sorted lists, merged per warp, then per
 //                     block (k ≤ 32);
 //                   * fewer than k positive metrics: the fill takes the (k − n) lowest anchor indices not picked;
-//                     those inside the GT (with t = 0) are picks too (Project decision 2);
+//                     those inside the GT (with t = 0) are picks too (docs/spec.md §D2);
 //                   * every pick: count[b, a] += 1, claim[b, a] = g for the first claimant.
 //  yl_det_resolve — one thread per (b, a): count 0 → background; 1 → the claimant; > 1 → the GT of the largest
 //                   overlap among all GTs containing the anchor (GT 0 if all are 0). Records (g, t, u) and folds

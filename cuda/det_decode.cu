@@ -1,4 +1,4 @@
-// Detection pass 1 (SPEC §9 bbox_decode): the soft-argmax decode of every anchor, for the assigner.
+// Detection pass 1 (docs/spec.md §9 bbox_decode): the soft-argmax decode of every anchor, for the assigner.
 //
 // One thread per (image b, side s, anchor a), anchors fastest: it reads the R box logits feat[b, s·R + k, y, x]
 // (neighbouring threads read neighbouring pixels: coalesced) and writes the distance to dist[b, a, s] in grid

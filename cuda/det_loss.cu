@@ -1,4 +1,4 @@
-// Detection pass 3: the loss terms and their gradient (SPEC §9 steps 7–10), after the assignment and S are known.
+// Detection pass 3: the loss terms and their gradient (docs/spec.md §9 steps 7–10), after the assignment and S are known.
 //
 //  yl_det_class — one thread per (image b, chunk of 16 classes, anchor a): the chunk's class logits x, in one pass:
 //                 Σ BCE(x, t) = Σ BCE(x, 0) − t·x and grad = σ(x)·scale − t·scale (t = the soft score n at the

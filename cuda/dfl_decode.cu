@@ -1,4 +1,4 @@
-// DFL soft-argmax decode of one detection level (SPEC §9 bbox_decode, §5 dist2bbox).
+// DFL soft-argmax decode of one detection level (docs/spec.md §9 bbox_decode, §5 dist2bbox).
 //
 // For every image b, anchor (pixel) p of the level and side s ∈ {left, top, right, bottom} the R box logits
 // z_k = feat[b, s·R + k, y, x] give the distance d = Σ_k k·softmax(z)_k (R = 1: d = z_0, no DFL). The kernel writes

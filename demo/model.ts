@@ -1,7 +1,7 @@
 /**
  * A small YOLO-style detector in TensorFlow.js: a strided conv backbone (SiLU, residual stride-1 blocks) with three
  * output levels at strides 8, 16 and 32, and a decoupled Detect head per level whose output has the channel layout of
- * SPEC §4: `[B, 4*reg_max + nc, H, W]`, box-distribution logits side-major first, then class logits.
+ * docs/spec.md §4: `[B, 4*reg_max + nc, H, W]`, box-distribution logits side-major first, then class logits.
  *
  * The convolutions use `conv2d` below: tf.conv2d forward, and a gradient computed with forward convolutions too
  * (dx: a convolution of the dilated, padded dy with the flipped kernel; dW: a convolution of the transposed input

@@ -89,7 +89,7 @@ function optionalBoolean(name: string, v: unknown, dflt: boolean): boolean {
 // ------------------------------------------------------------------------------------------------------------
 // VarifocalLoss, FocalLoss
 
-/** `VarifocalLoss(gamma=2.0, alpha=0.75)` (SPEC §8.1; RT-DETR's, not used by the YOLO losses). */
+/** `VarifocalLoss(gamma=2.0, alpha=0.75)` (docs/spec.md §8.1; RT-DETR's, not used by the YOLO losses). */
 export class VarifocalLoss {
   readonly gamma: number;
   readonly alpha: number;
@@ -120,7 +120,7 @@ export class VarifocalLoss {
   }
 }
 
-/** `FocalLoss(gamma=1.5, alpha=0.25)` (SPEC §8.2; not used by the YOLO losses). `alpha ≤ 0` disables the α factor. */
+/** `FocalLoss(gamma=1.5, alpha=0.25)` (docs/spec.md §8.2; not used by the YOLO losses). `alpha ≤ 0` disables the α factor. */
 export class FocalLoss {
   readonly gamma: number;
   readonly alpha: number;
@@ -150,7 +150,7 @@ export class FocalLoss {
 // ------------------------------------------------------------------------------------------------------------
 // DFLoss, BboxLoss, RotatedBboxLoss
 
-/** `DFLoss(reg_max=16)` (SPEC §8.3): distribution focal loss. */
+/** `DFLoss(reg_max=16)` (docs/spec.md §8.3): distribution focal loss. */
 export class DFLoss {
   readonly reg_max: number;
 
@@ -190,7 +190,7 @@ export interface BboxLossGrads {
 }
 
 /**
- * `BboxLoss(reg_max=16)` (SPEC §8.4): the CIoU box loss and the DFL of the positive anchors, weighted by the sum of
+ * `BboxLoss(reg_max=16)` (docs/spec.md §8.4): the CIoU box loss and the DFL of the positive anchors, weighted by the sum of
  * their target scores, divided by `targetScoresSum`.
  */
 export class BboxLoss {
@@ -279,7 +279,7 @@ function checkScalar(name: string, v: unknown): number {
 }
 
 /**
- * `RotatedBboxLoss(reg_max)` (SPEC §8.5): 1 − probIoU of the positives' xywhr boxes, and the DFL of the
+ * `RotatedBboxLoss(reg_max)` (docs/spec.md §8.5): 1 − probIoU of the positives' xywhr boxes, and the DFL of the
  * **axis-aligned** target (θ ignored). Same `forward`/`forwardWithGrad` as BboxLoss with 5-wide boxes; the
  * gradient with respect to `predBboxes` includes the angle column.
  */
@@ -292,7 +292,7 @@ export class RotatedBboxLoss extends BboxLoss {
 // ------------------------------------------------------------------------------------------------------------
 // KeypointLoss
 
-/** `KeypointLoss(sigmas)` (SPEC §8.6): the OKS-style keypoint location loss. */
+/** `KeypointLoss(sigmas)` (docs/spec.md §8.6): the OKS-style keypoint location loss. */
 export class KeypointLoss {
   /** Per-keypoint sigmas (float64: the COCO sigmas `OKS_SIGMA` make the loss float64 as in the reference). */
   readonly sigmas: Float64Array;
@@ -363,7 +363,7 @@ export type Assignment = [
 ];
 
 /**
- * `TaskAlignedAssigner({ topk, num_classes, alpha, beta, eps })` (SPEC §7). No gradients. Top-k ties are broken
+ * `TaskAlignedAssigner({ topk, num_classes, alpha, beta, eps })` (docs/spec.md §7). No gradients. Top-k ties are broken
  * deterministically (larger metric first, then lower anchor index).
  */
 export class TaskAlignedAssigner {
@@ -403,7 +403,7 @@ export class TaskAlignedAssigner {
   }
 }
 
-/** `RotatedTaskAlignedAssigner(...)` (SPEC §7): rotated boxes (cx, cy, w, h, θ), inclusive rotated centre-in-box,
+/** `RotatedTaskAlignedAssigner(...)` (docs/spec.md §7): rotated boxes (cx, cy, w, h, θ), inclusive rotated centre-in-box,
  * probIoU overlaps; `targetBboxes` is `[B, A, 5]`. */
 export class RotatedTaskAlignedAssigner extends TaskAlignedAssigner {}
 
@@ -518,7 +518,7 @@ function iouOptions(options: unknown): Native.NativeIouOptions {
 }
 
 /**
- * `bbox_iou(box1, box2, { xywh, GIoU, DIoU, CIoU, eps })` (SPEC §6.2): `[..., 1]` for `box1 [..., 4]` and
+ * `bbox_iou(box1, box2, { xywh, GIoU, DIoU, CIoU, eps })` (docs/spec.md §6.2): `[..., 1]` for `box1 [..., 4]` and
  * `box2 [..., 4]` (leading axes broadcast).
  */
 export function bbox_iou(box1: Tensor, box2: Tensor, options?: BboxIouOptions): Tensor {
@@ -558,7 +558,7 @@ function probiouOptions(options: unknown): { ciou: boolean; eps: number } {
 }
 
 /**
- * `probiou(obb1, obb2, { CIoU, eps })` (SPEC §6.3): the probabilistic IoU of oriented boxes (cx, cy, w, h, θ),
+ * `probiou(obb1, obb2, { CIoU, eps })` (docs/spec.md §6.3): the probabilistic IoU of oriented boxes (cx, cy, w, h, θ),
  * `[..., 1]` for `obb1 [..., 5]`, `obb2 [..., 5]` (leading axes broadcast).
  */
 export function probiou(obb1: Tensor, obb2: Tensor, options?: ProbiouOptions): Tensor {

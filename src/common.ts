@@ -1,5 +1,5 @@
 /**
- * Shared pieces of the facade: the public types of API.md, the error type, the native binding loader and the
+ * Shared pieces of the facade: the public types of docs/api.md, the error type, the native binding loader and the
  * cheap structural validation every class runs before it calls the binding (the core validates the numbers).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
@@ -9,9 +9,10 @@ import * as path from 'node:path';
 import { types as utilTypes } from 'node:util';
 
 import type * as Native from '../native/binding';
+import { loadBinding } from './loader';
 
 // ------------------------------------------------------------------------------------------------------------
-// Public types (API.md)
+// Public types (docs/api.md)
 
 /** A row-major float32 tensor: `data.length === product(shape)`. Plain objects are accepted. */
 export interface Tensor {
@@ -80,7 +81,8 @@ export type ErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_CUDA_UNAVAILABLE'
   | 'ERR_CUDA_OUT_OF_MEMORY'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_NATIVE_BINDING';
 
 /** An `Error` thrown (or rejected with) by this library. */
 export interface YoloLossError extends Error {
@@ -102,6 +104,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'ERR_CUDA_UNAVAILABLE',
   'ERR_CUDA_OUT_OF_MEMORY',
   'ERR_INTERNAL',
+  'ERR_NATIVE_BINDING',
 ]);
 
 /** `default.yaml` values of the keys the losses read. */
@@ -127,18 +130,11 @@ function packageRoot(): string {
 
 let nativeBinding: typeof Native | undefined;
 
-/** The native addon, loaded on first use (once per thread: every worker thread loads its own instance). */
+/** The native addon, loaded on first use (once per thread: every worker thread loads its own instance). Where it
+ * comes from (a local build, the platform package) is `src/loader.ts`'s business. */
 export function native(): typeof Native {
   if (nativeBinding === undefined) {
-    const file = path.join(packageRoot(), 'native', 'yolo-loss.node');
-    try {
-      nativeBinding = require(file) as typeof Native;
-    } catch (cause) {
-      throw lossError(
-        'ERR_INTERNAL',
-        `yolo-loss: cannot load the native binding ${file} (build it with \`npm run build\`): ${String(cause)}`,
-      );
-    }
+    nativeBinding = loadBinding(packageRoot()).binding as typeof Native;
   }
   return nativeBinding;
 }

@@ -33,7 +33,7 @@ export interface DetectionValueAndGrad extends ValueAndGrad<Tensor[]> {
 }
 
 /**
- * `v8DetectionLoss` of Ultralytics (SPEC §9): CIoU box loss, BCE classification loss and DFL, with the
+ * `v8DetectionLoss` of Ultralytics (docs/spec.md §9): CIoU box loss, BCE classification loss and DFL, with the
  * task-aligned assigner. `call` mirrors `__call__`; `valueAndGrad` adds the gradient of `sum(loss)` with respect
  * to every prediction tensor.
  */

@@ -1,9 +1,9 @@
 /**
  * The task losses beyond v8DetectionLoss: v8SegmentationLoss, v8PoseLoss, v8OBBLoss, v8ClassificationLoss,
  * E2EDetectLoss, TVPDetectLoss and TVPSegmentLoss. Every one has `call`, `valueAndGrad`, `callAsync`,
- * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in API.md, and `grads` has the structure of
- * `preds` (same nesting, every tensor shaped like its prediction tensor). Both `valueAndGrad` forms also write into a
- * caller's `out` of that structure instead of fresh arrays (`./grads`).
+ * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in docs/api.md, and `grads` has the structure
+ * of `preds` (same nesting, every tensor shaped like its prediction tensor). Both `valueAndGrad` forms also write
+ * into a caller's `out` of that structure instead of fresh arrays (`./grads`).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -295,7 +295,7 @@ function prepareSegmentation(preds: unknown, batch: unknown): Prepared {
 // v8SegmentationLoss
 
 /**
- * `v8SegmentationLoss` (SPEC §10): the detection terms plus the mask term (BCE of coefficient·prototype logits
+ * `v8SegmentationLoss` (docs/spec.md §10): the detection terms plus the mask term (BCE of coefficient·prototype logits
  * inside each positive's box, normalised by the box area; gain `box`). `loss = B · [box, seg, cls, dfl]`.
  * `model.args.overlap_mask` chooses the `batch.masks` format.
  */
@@ -343,7 +343,7 @@ function checkKptShape(v: unknown): [number, number] {
 }
 
 /**
- * `v8PoseLoss` (SPEC §11): the detection terms plus the OKS-style keypoint location loss and the keypoint
+ * `v8PoseLoss` (docs/spec.md §11): the detection terms plus the OKS-style keypoint location loss and the keypoint
  * visibility BCE of the positives. `loss = B · [box, pose, kobj, cls, dfl]`.
  */
 export class v8PoseLoss extends DetectionFamilyLoss<PosePreds, PoseBatch> {
@@ -386,7 +386,7 @@ export class v8PoseLoss extends DetectionFamilyLoss<PosePreds, PoseBatch> {
 // v8OBBLoss
 
 /**
- * `v8OBBLoss` (SPEC §13): oriented boxes with the rotated task-aligned assigner (top-10), probIoU box loss, DFL on
+ * `v8OBBLoss` (docs/spec.md §13): oriented boxes with the rotated task-aligned assigner (top-10), probIoU box loss, DFL on
  * the axis-aligned target and BCE classification. `loss = B · [box, cls, dfl]`. The angle gradient is with
  * respect to the activated angle θ the head outputs.
  */
@@ -442,7 +442,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
 // v8ClassificationLoss
 
 /**
- * `v8ClassificationLoss` (SPEC §12): mean cross entropy over the batch. `loss` and `lossItems` are the same
+ * `v8ClassificationLoss` (docs/spec.md §12): mean cross entropy over the batch. `loss` and `lossItems` are the same
  * 1-element value (not multiplied by B).
  */
 export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> {
@@ -467,7 +467,7 @@ export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> 
 // E2EDetectLoss
 
 /**
- * `E2EDetectLoss` (SPEC §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the two branches
+ * `E2EDetectLoss` (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the two branches
  * of an end-to-end head, summed. `loss = B · [box, cls, dfl]` of both.
  */
 export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch> {
@@ -503,7 +503,7 @@ export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch>
 // TVPDetectLoss / TVPSegmentLoss
 
 /**
- * `TVPDetectLoss` (SPEC §15.1), YOLOE with visual prompts: `model.nc` is the number of text prompts; class channels
+ * `TVPDetectLoss` (docs/spec.md §15.1), YOLOE with visual prompts: `model.nc` is the number of text prompts; class channels
  * beyond them are visual prompts. The text-prompt channels are dropped and the detection loss runs on the
  * visual-prompt ones (labels index the visual-prompt slots). `loss` is the 1-element `B · cls · g_cls`
  * (only the classification component is back-propagated), `lossItems` the detached `[box, cls, dfl]`. Without
@@ -537,7 +537,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
 }
 
 /**
- * `TVPSegmentLoss` (SPEC §15.2) with its **intended** semantics — a documented deviation: in ultralytics 8.3.117
+ * `TVPSegmentLoss` (docs/spec.md §15.2) with its **intended** semantics — a documented deviation: in ultralytics 8.3.117
  * every call raises `AttributeError` (the constructor never sets what `__call__` reads). Like TVPDetectLoss on top
  * of v8SegmentationLoss: the text-prompt channels are dropped, the segmentation loss runs on the visual-prompt
  * channels, `loss` is the 1-element cls component `B · cls · g_cls`, `lossItems` the detached

@@ -8,8 +8,8 @@
  *     const loss = tfjsLoss(new v8DetectionLoss({ nc: 4, stride: [8, 16, 32], reg_max: 8 }));
  *     optimizer.minimize(() => loss(model(x), batch));
  *
- * trains a tfjs model. `preds` has the structure the loss expects (API.md) with `tf.Tensor` leaves, laid out as in
- * SPEC §4 (channels first: a level is `[B, 4*reg_max + nc, H, W]`; a tfjs conv net is channels last, so end it with
+ * trains a tfjs model. `preds` has the structure the loss expects (docs/api.md) with `tf.Tensor` leaves, laid out as in
+ * docs/spec.md §4 (channels first: a level is `[B, 4*reg_max + nc, H, W]`; a tfjs conv net is channels last, so end it with
  * `tf.transpose(y, [0, 3, 1, 2])`). `batch` entries may be `tf.Tensor`s or plain `{ data, shape }` tensors.
  *
  * Copies. The op reads each prediction tensor with `dataSync()` and hands the gradients to tfjs with `tf.tensor()`.
@@ -60,7 +60,7 @@ export interface DifferentiableLoss<P = never, B = never> {
  */
 export type PredsStructure = 'tensor' | 'levels' | readonly PredsStructure[] | { readonly [key: string]: PredsStructure };
 
-/** The `preds` structure of each task loss (API.md), used when `tfjsLoss` is given no structure. */
+/** The `preds` structure of each task loss (docs/api.md), used when `tfjsLoss` is given no structure. */
 export const PREDS_STRUCTURE = Object.freeze({
   v8DetectionLoss: 'levels',
   v8SegmentationLoss: ['levels', 'tensor', 'tensor'],

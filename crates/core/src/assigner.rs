@@ -1,11 +1,11 @@
-//! Task-aligned assignment (SPEC §7), one image at a time, without any (labels × anchors) buffer.
+//! Task-aligned assignment (docs/spec.md §7), one image at a time, without any (labels × anchors) buffer.
 //!
 //! The reference materialises several (B, M, A) tensors. Here each GT is processed in turn: its
 //! candidate anchors (centres inside the box) are enumerated into a scratch list, its top-k picks
 //! are kept (at most k per GT), and the per-anchor "best overlap over all GTs containing me" used for
 //! conflict resolution is folded into A-sized arrays. Memory is O(A + M·k) per image.
 //!
-//! Top-k ties follow Project decision 2: larger metric first, then lower anchor index. When a GT has
+//! Top-k ties follow docs/spec.md §D2: larger metric first, then lower anchor index. When a GT has
 //! fewer than k anchors with a positive metric, the remaining picks are the lowest-index anchors with
 //! a zero metric (inside the GT or not); those inside the GT become positives with score 0, exactly as
 //! the reference does with its (implementation-defined) tie order.
@@ -147,7 +147,7 @@ pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num
         }
     }
 
-    // Resolve conflicts, then normalise the align metric per GT (SPEC §7 steps 6 and 8).
+    // Resolve conflicts, then normalise the align metric per GT (docs/spec.md §7 steps 6 and 8).
     cl.touched.sort_unstable();
     let mut resolved: Vec<(usize, usize, F, F)> = Vec::with_capacity(cl.touched.len());
     for &a in &cl.touched {

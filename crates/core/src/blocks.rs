@@ -75,7 +75,7 @@ pub struct BboxLossOutput<F> {
     pub grad_pred_bboxes: Vec<F>,
 }
 
-/// BboxLoss.forward (SPEC §8.4): CIoU and DFL terms over the positives, with the gradients of
+/// BboxLoss.forward (docs/spec.md §8.4): CIoU and DFL terms over the positives, with the gradients of
 /// loss_iou + loss_dfl for `pred_dist` and `pred_bboxes` as independent leaves.
 pub fn bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Result<BboxLossOutput<F>> {
     let iou = |p: [F; 4], t: [F; 4], up: F| {
@@ -258,7 +258,7 @@ pub(crate) fn assign_dense_with<F: Real, const W: usize>(
             overlap,
         };
         let positives = assign_image(cfg, a, &gts, &mut src);
-        // Every anchor starts as background pointing at GT slot 0 (SPEC §7 step 7).
+        // Every anchor starts as background pointing at GT slot 0 (docs/spec.md §7 step 7).
         for ai in 0..a {
             let k = bi * a + ai;
             out.target_labels[k] = gt_labels.data[bi * m].to_i64().unwrap_or(0).max(0);

@@ -1,4 +1,4 @@
-//! v8ClassificationLoss (SPEC §12): mean cross entropy over the batch, not multiplied by B.
+//! v8ClassificationLoss (docs/spec.md §12): mean cross entropy over the batch, not multiplied by B.
 
 use crate::detection::{check_grad_buffers, with_fresh_grads, without_grads, GradBufs, LossOutput, LossValues};
 use crate::error::{LossError, Result};

@@ -1,4 +1,4 @@
-//! v8DetectionLoss (SPEC §9): forward and analytic backward, parallel over images.
+//! v8DetectionLoss (docs/spec.md §9): forward and analytic backward, parallel over images.
 //!
 //! One call runs in three phases:
 //! 1. per image (parallel): task-aligned assignment, decoding only the anchors that lie inside a GT;
@@ -787,7 +787,7 @@ pub(crate) fn cells_covered(grid: &AnchorGrid, sizes: impl Iterator<Item = (f64,
     n as usize
 }
 
-/// S = max(Σ target_scores, 1) (SPEC §9 step 7).
+/// S = max(Σ target_scores, 1) (docs/spec.md §9 step 7).
 pub(crate) fn score_divisor<F: Real>(positives: &[Vec<Positive<F>>]) -> F {
     let sum: f64 = positives.iter().flatten().map(|p| p.score.f64()).sum();
     let sum = F::c(sum);

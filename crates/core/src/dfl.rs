@@ -1,4 +1,4 @@
-//! Distribution focal loss pieces (SPEC §8.3, §9 bbox_decode): the soft-argmax decode of one side's
+//! Distribution focal loss pieces (docs/spec.md §8.3, §9 bbox_decode): the soft-argmax decode of one side's
 //! `R` logits and the two-bin cross entropy against a continuous target.
 
 use crate::real::Real;

@@ -1,4 +1,4 @@
-//! E2EDetectLoss (SPEC §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the
+//! E2EDetectLoss (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the
 //! two branches, summed with equal weight.
 
 use crate::detection::{check_grad_buffers, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};

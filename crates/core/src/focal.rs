@@ -1,4 +1,4 @@
-//! VarifocalLoss and FocalLoss (SPEC §8.1, §8.2): not used by the YOLO losses (RT-DETR uses them),
+//! VarifocalLoss and FocalLoss (docs/spec.md §8.1, §8.2): not used by the YOLO losses (RT-DETR uses them),
 //! offered with their gradients. Both reduce as `mean(axis 1).sum()`.
 
 use crate::error::{LossError, Result};

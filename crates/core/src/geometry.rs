@@ -1,4 +1,4 @@
-//! Anchors and box conversions (SPEC §5).
+//! Anchors and box conversions (docs/spec.md §5).
 
 use std::ops::RangeInclusive;
 
@@ -169,7 +169,7 @@ pub fn xywh2xyxy<F: Real>(b: [F; 4]) -> [F; 4] {
     [b[0] - hw, b[1] - hh, b[0] + hw, b[1] + hh]
 }
 
-/// Strict centre-in-box test of the axis-aligned assigner (SPEC §7 step 1).
+/// Strict centre-in-box test of the axis-aligned assigner (docs/spec.md §7 step 1).
 #[inline]
 pub fn center_in_box<F: Real>(p: [F; 2], b: [F; 4], eps: F) -> bool {
     let m = (p[0] - b[0]).min(p[1] - b[1]).min(b[2] - p[0]).min(b[3] - p[1]);

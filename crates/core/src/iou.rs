@@ -1,7 +1,7 @@
-//! `bbox_iou` of the reference (SPEC §6.2): IoU, GIoU, DIoU and CIoU, with the exact gradient
+//! `bbox_iou` of the reference (docs/spec.md §6.2): IoU, GIoU, DIoU and CIoU, with the exact gradient
 //! autograd produces (α of CIoU held constant, min/max ties split half/half, the intersection clamp
 //! blocking gradient at exactly 0: PyTorch 2.15's clamp passes gradient only strictly inside its
-//! bounds, which the reference fixtures confirm; SPEC §6.2 describes an older behaviour).
+//! bounds, which the reference fixtures confirm; docs/spec.md §6.2 and §D3).
 
 use crate::real::Real;
 

@@ -1,4 +1,4 @@
-//! The label part of the batch dict: validation and `preprocess` (SPEC §3, §9).
+//! The label part of the batch dict: validation and `preprocess` (docs/spec.md §3, §9).
 
 use crate::error::{LossError, Result};
 use crate::geometry::xywh2xyxy;

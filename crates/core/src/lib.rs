@@ -2,7 +2,7 @@
 //! uses), with analytic gradients equal to PyTorch autograd. No binding or GPU types live here: the napi
 //! crate and the CUDA crate build on this one.
 //!
-//! Numbers follow `SPEC.md` of the project; section references (§n) in comments point there.
+//! Numbers follow `docs/spec.md` of the repository; section references (§n) in comments point there.
 
 pub mod alloc;
 pub mod assigner;

@@ -1,4 +1,4 @@
-//! The oriented-box family (SPEC §5 dist2rbox, §7 RotatedTaskAlignedAssigner, §8.5 RotatedBboxLoss,
+//! The oriented-box family (docs/spec.md §5 dist2rbox, §7 RotatedTaskAlignedAssigner, §8.5 RotatedBboxLoss,
 //! §13 v8OBBLoss): rotated decode, rotated centre-in-box, the OBB labels, the task loss with its
 //! analytic backward, and the building blocks on dense inputs with their gradient forms.
 //!
@@ -6,7 +6,7 @@
 //! enumerates only the anchors inside each GT's bounding rectangle and decodes only those; the box
 //! terms run over the positives only; the class term is the detection one. No (B × M × A) buffer.
 //!
-//! Gradient paths (SPEC §13, §16): class logits (all anchors); DFL logits of positives through the
+//! Gradient paths (docs/spec.md §13, §16): class logits (all anchors); DFL logits of positives through the
 //! soft-argmax into dist2rbox and probIoU, plus the DFL term itself; θ of positives through the centre
 //! rotation of dist2rbox and the 5th column of the predicted box inside probIoU. The DFL targets come
 //! from the axis-aligned version of the target (θ ignored) and carry no θ dependence.
@@ -24,7 +24,7 @@ use crate::probiou::{gauss, probiou, probiou_ciou_grad, probiou_gauss, probiou_g
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 
-/// The OBB assigner's top-k, fixed in the reference whatever `tal_topk` says (SPEC §2, §18 item 8).
+/// The OBB assigner's top-k, fixed in the reference whatever `tal_topk` says (docs/spec.md §2, §18 item 8).
 pub const OBB_TOPK: usize = 10;
 
 // ---------------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ pub fn dist2rbox_grad<F: Real>(d: [F; 4], theta: F, up: [F; 4]) -> ([F; 4], F) {
     ([up[2] - g_xf / two, up[3] - g_yf / two, up[2] + g_xf / two, up[3] + g_yf / two], g_theta)
 }
 
-/// The four corners of an (cx, cy, w, h, θ) box in the reference's order P1..P4 (SPEC §5).
+/// The four corners of an (cx, cy, w, h, θ) box in the reference's order P1..P4 (docs/spec.md §5).
 #[inline]
 pub fn xywhr_corners<F: Real>(b: [F; 5]) -> [[F; 2]; 4] {
     let two = F::c(2.0);
@@ -66,7 +66,7 @@ pub fn xywhr_corners<F: Real>(b: [F; 5]) -> [[F; 2]; 4] {
     [p(one, one), p(one, m1), p(m1, m1), p(m1, one)]
 }
 
-/// Rotated centre-in-box of the OBB assigner (SPEC §7): with e1 = P2 − P1, e2 = P4 − P1, q = p − P1,
+/// Rotated centre-in-box of the OBB assigner (docs/spec.md §7): with e1 = P2 − P1, e2 = P4 − P1, q = p − P1,
 /// inside iff 0 ≤ q·e1 ≤ |e1|² and 0 ≤ q·e2 ≤ |e2|² (inclusive, no eps).
 #[inline]
 pub fn center_in_rotated_box<F: Real>(p: [F; 2], b: [F; 5]) -> bool {
@@ -102,7 +102,7 @@ fn corner_bounds<F: Real>(b: [F; 5]) -> [F; 4] {
 // ---------------------------------------------------------------------------------------------------
 
 impl<F: Real> Labels<F, 5> {
-    /// The loss's tiny-box filter (SPEC §13 step 3, §18 item 17): keeps a label iff w·H_img ≥ 2 and
+    /// The loss's tiny-box filter (docs/spec.md §13 step 3, §18 item 17): keeps a label iff w·H_img ≥ 2 and
     /// h·W_img ≥ 2 — the normalized width is scaled by the image *height* and the height by the width.
     pub fn without_tiny(&self, img_h: F, img_w: F) -> Self {
         let two = F::c(2.0);
@@ -526,7 +526,7 @@ pub fn bbox_decode_rotated<F: Real>(anchor_points: TensorRef<F>, pred_dist: Tens
     Ok((out, vec![bsz, a, 5]))
 }
 
-/// RotatedBboxLoss.forward (SPEC §8.5) on the [`BboxLossInputs`] of BboxLoss with 5-wide boxes:
+/// RotatedBboxLoss.forward (docs/spec.md §8.5) on the [`BboxLossInputs`] of BboxLoss with 5-wide boxes:
 /// `pred_dist [B,A,4R]`, `pred_bboxes [B,A,5]` (grid cx, cy, w, h, θ), `anchor_points [A,2]`,
 /// `target_bboxes [B,A,5]`, `target_scores [B,A,nc]`, `fg_mask [B,A]`. The gradients are those of
 /// loss_iou + loss_dfl with `pred_dist` and `pred_bboxes` as independent leaves: `grad_pred_dist` is
@@ -536,7 +536,7 @@ pub fn rotated_bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Re
         let (v, g, _) = probiou_grad(p, t, F::c(PROBIOU_EPS), up);
         (v, g)
     };
-    // DFL supervises the unrotated box of the target (θ ignored), SPEC §8.5.
+    // DFL supervises the unrotated box of the target (θ ignored), docs/spec.md §8.5.
     bbox_loss_with::<F, 5>(inp, reg_max, iou, |t| xywh2xyxy([t[0], t[1], t[2], t[3]]))
 }
 

@@ -1,5 +1,5 @@
-//! v8PoseLoss (SPEC §11) and the KeypointLoss block (§8.6). The keypoint terms are evaluated in f64:
-//! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, Project decision 1), and for
+//! v8PoseLoss (docs/spec.md §11) and the KeypointLoss block (§8.6). The keypoint terms are evaluated in f64:
+//! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, docs/spec.md §D1), and for
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
 use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_extra, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};

@@ -1,4 +1,4 @@
-//! `probiou` of the reference (SPEC §6.3): the Hellinger-distance IoU surrogate of two oriented boxes
+//! `probiou` of the reference (docs/spec.md §6.3): the Hellinger-distance IoU surrogate of two oriented boxes
 //! (cx, cy, w, h, θ), with the exact gradient autograd produces for both boxes.
 //!
 //! Each box is a Gaussian with covariance entries a·cos²θ + b·sin²θ, a·sin²θ + b·cos²θ, (a − b)·cosθ·sinθ

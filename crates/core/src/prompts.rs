@@ -1,4 +1,4 @@
-//! The text/visual-prompt losses of YOLOE (SPEC §15): the class channels are text prompts then visual
+//! The text/visual-prompt losses of YOLOE (docs/spec.md §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
 use crate::detection::{check_grad_buffers, datas, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
@@ -66,7 +66,7 @@ impl TVPDetectLoss {
     }
 }
 
-/// TVPSegmentLoss with the intended semantics (Project decision 4; the reference release raises).
+/// TVPSegmentLoss with the intended semantics (docs/spec.md §D4; the reference release raises).
 #[derive(Debug, Clone)]
 pub struct TVPSegmentLoss {
     pub vp: V8SegmentationLoss,

@@ -1,4 +1,4 @@
-//! v8SegmentationLoss (SPEC §10): the detection terms plus the mask term, computed per positive over
+//! v8SegmentationLoss (docs/spec.md §10): the detection terms plus the mask term, computed per positive over
 //! its crop box only (exact: the crop zeroes everything outside it), so nothing of size
 //! (positives × H_m × W_m) is ever allocated.
 

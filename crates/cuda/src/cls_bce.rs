@@ -1,4 +1,4 @@
-//! Launchers of `cuda/cls_bce.cu`: the classification BCE of one level and its gradient (SPEC §9 step 8, §6.1),
+//! Launchers of `cuda/cls_bce.cu`: the classification BCE of one level and its gradient (docs/spec.md §9 step 8, §6.1),
 //! as a dense pass over all class logits with target 0 plus a sparse correction for the non-zero targets.
 //!
 //! For a level, with `scale` = B·g_cls/S (the factor the gradient of the summed loss vector carries):

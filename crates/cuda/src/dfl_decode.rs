@@ -1,4 +1,4 @@
-//! Launcher of `cuda/dfl_decode.cu`: the soft-argmax box decode of the detection levels (SPEC §9 bbox_decode).
+//! Launcher of `cuda/dfl_decode.cu`: the soft-argmax box decode of the detection levels (docs/spec.md §9 bbox_decode).
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use yolo_loss_core::{LossError, Result};
@@ -13,7 +13,7 @@ pub(crate) const KERNEL: &str = "yl_dfl_decode_level";
 /// Decodes one level into `dist` and `boxes`, both `[B, anchors_total, 4]`, at anchors
 /// `anchor_offset .. anchor_offset + H·W`: `dist` the (l, t, r, b) distances Σ k·softmax(z)_k (the raw channels
 /// when `reg_max == 1`), `boxes` the grid-unit xyxy box around the anchor centre (x + ½, y + ½). The box logits
-/// are channels `0 .. 4·reg_max` of `feat`, side-major (SPEC §4).
+/// are channels `0 .. 4·reg_max` of `feat`, side-major (docs/spec.md §4).
 #[allow(clippy::too_many_arguments)]
 pub fn decode_level(
     gpu: &Gpu,

@@ -1,4 +1,4 @@
-//! E2EDetectLoss on the GPU (SPEC §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the two
+//! E2EDetectLoss on the GPU (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the two
 //! branches, summed, as `yolo_loss_core::e2e::E2EDetectLoss` (same branch configurations, same error names).
 
 use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues};

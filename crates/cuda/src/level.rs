@@ -1,4 +1,4 @@
-//! Shape of one detection level tensor `[B, C, H, W]` (SPEC §4), as the kernels read it.
+//! Shape of one detection level tensor `[B, C, H, W]` (docs/spec.md §4), as the kernels read it.
 
 use yolo_loss_core::{LossError, Result};
 

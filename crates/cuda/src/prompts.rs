@@ -1,4 +1,4 @@
-//! TVPDetectLoss on the GPU (SPEC §15.1): the detection loss over the visual-prompt class channels, returning
+//! TVPDetectLoss on the GPU (docs/spec.md §15.1): the detection loss over the visual-prompt class channels, returning
 //! (and differentiating) only its cls component, as `yolo_loss_core::prompts::TVPDetectLoss`.
 
 use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues};

@@ -1,4 +1,4 @@
-//! v8DetectionLoss on the GPU (SPEC §9): the same inputs, outputs and errors as
+//! v8DetectionLoss on the GPU (docs/spec.md §9): the same inputs, outputs and errors as
 //! `yolo_loss_core::V8DetectionLoss`, computed by the kernels of cuda/det_*.cu (see `run.rs` for the sequence).
 //!
 //! Parity with the CPU backend: same positives and GT indices (the assigner is reproduced rule for rule, ties
