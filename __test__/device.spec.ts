@@ -2,10 +2,23 @@
  * Device selection of the losses with a CUDA backend (v8DetectionLoss, E2EDetectLoss, TVPDetectLoss): the default
  * 'auto' gives the results of 'cpu' in every form (bit for bit where it resolves to the CPU, as on a machine
  * without a usable GPU; within the fixture tolerance where it runs on CUDA), and a configuration beyond the CUDA
- * backend's limits runs on the CPU under 'auto' but is refused under 'cuda'.
+ * backend's limits runs on the CPU under 'auto' but is refused under 'cuda'. For every task loss: the device
+ * strings ('cuda:N', malformed ones, a GPU that is not there), and what `cudaAvailability()` reports.
  */
 import test from 'ava';
-import { E2EDetectLoss, TVPDetectLoss, v8DetectionLoss, type ValueAndGrad } from 'yolo-loss';
+import {
+  E2EDetectLoss,
+  TVPDetectLoss,
+  TVPSegmentLoss,
+  cudaAvailability,
+  v8ClassificationLoss,
+  v8DetectionLoss,
+  v8OBBLoss,
+  v8PoseLoss,
+  v8SegmentationLoss,
+  type ModelInfo,
+  type ValueAndGrad,
+} from 'yolo-loss';
 
 import { autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
@@ -72,4 +85,96 @@ test("v8DetectionLoss: a tal_topk beyond the CUDA backend's 32 runs on the CPU u
   const err = t.throws(() => new v8DetectionLoss(m, 33, { device: 'cuda' }), { instanceOf: Error });
   t.is((err as Error & { code?: unknown }).code, 'ERR_INVALID_ARGUMENT');
   t.regex(err?.message ?? '', /tal_topk: the CUDA backend supports at most 32, got 33/);
+});
+
+/** Every task loss's constructor, with a model that suits it. */
+const MAKERS: [string, (options?: object) => { device: string }][] = (() => {
+  const m: ModelInfo = { nc: 2, stride: [8, 16, 32], kpt_shape: [5, 3] };
+  return [
+    ['v8DetectionLoss', (o) => new v8DetectionLoss(m, 10, o)],
+    ['v8SegmentationLoss', (o) => new v8SegmentationLoss(m, o)],
+    ['v8PoseLoss', (o) => new v8PoseLoss(m, o)],
+    ['v8OBBLoss', (o) => new v8OBBLoss(m, o)],
+    ['v8ClassificationLoss', (o) => new v8ClassificationLoss(o)],
+    ['E2EDetectLoss', (o) => new E2EDetectLoss(m, o)],
+    ['TVPDetectLoss', (o) => new TVPDetectLoss(m, o)],
+    ['TVPSegmentLoss', (o) => new TVPSegmentLoss(m, o)],
+  ];
+})();
+
+function codeOf(t: { throws: (f: () => unknown) => unknown }, f: () => unknown): { code: unknown; message: string } {
+  const err = t.throws(f) as (Error & { code?: unknown }) | undefined;
+  return { code: err?.code, message: err?.message ?? '' };
+}
+
+test("every task loss: a malformed device string is ERR_INVALID_ARGUMENT naming options.device and what it got", (t) => {
+  const malformed = ['cuda:', 'cuda:-1', 'cuda:1x', 'gpu', 'CUDA', 'cuda:1.5', ' cuda', 'cuda:0x1', 'cpu:0', ''];
+  for (const [name, make] of MAKERS) {
+    for (const bad of [...malformed, 'cuda:99999999999999999999999']) {
+      const e = codeOf(t, () => make({ device: bad }));
+      t.is(e.code, 'ERR_INVALID_ARGUMENT', `${name} with '${bad}'`);
+      const expected = "options.device: expected 'cpu', 'cuda', 'cuda:N' (N a GPU ordinal: 0, 1, ...) or 'auto', got ";
+      t.true(e.message.startsWith(expected) && e.message.includes(bad), `${name} with '${bad}': ${e.message}`);
+    }
+    t.is(codeOf(t, () => make({ device: 1 })).code, 'ERR_INVALID_ARGUMENT', `${name} with a number`);
+  }
+});
+
+test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILABLE, saying how many there are", (t) => {
+  const probe = cudaAvailability();
+  const missing = `cuda:${probe.devices.length + 7}`;
+  for (const [name, make] of MAKERS) {
+    const e = codeOf(t, () => make({ device: missing }));
+    t.is(e.code, 'ERR_CUDA_UNAVAILABLE', `${name} with '${missing}'`);
+    t.regex(e.message, /^options\.device: /, name);
+    if (!['v8DetectionLoss', 'E2EDetectLoss', 'TVPDetectLoss'].includes(name)) {
+      t.true(e.message.includes(`'${missing}' was requested but ${name} has no CUDA backend yet`), e.message);
+    } else if (probe.devices.length > 0) {
+      t.true(e.message.includes(`${missing} does not exist: ${probe.devices.length} CUDA device`), e.message);
+    } else {
+      // No driver or no GPU: that is the reason, whichever ordinal was asked for.
+      t.true(probe.reason !== undefined && e.message.endsWith(probe.reason), `${e.message} / ${probe.reason}`);
+    }
+  }
+});
+
+test("'cuda' and 'cuda:0' are the same device", (t) => {
+  for (const [name, make] of MAKERS) {
+    const run = (device: string) => {
+      try {
+        return make({ device }).device;
+      } catch (e) {
+        return (e as Error & { code?: string }).code + ': ' + (e as Error).message.replace(/'cuda(:0)?'/, "'cuda'");
+      }
+    };
+    t.is(run('cuda:0'), run('cuda'), name);
+  }
+});
+
+test('cudaAvailability: cuda:0, every device, the SASS architectures of the build', (t) => {
+  const a = cudaAvailability();
+  t.is(typeof a.available, 'boolean');
+  t.true(Array.isArray(a.devices) && Array.isArray(a.sassArchitectures));
+  const arch = (s: string) => Number(s.replace(/^(sm|compute)_/, ''));
+  for (const s of a.sassArchitectures) t.regex(s, /^sm_\d+$/);
+  t.deepEqual([...a.sassArchitectures].sort((x, y) => arch(x) - arch(y)), a.sassArchitectures, 'ascending');
+  if (a.sassArchitectures.length > 0) t.is(a.sassArchitectures[0], 'sm_75');
+  a.devices.forEach((d, i) => {
+    t.is(d.ordinal, i);
+    t.regex(d.computeCapability, /^\d+\.\d+$/);
+    t.true(d.totalMemoryBytes > 0 && d.name.length > 0);
+    t.is(d.usable, d.reason === undefined, `cuda:${i}: usable, or a reason`);
+    if (d.usable) t.truthy(d.kernels, `cuda:${i}: a usable device runs some kernels`);
+    if (d.kernels?.source === 'sass') t.true(a.sassArchitectures.includes(d.kernels.target), d.kernels.target);
+    if (d.kernels?.source === 'ptx') t.is(arch(d.kernels.target), arch(a.sassArchitectures.at(-1) ?? ''));
+  });
+  if (a.available) {
+    t.is(a.deviceName, a.devices[0]?.name);
+    t.is(a.computeCapability, a.devices[0]?.computeCapability);
+    t.deepEqual(a.kernels, a.devices[0]?.kernels);
+  } else {
+    t.true((a.reason ?? '').length > 0);
+    if (a.devices.length === 0) t.is(a.computeCapability, undefined);
+  }
+  t.log(JSON.stringify(a));
 });

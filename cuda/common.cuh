@@ -1,4 +1,4 @@
-// Device helpers shared by the yolo-loss kernels (cuda/*.cu). Header only: each .cu file is its own PTX module.
+// Device helpers shared by the yolo-loss kernels (cuda/*.cu). Header only: each .cu file is its own CUDA module.
 //
 // Numerics follow docs/spec.md §6.1 in the same stable forms as the CPU backend (crates/core), so that the two backends
 // differ only by the last bits of expf/log1pf. build.rs compiles with --fmad=false for the same reason: no
@@ -9,28 +9,12 @@
 
 namespace yl {
 
-// Threads per block of every kernel here. The Rust launchers use the same number (crates/cuda/src/launch.rs);
-// block_sum below needs a multiple of 32.
-constexpr int kBlockThreads = 256;
-
 // Grid-stride loop bounds in 64-bit: B·C·H·W of a level can pass 2^31 for large batches.
 __device__ __forceinline__ int64_t global_thread() {
     return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 __device__ __forceinline__ int64_t grid_threads() {
     return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
-
-// e^{-|x|}: the one exponential both the loss and the gradient of a logit need. Never overflows.
-__device__ __forceinline__ float exp_neg_abs(float x) { return expf(-fabsf(x)); }
-
-// BCE(x, 0) = softplus(x) = max(x, 0) + ln(1 + e^{-|x|}), given e = e^{-|x|}.
-__device__ __forceinline__ float softplus_from(float x, float e) { return fmaxf(x, 0.0f) + log1pf(e); }
-
-// σ(x) given e = e^{-|x|}: 1/(1+e) for x ≥ 0, e/(1+e) otherwise (no overflow for large |x|).
-__device__ __forceinline__ float sigmoid_from(float x, float e) {
-    const float inv = 1.0f / (1.0f + e);
-    return x >= 0.0f ? inv : e * inv;
 }
 
 // Sum of v (float or double) over the block; the result is valid in thread 0 only. Every thread of the block must

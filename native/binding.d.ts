@@ -195,7 +195,7 @@ export declare function bboxIouNative(box1: NativeTensor, box2: NativeTensor, op
  */
 export declare function bboxLossNative(inputs: NativeBboxLossInputs, regMax: number, rotated: boolean, wantGrad: boolean): NativeValueGrads
 
-/** What `yolo_loss_cuda::availability()` says, without panicking into Node. */
+/** What the CUDA probe says (`cuda:0`, then every device), without panicking into Node. */
 export declare function cudaAvailability(): NativeCudaAvailability
 
 /** `DFLoss(reg_max)(pred_dist [4n, R], target [n, 4])` → `[n, 1]`; grads [pred_dist] of sum(value · upstream). */
@@ -240,9 +240,44 @@ export interface NativeBboxLossInputs {
 }
 
 export interface NativeCudaAvailability {
+  /** Whether `cuda:0` (what 'cuda' and 'auto' use) can run the CUDA backend; its name, or why not. */
   available: boolean
   deviceName?: string
   reason?: string
+  /** cuda:0's compute capability and kernel source, when it exists. */
+  computeCapability?: string
+  kernels?: NativeCudaKernels
+  /** The newest CUDA the driver supports, "13.0", when a driver answered. */
+  driverVersion?: string
+  /** The architectures this build has SASS for ("sm_75", ...), empty without kernels. */
+  sassArchitectures: Array<string>
+  /** Every device the driver reports. */
+  devices: Array<NativeCudaDevice>
+}
+
+export interface NativeCudaDevice {
+  /** `device: 'cuda:<ordinal>'`. */
+  ordinal: number
+  name: string
+  /** "8.6". */
+  computeCapability: string
+  totalMemoryBytes: number
+  usable: boolean
+  reason?: string
+  kernels?: NativeCudaKernels
+}
+
+/** Where a device's kernels come from (`yolo_loss_cuda::KernelSource`). */
+export interface NativeCudaKernels {
+  /** "sass" (machine code of this build, loaded as it is) or "ptx" (JIT-compiled by the driver). */
+  source: string
+  /** The fatbin part that runs: "sm_90" or "compute_121". */
+  target: string
+  /**
+   * True once the device is opened and a loaded kernel's binary version said so; false: the driver's rule
+   * applied to the device's compute capability and this build's SASS list.
+   */
+  confirmed: boolean
 }
 
 /** The label part of the batch dict. */

@@ -6,8 +6,9 @@
 #
 #        bash scripts/gpu-check.sh --prepare
 #
-#    builds into .gpu-check/ (git-ignored through .git/info/exclude; about 35 MB, node included):
-#      tests/      the yolo-loss-cuda test binaries (`cargo test --no-run`), every kernel compiled to PTX by nvcc
+#    builds into .gpu-check/ (git-ignored through .git/info/exclude; about 50 MB, node included: each test binary
+#    carries the 3.4 MB of kernel fatbins; the device tool carries at most 64 MiB):
+#      tests/      the yolo-loss-cuda test binaries (`cargo test --no-run`), every kernel compiled by nvcc to a fatbin
 #                  (YOLO_LOSS_REQUIRE_CUDA=1; scripts/install-nvcc.sh provides nvcc), listed in tests.txt;
 #      bin/        the release benchmark crates/cuda/examples/gpu_bench.rs;
 #      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed);

@@ -11,6 +11,9 @@
  *   - CUDA against CPU, every output (loss, items, every gradient element) within the fixtures' tolerance
  *     |Δ| ≤ 1e-4·|cpu| + 1e-5·max|cpu|, for call / valueAndGrad / callAsync / valueAndGradAsync;
  *   - inputs unchanged; a loss without a CUDA backend still refuses `device: 'cuda'` (ERR_CUDA_UNAVAILABLE);
+ *   - what runs on cuda:0 once a loss has used it (SASS of this build for the GPU's compute capability, read back
+ *     from a loaded kernel; PTX JIT only on a GPU newer than the build), every device the probe lists, and
+ *     `device: 'cuda:N'` past the last GPU (ERR_CUDA_UNAVAILABLE naming how many there are);
  * and times valueAndGrad from Float32Arrays (B=16, 640×640, nc=80, 8 and 1000 labels per image), CUDA and CPU.
  * Exit status 1 when a check fails.
  *
@@ -164,6 +167,31 @@ async function main() {
     check(false, "v8SegmentationLoss: 'cuda' is refused (no CUDA backend)");
   } catch (err) {
     check(err.code === 'ERR_CUDA_UNAVAILABLE', `v8SegmentationLoss: 'cuda' is refused (${err.code})`);
+  }
+
+  // Where the kernels come from, now that cuda:0 is open: read back from a loaded kernel.
+  const used = yl.cudaAvailability();
+  const k = used.kernels || {};
+  const own = `sm_${(used.computeCapability || '').replace('.', '')}`;
+  console.log(
+    `cuda:0 ${used.deviceName}: compute capability ${used.computeCapability}, kernels ${k.source} ${k.target} ` +
+      `(confirmed: ${k.confirmed}); driver CUDA ${used.driverVersion}; SASS in this build: ${used.sassArchitectures.join(' ')}`,
+  );
+  used.devices.forEach((d) =>
+    console.log(`  cuda:${d.ordinal} ${d.name} cc ${d.computeCapability} ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB ` +
+      `${d.usable ? 'usable' : `unusable: ${d.reason}`} kernels ${JSON.stringify(d.kernels)}`),
+  );
+  check(k.confirmed === true, 'cuda:0: the loaded kernels say where they come from');
+  if (used.sassArchitectures.includes(own)) {
+    check(k.source === 'sass' && k.target === own, `cuda:0: runs this build's SASS for ${own} (got ${k.source} ${k.target})`);
+  }
+  const missing = `cuda:${used.devices.length}`;
+  try {
+    new yl.v8DetectionLoss(m, 10, { device: missing });
+    check(false, `'${missing}' is refused (no such GPU)`);
+  } catch (err) {
+    const says = (err.message || '').includes(`${used.devices.length} CUDA device`);
+    check(err.code === 'ERR_CUDA_UNAVAILABLE' && says, `'${missing}' is refused, naming the GPU count (${err.message})`);
   }
 
   // End-to-end time from Float32Arrays, the benchmark's shapes.

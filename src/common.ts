@@ -44,15 +44,17 @@ export interface ModelInfo {
   args?: Partial<Hyp>;
 }
 
-export type Device = 'cpu' | 'cuda' | 'auto';
+/** 'cuda' is 'cuda:0'; 'cuda:N' is the GPU of CUDA ordinal N (after CUDA_VISIBLE_DEVICES), as `cudaAvailability().devices` lists them. */
+export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 
 export interface Options {
   /**
    * Default 'auto'. v8DetectionLoss, E2EDetectLoss and TVPDetectLoss have a CUDA backend: 'auto' runs them on CUDA
-   * when it is usable (`cudaAvailability()`) and the configuration is within its limits (tal_topk ≤ 32, at most 8
-   * levels), else on the CPU; 'cuda' throws `ERR_CUDA_UNAVAILABLE` (with the reason) when it cannot run. The other
-   * losses run on the CPU: 'auto' is the CPU and 'cuda' throws `ERR_CUDA_UNAVAILABLE`. `device` on the instance
-   * says which backend runs.
+   * (cuda:0) when it is usable (`cudaAvailability()`) and the configuration is within its limits (tal_topk ≤ 32, at
+   * most 8 levels), else on the CPU; 'cuda' / 'cuda:N' throws `ERR_CUDA_UNAVAILABLE` (with the reason; for a GPU
+   * that is not there, how many there are) when it cannot run. The other losses run on the CPU: 'auto' is the CPU
+   * and 'cuda' throws `ERR_CUDA_UNAVAILABLE`. Any other string is `ERR_INVALID_ARGUMENT`. `device` on the instance
+   * says which backend runs ('cpu' or 'cuda').
    */
   device?: Device;
 }
@@ -139,10 +141,71 @@ export function native(): typeof Native {
   return nativeBinding;
 }
 
-/** What the CUDA probe of this build says: `{ available, deviceName?, reason? }`. Never throws. */
-export function cudaAvailability(): { available: boolean; deviceName?: string; reason?: string } {
+/** Where a GPU's kernels come from. */
+export interface CudaKernels {
+  /** 'sass': this build's machine code for the GPU, loaded as it is; 'ptx': JIT-compiled by the driver (a GPU newer than the build). */
+  source: 'sass' | 'ptx';
+  /** The part of the kernels' fatbin that runs: 'sm_90' (SASS) or 'compute_121' (PTX). */
+  target: string;
+  /** true once the GPU has been opened in this process and a loaded kernel said so; false: derived from the compute capability. */
+  confirmed: boolean;
+}
+
+/** One GPU the driver reports. */
+export interface CudaDevice {
+  /** `device: 'cuda:<ordinal>'`. */
+  ordinal: number;
+  name: string;
+  /** e.g. '8.6'. */
+  computeCapability: string;
+  totalMemoryBytes: number;
+  /** Whether the CUDA backend can run on it; if not, `reason` says why. */
+  usable: boolean;
+  reason?: string;
+  /** Absent when none of this build's kernels runs on it. */
+  kernels?: CudaKernels;
+}
+
+/**
+ * What the CUDA probe of this build says. `available`, `deviceName` / `reason`, `computeCapability` and `kernels`
+ * are about cuda:0 (what 'cuda' and 'auto' use); `devices` lists every GPU; `sassArchitectures` are the GPU
+ * architectures this build carries machine code for.
+ */
+export interface CudaAvailability {
+  available: boolean;
+  deviceName?: string;
+  reason?: string;
+  computeCapability?: string;
+  kernels?: CudaKernels;
+  /** The newest CUDA version the installed driver supports, e.g. '13.0'; absent without a driver. */
+  driverVersion?: string;
+  sassArchitectures: string[];
+  devices: CudaDevice[];
+}
+
+/** What the CUDA probe of this build says (see `CudaAvailability`). Never throws. */
+export function cudaAvailability(): CudaAvailability {
   const a = native().cudaAvailability();
-  return a.available ? { available: true, deviceName: a.deviceName ?? '' } : { available: false, reason: a.reason ?? '' };
+  const kernels = (k: Native.NativeCudaKernels | undefined | null): { kernels?: CudaKernels } =>
+    k ? { kernels: { source: k.source === 'ptx' ? 'ptx' : 'sass', target: k.target, confirmed: k.confirmed } } : {};
+  const devices: CudaDevice[] = a.devices.map((d) => ({
+    ordinal: d.ordinal,
+    name: d.name,
+    computeCapability: d.computeCapability,
+    totalMemoryBytes: d.totalMemoryBytes,
+    usable: d.usable,
+    ...(d.reason != null ? { reason: d.reason } : {}),
+    ...kernels(d.kernels),
+  }));
+  return {
+    available: a.available,
+    ...(a.available ? { deviceName: a.deviceName ?? '' } : { reason: a.reason ?? '' }),
+    ...(a.computeCapability != null ? { computeCapability: a.computeCapability } : {}),
+    ...kernels(a.kernels),
+    ...(a.driverVersion != null ? { driverVersion: a.driverVersion } : {}),
+    sassArchitectures: a.sassArchitectures,
+    devices,
+  };
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -346,10 +409,14 @@ export function checkDevice(options: unknown): Device {
   }
   const d = options['device'];
   if (d === undefined) return 'auto';
-  if (d !== 'cpu' && d !== 'cuda' && d !== 'auto') {
-    throw lossError('ERR_INVALID_ARGUMENT', `options.device: expected 'cpu', 'cuda' or 'auto', got ${describe(d)}`);
+  // The binding parses it again (and refuses an N too large for an integer): the same rule and message.
+  if (typeof d !== 'string' || !/^(cpu|cuda|auto|cuda:[0-9]+)$/.test(d)) {
+    throw lossError(
+      'ERR_INVALID_ARGUMENT',
+      `options.device: expected 'cpu', 'cuda', 'cuda:N' (N a GPU ordinal: 0, 1, ...) or 'auto', got ${describe(d)}`,
+    );
   }
-  return d;
+  return d as Device;
 }
 
 /** The configuration object every native detection-family loss takes. */

@@ -1,5 +1,9 @@
-//! Compiles every `cuda/*.cu` of the repository to PTX with nvcc and generates `$OUT_DIR/kernels.rs`, which embeds
-//! the PTX text (include_str!) and is compiled only under `cfg(yolo_cuda_kernels)`.
+//! Compiles every `cuda/*.cu` of the repository with nvcc into a fatbin and generates `$OUT_DIR/kernels.rs`, which
+//! embeds the fatbins (include_bytes!) and is compiled only under `cfg(yolo_cuda_kernels)`.
+//!
+//! A fatbin holds SASS (machine code) for every real architecture from sm_75 up to the newest this nvcc knows
+//! (`nvcc --list-gpu-code`), so that the driver loads it as it is on every such GPU, and the PTX of the newest,
+//! which the driver JIT-compiles on a GPU newer than all of them. One `cuModuleLoadData` picks the right part.
 //!
 //! nvcc is looked for in `$NVCC`, then on `PATH`, then in `$CUDA_HOME/bin` (`scripts/install-nvcc.sh` installs one
 //! from PyPI and prints the `NVCC=` line). Without nvcc, or when a kernel does not compile, the crate still builds,
@@ -12,14 +16,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The lowest virtual architecture CUDA 13 still targets (Turing). PTX for it is JIT-compiled by the driver for
-/// whatever GPU is present, so one build serves every GPU from sm_75 on.
-const ARCH: &str = "compute_75";
+/// The oldest GPUs the kernels are built for (Turing, the oldest CUDA 13 supports). src/embedded.rs reads the
+/// architectures that were built from the generated file, not from here.
+const MIN_ARCH: u32 = 75;
 
 /// Flags for every kernel. `--fmad=false`: the CPU backend is the reference and never fuses a*b+c, so neither do
 /// the kernels (the assigner compares computed metrics; identical rounding keeps its choices identical more often).
 /// No `--use_fast_math`: expf/log1pf must stay the accurate versions for the loss values to match the CPU's.
-const NVCC_FLAGS: &[&str] = &["--ptx", "-O3", "-std=c++17", "--fmad=false"];
+const NVCC_FLAGS: &[&str] = &["-O3", "-std=c++17", "--fmad=false"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(yolo_cuda_kernels)");
@@ -68,9 +72,13 @@ fn main() {
     match build_kernels(&kernel_dir, &out_dir) {
         Ok(built) => {
             println!("cargo::rustc-cfg=yolo_cuda_kernels");
+            let sass: Vec<String> = built.sass.iter().map(|a| format!("sm_{a}")).collect();
             println!(
-                "cargo::rustc-env=YOLO_LOSS_CUDA_BUILD_NOTE=kernels compiled to PTX ({ARCH}) by nvcc {}",
-                built.release
+                "cargo::rustc-env=YOLO_LOSS_CUDA_BUILD_NOTE=kernels compiled by nvcc {} to SASS for {} and PTX for \
+                 compute_{}",
+                built.release,
+                sass.join(" "),
+                built.ptx
             );
         }
         Err(reason) => {
@@ -95,6 +103,10 @@ fn main() {
 struct Built {
     /// `nvcc --version` release, e.g. "13.0".
     release: String,
+    /// The real architectures with SASS in every fatbin (75 for sm_75), ascending.
+    sass: Vec<u32>,
+    /// The virtual architecture of the PTX in every fatbin: the newest of `sass`.
+    ptx: u32,
 }
 
 /// Finds nvcc, compiles every kernel file and writes `kernels.rs`. Err: why the build is CPU only (first line a
@@ -104,11 +116,14 @@ fn build_kernels(kernel_dir: &Path, out_dir: &Path) -> Result<Built, String> {
     let nvcc = find_nvcc()?;
     println!("cargo::rerun-if-changed={}", nvcc.display());
     let release = nvcc_release(&nvcc)?;
+    let sass = real_architectures(&nvcc)?;
+    let ptx = *sass.last().expect("real_architectures is never empty");
+    let targets = Targets { sass: &sass, ptx };
 
-    // nvcc takes a second or two per file; run them side by side.
+    // nvcc runs ptxas once per architecture (seconds per file); compile the files side by side.
     let results: Vec<Result<Module, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            sources.iter().map(|src| scope.spawn(|| compile(&nvcc, kernel_dir, src, out_dir))).collect();
+            sources.iter().map(|src| scope.spawn(|| compile(&nvcc, &targets, kernel_dir, src, out_dir))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("nvcc thread panicked".into()))).collect()
     });
     let modules = results.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -124,9 +139,9 @@ fn build_kernels(kernel_dir: &Path, out_dir: &Path) -> Result<Built, String> {
             }
         }
     }
-    fs::write(out_dir.join("kernels.rs"), generated_rust(&modules, &release))
+    fs::write(out_dir.join("kernels.rs"), generated_rust(&modules, &release, &targets))
         .map_err(|e| format!("cannot write kernels.rs into OUT_DIR: {e}"))?;
-    Ok(Built { release })
+    Ok(Built { release, sass, ptx })
 }
 
 fn kernel_sources(kernel_dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -186,25 +201,87 @@ fn nvcc_release(nvcc: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("`{} --version` did not report a release:\n{text}", nvcc.display()))
 }
 
+/// The real architectures this nvcc can write SASS for, from sm_75 up, ascending (`nvcc --list-gpu-code` lists
+/// them unordered). Only plain `sm_XY`: the `sm_XYa`/`sm_XYf` variants run on one GPU family only, and the plain
+/// code of the same number covers those GPUs.
+fn real_architectures(nvcc: &Path) -> Result<Vec<u32>, String> {
+    let out = Command::new(nvcc)
+        .arg("--list-gpu-code")
+        .output()
+        .map_err(|e| format!("cannot run {} --list-gpu-code: {e}", nvcc.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut archs: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|code| code.strip_prefix("sm_")?.parse::<u32>().ok())
+        .filter(|&arch| arch >= MIN_ARCH)
+        .collect();
+    archs.sort_unstable();
+    archs.dedup();
+    if !out.status.success() || archs.is_empty() {
+        return Err(format!(
+            "`{} --list-gpu-code` listed no architecture from sm_{MIN_ARCH} up:\n{text}{}",
+            nvcc.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(archs)
+}
+
+/// What each fatbin carries: SASS for every architecture of `sass`, PTX for `compute_<ptx>`.
+struct Targets<'a> {
+    sass: &'a [u32],
+    ptx: u32,
+}
+
+impl Targets<'_> {
+    /// nvcc's `-gencode` pairs: each architecture's SASS compiled from the PTX of its own virtual architecture
+    /// (as a toolkit build does), and for the newest the PTX itself as well.
+    fn gencode_args(&self) -> Vec<String> {
+        self.sass
+            .iter()
+            .map(|&a| {
+                let code = if a == self.ptx { format!("[sm_{a},compute_{a}]") } else { format!("sm_{a}") };
+                format!("-gencode=arch=compute_{a},code={code}")
+            })
+            .collect()
+    }
+}
+
 struct Module {
-    /// File stem: `cls_bce` for cuda/cls_bce.cu.
+    /// File stem: `det_loss` for cuda/det_loss.cu.
     name: String,
-    ptx_path: PathBuf,
+    fatbin_path: PathBuf,
     /// `.entry` names in the PTX (the `extern "C"` kernels).
     entries: Vec<String>,
 }
 
-fn compile(nvcc: &Path, kernel_dir: &Path, src: &Path, out_dir: &Path) -> Result<Module, String> {
+/// Compiles `src` into `<name>.fatbin`, and once more to the PTX of the newest architecture alone, from which the
+/// kernel names are read (the fatbin compresses its PTX; this costs one front-end pass, no ptxas).
+fn compile(nvcc: &Path, targets: &Targets, kernel_dir: &Path, src: &Path, out_dir: &Path) -> Result<Module, String> {
     let name =
         src.file_stem().and_then(|s| s.to_str()).ok_or_else(|| format!("odd kernel file name {}", src.display()))?;
+    let fatbin_path = out_dir.join(format!("{name}.fatbin"));
     let ptx_path = out_dir.join(format!("{name}.ptx"));
+    run_nvcc(nvcc, kernel_dir, src, &fatbin_path, &[vec!["-fatbin".to_string()], targets.gencode_args()].concat())?;
+    run_nvcc(nvcc, kernel_dir, src, &ptx_path, &["--ptx".to_string(), format!("-arch=compute_{}", targets.ptx)])?;
+    let ptx =
+        fs::read_to_string(&ptx_path).map_err(|e| format!("nvcc wrote no readable PTX for {}: {e}", src.display()))?;
+    let entries = ptx_entries(&ptx);
+    if entries.is_empty() {
+        return Err(format!("{} defines no extern \"C\" __global__ kernel (no .entry in its PTX)", src.display()));
+    }
+    Ok(Module { name: name.to_string(), fatbin_path, entries })
+}
+
+/// nvcc with [`NVCC_FLAGS`] and `target_args` on `src`, writing `output`.
+fn run_nvcc(nvcc: &Path, kernel_dir: &Path, src: &Path, output: &Path, target_args: &[String]) -> Result<(), String> {
     let out = Command::new(nvcc)
         .args(NVCC_FLAGS)
-        .arg(format!("-arch={ARCH}"))
+        .args(target_args)
         .arg("-I")
         .arg(kernel_dir)
         .arg("-o")
-        .arg(&ptx_path)
+        .arg(output)
         .arg(src)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
@@ -217,16 +294,10 @@ fn compile(nvcc: &Path, kernel_dir: &Path, src: &Path, out_dir: &Path) -> Result
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let ptx =
-        fs::read_to_string(&ptx_path).map_err(|e| format!("nvcc wrote no readable PTX for {}: {e}", src.display()))?;
-    let entries = ptx_entries(&ptx);
-    if entries.is_empty() {
-        return Err(format!("{} defines no extern \"C\" __global__ kernel (no .entry in its PTX)", src.display()));
-    }
-    Ok(Module { name: name.to_string(), ptx_path, entries })
+    Ok(())
 }
 
-/// Kernel names from lines such as `.visible .entry yl_cls_bce_dense(`.
+/// Kernel names from lines such as `.visible .entry yl_det_decode(`.
 fn ptx_entries(ptx: &str) -> Vec<String> {
     ptx.lines()
         .filter_map(|line| {
@@ -237,16 +308,18 @@ fn ptx_entries(ptx: &str) -> Vec<String> {
         .collect()
 }
 
-fn generated_rust(modules: &[Module], release: &str) -> String {
+fn generated_rust(modules: &[Module], release: &str, targets: &Targets) -> String {
     let mut s = String::from("// Generated by crates/cuda/build.rs from cuda/*.cu. Do not edit.\n\n");
     let _ = writeln!(s, "pub(crate) const NVCC_RELEASE: &str = {release:?};\n");
-    s.push_str("pub(crate) const MODULES: &[PtxModule] = &[\n");
+    let _ = writeln!(s, "pub(crate) const SASS_ARCHS: &[u32] = &{:?};\n", targets.sass);
+    let _ = writeln!(s, "pub(crate) const PTX_ARCH: u32 = {};\n", targets.ptx);
+    s.push_str("pub(crate) const MODULES: &[KernelModule] = &[\n");
     for m in modules {
         let _ = writeln!(
             s,
-            "    PtxModule {{ name: {:?}, ptx: include_str!({:?}), entries: &{:?} }},",
+            "    KernelModule {{ name: {:?}, fatbin: include_bytes!({:?}), entries: &{:?} }},",
             m.name,
-            m.ptx_path.display().to_string(),
+            m.fatbin_path.display().to_string(),
             m.entries
         );
     }

@@ -183,7 +183,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Device-to-device copy bandwidth in bytes/s (read + write), the ceiling of a memory-bound kernel.
 fn copy_bandwidth() -> f64 {
-    let g = gpu().expect("a GPU");
+    let g = gpu(0).expect("a GPU");
     let n = 1usize << 28; // 1 GiB of f32
     let src = g.zeros::<f32>("bandwidth source", n).expect("1 GiB free");
     let mut dst = g.zeros::<f32>("bandwidth target", n).expect("1 GiB free");
@@ -234,7 +234,7 @@ fn main() {
         }
         return;
     }
-    let g = match gpu() {
+    let g = match gpu(0) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("gpu_bench: no GPU: {e}");

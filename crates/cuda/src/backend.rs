@@ -1,9 +1,11 @@
-//! Backend selection for the detection-family losses: what the binding's `device: 'cpu' | 'cuda' | 'auto'`
-//! maps to.
+//! Backend selection for the detection-family losses: what the binding's `device: 'cpu' | 'cuda' | 'cuda:N' |
+//! 'auto'` maps to.
 //!
-//! * `Cuda`: the CUDA backend or an error — `ERR_CUDA_UNAVAILABLE` with the reason when there is no usable driver,
-//!   GPU or kernel build; `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
-//! * `Auto`: the CUDA backend when it can be built, otherwise (silently) the CPU backend; [`Backend`] says which.
+//! * `Cuda(n)`: the CUDA backend on device `cuda:n` or an error — `ERR_CUDA_UNAVAILABLE` with the reason when there
+//!   is no usable driver, no such GPU or no kernel build; `ERR_INVALID_ARGUMENT` for a configuration beyond the
+//!   CUDA backend's limits.
+//! * `Auto`: the CUDA backend on `cuda:0` when it can be built, otherwise (silently) the CPU backend; [`Backend`]
+//!   says which.
 //! * `Cpu`: the CPU backend (crates/core).
 //!
 //! Each `*Any` type takes and returns exactly what the core type does (f32 only).
@@ -24,18 +26,26 @@ use crate::prompts::CudaTVPDetectLoss;
 pub enum Device {
     #[default]
     Cpu,
-    Cuda,
+    /// `'cuda:N'`, the GPU of CUDA ordinal N (`'cuda'` is `'cuda:0'`).
+    Cuda(usize),
     Auto,
 }
 
 impl FromStr for Device {
     type Err = LossError;
+    /// `'cpu'`, `'cuda'`, `'cuda:N'` (N decimal digits only) or `'auto'`; anything else is `ERR_INVALID_ARGUMENT`.
+    /// Whether GPU N exists is not checked here (that is `ERR_CUDA_UNAVAILABLE`, when the loss is built).
     fn from_str(s: &str) -> Result<Self> {
+        let ordinal = |n: &str| n.bytes().all(|b| b.is_ascii_digit()).then(|| n.parse::<usize>().ok()).flatten();
         match s {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda),
+            "cuda" => Ok(Device::Cuda(0)),
             "auto" => Ok(Device::Auto),
-            other => Err(LossError::invalid(format!("device: expected 'cpu', 'cuda' or 'auto', got '{other}'"))),
+            _ => s.strip_prefix("cuda:").and_then(ordinal).map(Device::Cuda).ok_or_else(|| {
+                LossError::invalid(format!(
+                    "device: expected 'cpu', 'cuda', 'cuda:N' (N a GPU ordinal: 0, 1, ...) or 'auto', got '{s}'"
+                ))
+            }),
         }
     }
 }
@@ -56,14 +66,14 @@ impl Backend {
     }
 }
 
-/// `device` → a CUDA instance, a CPU instance, or the CUDA error.
-fn select<T>(device: Device, cpu: impl FnOnce() -> Result<T>, cuda: impl FnOnce() -> Result<T>) -> Result<T> {
+/// `device` → a CUDA instance on the given ordinal, a CPU instance, or the CUDA error.
+fn select<T>(device: Device, cpu: impl FnOnce() -> Result<T>, cuda: impl FnOnce(usize) -> Result<T>) -> Result<T> {
     match device {
         Device::Cpu => cpu(),
-        Device::Cuda => cuda(),
+        Device::Cuda(ordinal) => cuda(ordinal),
         // Any CUDA failure (no GPU, or a configuration only the CPU backend takes) falls back; an invalid
         // configuration then fails in the CPU constructor with its own error.
-        Device::Auto => cuda().or_else(|_| cpu()),
+        Device::Auto => cuda(0).or_else(|_| cpu()),
     }
 }
 
@@ -82,7 +92,7 @@ macro_rules! any_loss {
         impl $name {
             pub fn new(cfg: DetectionConfig, device: Device) -> Result<Self> {
                 let cpu = || <$cpu>::new(cfg.clone()).map(Self::Cpu);
-                select(device, cpu, || <$cuda>::new(cfg.clone()).map(Self::Cuda))
+                select(device, cpu, |ordinal| <$cuda>::on_device(cfg.clone(), ordinal).map(Self::Cuda))
             }
             pub fn backend(&self) -> Backend {
                 match self {
@@ -139,3 +149,46 @@ any_loss!(
     TVPDetectLossAny(TVPDetectLoss, CudaTVPDetectLoss) { feats },
     "Gradients into caller-provided zero-filled buffers, one per level; returns (loss, items)."
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yolo_loss_core::ErrorCode;
+
+    #[test]
+    fn device_strings() {
+        for (s, want) in [
+            ("cpu", Device::Cpu),
+            ("auto", Device::Auto),
+            ("cuda", Device::Cuda(0)),
+            ("cuda:0", Device::Cuda(0)),
+            ("cuda:1", Device::Cuda(1)),
+            ("cuda:17", Device::Cuda(17)),
+        ] {
+            assert_eq!(s.parse::<Device>().unwrap(), want, "{s}");
+        }
+        for bad in [
+            "cuda:",
+            "cuda:-1",
+            "cuda:+1",
+            "cuda:1x",
+            "cuda: 1",
+            "cuda:1.0",
+            "cuda:0x1",
+            "CUDA",
+            "gpu",
+            "",
+            " cuda",
+            "cuda:99999999999999999999999",
+            "cuda:1:0",
+            "cpu:0",
+        ] {
+            let e = bad.parse::<Device>().unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{bad}");
+            assert_eq!(
+                e.message,
+                format!("device: expected 'cpu', 'cuda', 'cuda:N' (N a GPU ordinal: 0, 1, ...) or 'auto', got '{bad}'")
+            );
+        }
+    }
+}

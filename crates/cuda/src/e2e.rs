@@ -14,10 +14,18 @@ pub struct CudaE2EDetectLoss {
 }
 
 impl CudaE2EDetectLoss {
-    /// `cfg.tal_topk` is ignored: the branches use 10 and 1 as the reference does.
+    /// `cfg.tal_topk` is ignored: the branches use 10 and 1 as the reference does. On `cuda:0`.
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
+        Self::on_device(cfg, 0)
+    }
+
+    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
+    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
         let (one2many, one2one) = E2EDetectLoss::branch_configs(cfg);
-        Ok(Self { one2many: CudaDetectionLoss::new(one2many)?, one2one: CudaDetectionLoss::new(one2one)? })
+        Ok(Self {
+            one2many: CudaDetectionLoss::on_device(one2many, ordinal)?,
+            one2one: CudaDetectionLoss::on_device(one2one, ordinal)?,
+        })
     }
 
     #[cfg(all(test, yolo_cuda_emulator))]

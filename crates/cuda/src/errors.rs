@@ -1,7 +1,7 @@
 //! CUDA failures as [`LossError`]s: what the JavaScript caller sees as `error.code` and `error.message`.
 //!
 //! * Out of device memory → `ERR_CUDA_OUT_OF_MEMORY`, with the request size and the device's free memory.
-//! * The backend cannot start (no driver, no device, PTX rejected) → `ERR_CUDA_UNAVAILABLE`.
+//! * The backend cannot start (no driver, no device, kernels rejected) → `ERR_CUDA_UNAVAILABLE`.
 //! * Anything failing later (a launch, a copy) → `ERR_INTERNAL`, naming the CUDA error and what was being done.
 
 use std::any::Any;
@@ -31,6 +31,9 @@ pub(crate) fn opening(doing: &str, e: DriverError) -> LossError {
     let hint = match e.0 {
         sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => {
             "; the driver is older than the nvcc that compiled the kernels: update the NVIDIA driver"
+        }
+        sys::CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU => {
+            "; this build has no SASS for this GPU and its PTX does not run there (see cudaAvailability())"
         }
         sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => "; the GPU has no memory left for a context",
         _ => "",

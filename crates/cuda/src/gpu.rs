@@ -1,26 +1,31 @@
-//! The process-wide CUDA device: context, stream and the kernels of every embedded PTX module, opened once.
+//! An opened CUDA device: context, stream and the kernels of every embedded module, opened once per device and
+//! process.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_BINARY_VERSION;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use cudarc::nvrtc::Ptx;
 use yolo_loss_core::{LossError, Result};
 
-use crate::embedded::MODULES;
+use crate::embedded::{loaded_source, KernelSource, MODULES};
 use crate::errors;
-use crate::probe::{availability, Availability, DEVICE_ORDINAL};
+use crate::probe::{devices, usable_device, DeviceInfo};
 use crate::staging::{Staging, MIN_STAGED_BYTES};
 
 /// An opened CUDA device with every kernel of this build loaded.
 ///
-/// All work of this crate goes to one stream, in order, so kernels of one call see the results of the previous
-/// ones without events. Several threads may use it at once: their work interleaves on the stream, each call's
-/// buffers are its own, and reading a result back waits for the stream.
+/// All work of this crate on one device goes to its one stream, in order, so kernels of one call see the results of
+/// the previous ones without events. Several threads may use it at once: their work interleaves on the stream, each
+/// call's buffers are its own, and reading a result back waits for the stream. Each device has its own `Gpu`
+/// (context, stream, modules), so instances on different devices run side by side.
 pub struct Gpu {
     device_name: String,
+    /// What the driver loaded from the fatbins for this device (read back from a loaded kernel).
+    kernel_source: KernelSource,
     stream: Arc<CudaStream>,
     functions: HashMap<&'static str, CudaFunction>,
     /// Pinned buffers for large copies (see staging.rs), and whether to use them.
@@ -30,46 +35,62 @@ pub struct Gpu {
     _ctx: Arc<CudaContext>,
 }
 
-/// The device, opened on first use (a context, the PTX JIT-compiled for this GPU). The outcome is cached: after
-/// a failure every call returns the same error (`ERR_CUDA_UNAVAILABLE` with the reason).
-pub fn gpu() -> Result<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let device_name = match availability() {
-            Availability::Available { device_name } => device_name,
-            Availability::Unavailable { reason } => return Err(errors::unavailable(reason)),
-        };
-        // cudarc panics on a driver symbol it cannot find; that must not cross into the caller.
-        catch_unwind(AssertUnwindSafe(|| Gpu::open(device_name))).unwrap_or_else(|panic| {
-            Err(errors::unavailable(format!("CUDA could not be started: {}", errors::panic_message(&*panic))))
+/// Device `ordinal` (`cuda:<ordinal>`), opened on first use (a context, the modules loaded: SASS as it is, or the
+/// PTX JIT-compiled for a GPU newer than the build). `ERR_CUDA_UNAVAILABLE` with the reason when it cannot be
+/// used, or does not exist (the message says how many devices there are). The outcome is cached per device.
+pub fn gpu(ordinal: usize) -> Result<&'static Gpu> {
+    let device = usable_device(ordinal).map_err(errors::unavailable)?;
+    slots()[ordinal]
+        .get_or_init(|| {
+            // cudarc panics on a driver symbol it cannot find; that must not cross into the caller.
+            catch_unwind(AssertUnwindSafe(|| Gpu::open(device))).unwrap_or_else(|panic| {
+                Err(errors::unavailable(format!("CUDA could not be started: {}", errors::panic_message(&*panic))))
+            })
         })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Device `ordinal` if it has been opened in this process (nothing is opened here).
+pub fn opened_gpu(ordinal: usize) -> Option<&'static Gpu> {
+    slots().get(ordinal)?.get()?.as_ref().ok()
+}
+
+/// One slot per device the probe found, filled when that device is first opened.
+fn slots() -> &'static [OnceLock<Result<Gpu>>] {
+    static GPUS: OnceLock<Box<[OnceLock<Result<Gpu>>]>> = OnceLock::new();
+    GPUS.get_or_init(|| devices().devices.iter().map(|_| OnceLock::new()).collect())
 }
 
 impl Gpu {
-    fn open(device_name: String) -> Result<Gpu> {
-        let ctx =
-            CudaContext::new(DEVICE_ORDINAL as usize).map_err(|e| errors::opening("creating the CUDA context", e))?;
+    fn open(device: &DeviceInfo) -> Result<Gpu> {
+        let ctx = CudaContext::new(device.ordinal).map_err(|e| errors::opening("creating the CUDA context", e))?;
         // SAFETY: every buffer of this crate lives on the single stream below, so cudarc's per-buffer events (which
         // order uses across streams) have nothing to order; turning them off saves two events per allocation.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| errors::opening("creating a CUDA stream", e))?;
         let mut functions = HashMap::new();
         for m in MODULES {
-            // The driver JIT-compiles the PTX for this GPU here (and caches the result on disk for next time).
+            // The driver takes the SASS for this GPU from the fatbin, or JIT-compiles its PTX (and caches the result
+            // on disk for next time). cuModuleLoadData reads the fatbin's headers in place: the copy `from_binary`
+            // takes is malloc-aligned (16 bytes), which the fatbin's 8-byte fields need; include_bytes! promises 1.
             let module = ctx
-                .load_module(Ptx::from_src(m.ptx))
-                .map_err(|e| errors::opening(&format!("loading the PTX of cuda/{}.cu", m.name), e))?;
+                .load_module(Ptx::from_binary(m.fatbin.to_vec()))
+                .map_err(|e| errors::opening(&format!("loading the kernels of cuda/{}.cu", m.name), e))?;
             for &entry in m.entries {
                 let f =
                     module.load_function(entry).map_err(|e| errors::opening(&format!("finding kernel {entry}"), e))?;
                 functions.insert(entry, f);
             }
         }
+        // Which code the driver chose: the binary version of any loaded kernel (all come from the same fatbins).
+        let first = functions.values().next().ok_or_else(|| errors::unavailable("this build has no CUDA kernels"))?;
+        let binary_version = first
+            .get_attribute(CU_FUNC_ATTRIBUTE_BINARY_VERSION)
+            .map_err(|e| errors::opening("reading a kernel's binary version", e))?;
         Ok(Gpu {
-            device_name,
+            device_name: device.name.clone(),
+            kernel_source: loaded_source(binary_version),
             stream,
             functions,
             staging: Staging::default(),
@@ -82,6 +103,11 @@ impl Gpu {
         &self.device_name
     }
 
+    /// What runs: SASS built for one of the build's architectures, or code the driver JIT-compiled from the PTX.
+    pub fn kernel_source(&self) -> KernelSource {
+        self.kernel_source
+    }
+
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
@@ -91,7 +117,7 @@ impl Gpu {
         self.functions.get(name).ok_or_else(|| {
             LossError::new(
                 yolo_loss_core::ErrorCode::Internal,
-                format!("CUDA kernel {name} is not in this build's PTX"),
+                format!("CUDA kernel {name} is not in this build's kernels"),
             )
         })
     }

@@ -1,45 +1,45 @@
 //! CUDA backend of yolo-loss.
 //!
-//! The kernels live in `cuda/*.cu` at the repository root; `build.rs` compiles them to PTX with nvcc and this crate
-//! embeds that text (`cfg(yolo_cuda_kernels)`). At run time the driver API is opened with cudarc's dynamic loading,
-//! so the same binary starts on machines without a driver or GPU: [`availability`] says whether CUDA can be used
-//! and, if not, why; [`gpu`] opens the device (context, stream, PTX modules) once per process.
+//! The kernels live in `cuda/*.cu` at the repository root; `build.rs` compiles each file with nvcc into a fatbin
+//! (SASS for every GPU architecture from sm_75 up to the newest the nvcc knows, plus that newest one's PTX for the
+//! driver to JIT-compile on still newer GPUs) and this crate embeds them (`cfg(yolo_cuda_kernels)`). At run time the
+//! driver API is opened with cudarc's dynamic loading, so the same binary starts on machines without a driver or
+//! GPU: [`availability`] says whether CUDA can be used on `cuda:0` and, if not, why, [`devices`] lists every GPU;
+//! [`gpu`] opens one device (context, stream, modules) once per process.
 //!
 //! Layout of the crate, one concern per file:
-//! * `probe.rs`: [`availability`], a cached, panic-free probe of the driver and device;
-//! * `embedded.rs`: the PTX that build.rs embedded, [`KERNELS_BUILT`], [`kernel_names`];
-//! * `gpu.rs`: the process-wide [`Gpu`] (context, stream, loaded kernels, upload/download);
+//! * `probe.rs`: [`availability`], [`devices`], a cached, panic-free probe of the driver and every device;
+//! * `embedded.rs`: the fatbins that build.rs embedded, [`KERNELS_BUILT`], [`kernel_names`], and which part of
+//!   them runs on a given GPU ([`KernelSource`]: SASS, or PTX JIT-compiled by the driver);
+//! * `gpu.rs`: one [`Gpu`] per device (context, stream, loaded kernels, upload/download);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
-//! * `launch.rs`, `level.rs`, `partials.rs`: launch geometry, level-tensor shapes, per-block partial sums;
-//! * one launcher file per kernel file: `dfl_decode.rs` (cuda/dfl_decode.cu), `cls_bce.rs` (cuda/cls_bce.cu);
+//! * `launch.rs`: host values as kernel parameters;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
-//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'auto'` → [`DetectionLossAny`] and friends, what the binding calls.
+//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → [`DetectionLossAny`] and friends, what the
+//!   binding calls.
 //!
-//! For the binding (`device: 'cpu' | 'cuda' | 'auto'`): parse the option with [`Device`]'s `FromStr`, build
+//! For the binding (`device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'`): parse the option with [`Device`]'s `FromStr`, build
 //! [`DetectionLossAny::new`] / [`E2EDetectLossAny::new`] / [`TVPDetectLossAny::new`] with the same
 //! `DetectionConfig` as the CPU types, call `call` / `value_and_grad` with the same `&[TensorRef<f32>]` and
 //! `DetBatch<f32>` (f32 only), and report `.backend().as_str()` (`"cpu"` or `"cuda"`). `'cuda'` without a usable
-//! GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason; `'auto'` falls back to the CPU silently.
+//! GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason (for `'cuda:N'` past the last GPU: how many there are);
+//! `'auto'` tries `cuda:0` and falls back to the CPU silently.
 //!
 //! Testing without a GPU: `emu/` is a CPU emulator of the detection kernels (built by build.rs with the host C++
 //! compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU backend
 //! in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
 //!
-//! Launchers compile in every build (cudarc is always there); only the PTX needs nvcc, so a build without it
+//! Launchers compile in every build (cudarc is always there); only the fatbins need nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
 pub mod backend;
-pub mod cls_bce;
 pub mod detection;
-pub mod dfl_decode;
 pub mod e2e;
 mod embedded;
 mod errors;
 mod gpu;
 mod launch;
-mod level;
-mod partials;
 mod probe;
 pub mod prompts;
 mod staging;
@@ -56,9 +56,7 @@ pub use cudarc;
 pub use cudarc::driver::CudaSlice;
 pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
 pub use e2e::CudaE2EDetectLoss;
-pub use embedded::{kernel_names, KERNELS_BUILT};
-pub use gpu::{gpu, Gpu};
-pub use level::LevelShape;
-pub use partials::PartialSums;
-pub use probe::{availability, Availability};
+pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
+pub use gpu::{gpu, opened_gpu, Gpu};
+pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;

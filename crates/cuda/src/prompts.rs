@@ -14,8 +14,14 @@ pub struct CudaTVPDetectLoss {
 }
 
 impl CudaTVPDetectLoss {
+    /// On `cuda:0`.
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Ok(Self { vp: CudaDetectionLoss::new(cfg)? })
+        Self::on_device(cfg, 0)
+    }
+
+    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
+    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Ok(Self { vp: CudaDetectionLoss::on_device(cfg, ordinal)? })
     }
 
     #[cfg(all(test, yolo_cuda_emulator))]

@@ -63,7 +63,7 @@ fn device_selection_reports_the_backend() {
     let cfg = DetectionConfig { nc: 3, reg_max: 16, strides: vec![8.0, 16.0, 32.0], hyp: Hyp::default(), tal_topk: 10 };
     let auto = DetectionLossAny::new(cfg.clone(), Device::Auto).unwrap();
     assert_eq!(DetectionLossAny::new(cfg.clone(), Device::Cpu).unwrap().backend(), Which::Cpu);
-    match yolo_loss_cuda::gpu() {
+    match yolo_loss_cuda::gpu(0) {
         Ok(g) => {
             assert_eq!(auto.backend(), Which::Cuda);
             let c = CudaDetectionLoss::new(cfg.clone()).unwrap();
@@ -76,7 +76,7 @@ fn device_selection_reports_the_backend() {
         Err(_) => {
             assert!(!gpu::require_gpu(), "YOLO_LOSS_REQUIRE_GPU=1 but CUDA is unavailable");
             assert_eq!(auto.backend(), Which::Cpu);
-            let e = DetectionLossAny::new(cfg.clone(), Device::Cuda).unwrap_err();
+            let e = DetectionLossAny::new(cfg.clone(), Device::Cuda(0)).unwrap_err();
             assert_eq!(e.code, ErrorCode::CudaUnavailable, "{e}");
             assert!(!e.message.is_empty());
             assert_eq!(CudaE2EDetectLoss::new(cfg.clone()).unwrap_err().code, ErrorCode::CudaUnavailable);
@@ -89,8 +89,63 @@ fn device_selection_reports_the_backend() {
     }
     // A bad configuration is the CPU backend's error on every device.
     let bad = DetectionConfig { nc: 0, ..cfg };
-    for d in [Device::Cpu, Device::Cuda, Device::Auto] {
+    for d in [Device::Cpu, Device::Cuda(0), Device::Auto] {
         assert_eq!(DetectionLossAny::new(bad.clone(), d).unwrap_err().code, ErrorCode::InvalidArgument, "{d:?}");
     }
     assert_eq!("gpu".parse::<Device>().unwrap_err().code, ErrorCode::InvalidArgument);
+}
+
+/// `cuda:N` past the last GPU is ERR_CUDA_UNAVAILABLE and says how many GPUs there are (or why there are none).
+#[test]
+fn a_missing_gpu_ordinal_is_unavailable_and_says_how_many_there_are() {
+    let cfg = DetectionConfig { nc: 3, reg_max: 16, strides: vec![8.0, 16.0, 32.0], hyp: Hyp::default(), tal_topk: 10 };
+    let found = yolo_loss_cuda::devices();
+    let missing = found.devices.len() + 7;
+    let e = DetectionLossAny::new(cfg.clone(), Device::Cuda(missing)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::CudaUnavailable, "{e}");
+    match &found.problem {
+        // No driver or no device at all: that is the reason, whatever the ordinal.
+        Some(problem) => assert_eq!(&e.message, problem),
+        None => assert!(e.message.contains(&format!("{} CUDA device", found.devices.len())), "{}", e.message),
+    }
+    assert_eq!(CudaE2EDetectLoss::on_device(cfg.clone(), missing).unwrap_err().message, e.message);
+    assert_eq!(CudaTVPDetectLoss::on_device(cfg.clone(), missing).unwrap_err().message, e.message);
+    // 'auto' means cuda:0 or the CPU, never an error for want of a GPU.
+    assert!(DetectionLossAny::new(cfg, Device::Auto).is_ok());
+}
+
+/// Every usable GPU at once, one thread per GPU and two per device sharing it, each against the CPU backend: the
+/// devices' contexts are their own (no process-wide single context). With one GPU this is two threads on it.
+#[test]
+fn cuda_every_gpu_at_once_from_threads() {
+    if gpu::gpu_or_skip("cuda_every_gpu_at_once_from_threads").is_none() {
+        return;
+    }
+    let usable: Vec<usize> =
+        yolo_loss_cuda::devices().devices.iter().filter(|d| d.unusable.is_none()).map(|d| d.ordinal).collect();
+    let s = parity::synthetic(&parity::SynthSpec { seed: 41, ..parity::SynthSpec::default() });
+    let feats = common::refs(&s.levels);
+    let batch = s.labels.det();
+    let cpu = yolo_loss_core::V8DetectionLoss::new(s.cfg.clone()).unwrap().value_and_grad(&feats, &batch).unwrap();
+    std::thread::scope(|scope| {
+        for &ordinal in usable.iter().chain(&usable) {
+            let (s, cpu) = (&s, &cpu);
+            scope.spawn(move || {
+                let loss = CudaDetectionLoss::on_device(s.cfg.clone(), ordinal).unwrap();
+                assert_eq!(loss.device_name(), yolo_loss_cuda::gpu(ordinal).unwrap().device_name());
+                let (feats, batch) = (common::refs(&s.levels), s.labels.det());
+                for _ in 0..3 {
+                    let out = loss.value_and_grad(&feats, &batch).unwrap();
+                    parity::compare_outputs(&format!("cuda:{ordinal}"), &out, cpu);
+                }
+            });
+        }
+    });
+    for ordinal in usable {
+        let g = yolo_loss_cuda::gpu(ordinal).unwrap();
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("note: cuda:{ordinal} {} runs {}\n", g.device_name(), g.kernel_source().target()).as_bytes(),
+        );
+    }
 }

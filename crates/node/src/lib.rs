@@ -366,62 +366,125 @@ impl JsGrad {
     }
 }
 
+/// Where a device's kernels come from (`yolo_loss_cuda::KernelSource`).
+#[napi(object)]
+pub struct NativeCudaKernels {
+    /// "sass" (machine code of this build, loaded as it is) or "ptx" (JIT-compiled by the driver).
+    pub source: String,
+    /// The fatbin part that runs: "sm_90" or "compute_121".
+    pub target: String,
+    /// True once the device is opened and a loaded kernel's binary version said so; false: the driver's rule
+    /// applied to the device's compute capability and this build's SASS list.
+    pub confirmed: bool,
+}
+
+#[napi(object)]
+pub struct NativeCudaDevice {
+    /// `device: 'cuda:<ordinal>'`.
+    pub ordinal: u32,
+    pub name: String,
+    /// "8.6".
+    pub compute_capability: String,
+    pub total_memory_bytes: f64,
+    pub usable: bool,
+    pub reason: Option<String>,
+    pub kernels: Option<NativeCudaKernels>,
+}
+
 #[napi(object)]
 pub struct NativeCudaAvailability {
+    /// Whether `cuda:0` (what 'cuda' and 'auto' use) can run the CUDA backend; its name, or why not.
     pub available: bool,
     pub device_name: Option<String>,
     pub reason: Option<String>,
+    /// cuda:0's compute capability and kernel source, when it exists.
+    pub compute_capability: Option<String>,
+    pub kernels: Option<NativeCudaKernels>,
+    /// The newest CUDA the driver supports, "13.0", when a driver answered.
+    pub driver_version: Option<String>,
+    /// The architectures this build has SASS for ("sm_75", ...), empty without kernels.
+    pub sass_architectures: Vec<String>,
+    /// Every device the driver reports.
+    pub devices: Vec<NativeCudaDevice>,
 }
 
 // ------------------------------------------------------------------------------------------------------------
 // Devices
 
-/// What `yolo_loss_cuda::availability()` says, without panicking into Node.
+/// What the CUDA probe says (`cuda:0`, then every device), without panicking into Node.
 #[napi]
 pub fn cuda_availability() -> NativeCudaAvailability {
-    match catch_unwind(yolo_loss_cuda::availability) {
-        Ok(yolo_loss_cuda::Availability::Available { device_name }) => NativeCudaAvailability {
-            available: true,
-            device_name: Some(device_name),
-            reason: None,
-        },
-        Ok(yolo_loss_cuda::Availability::Unavailable { reason }) => NativeCudaAvailability {
-            available: false,
-            device_name: None,
-            reason: Some(reason),
-        },
-        Err(_) => NativeCudaAvailability {
-            available: false,
-            device_name: None,
-            reason: Some("the CUDA probe failed (caught panic)".to_string()),
-        },
+    catch_unwind(cuda_report).unwrap_or_else(|_| NativeCudaAvailability {
+        available: false,
+        device_name: None,
+        reason: Some("the CUDA probe failed (caught panic)".to_string()),
+        compute_capability: None,
+        kernels: None,
+        driver_version: None,
+        sass_architectures: Vec::new(),
+        devices: Vec::new(),
+    })
+}
+
+fn cuda_report() -> NativeCudaAvailability {
+    let found = yolo_loss_cuda::devices();
+    let devices: Vec<NativeCudaDevice> = found.devices.iter().map(native_device).collect();
+    let (available, device_name, reason) = match yolo_loss_cuda::availability() {
+        yolo_loss_cuda::Availability::Available { device_name } => (true, Some(device_name), None),
+        yolo_loss_cuda::Availability::Unavailable { reason } => (false, None, Some(reason)),
+    };
+    NativeCudaAvailability {
+        available,
+        device_name,
+        reason,
+        compute_capability: devices.first().map(|d| d.compute_capability.clone()),
+        kernels: found.devices.first().and_then(native_kernels),
+        driver_version: found.driver_version.map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)),
+        sass_architectures: yolo_loss_cuda::sass_architectures().iter().map(|a| format!("sm_{a}")).collect(),
+        devices,
+    }
+}
+
+/// Where a device's kernels come from: read back from the loaded kernels once the device is opened, the driver's
+/// rule before.
+fn native_kernels(d: &yolo_loss_cuda::DeviceInfo) -> Option<NativeCudaKernels> {
+    let opened = yolo_loss_cuda::opened_gpu(d.ordinal).map(|g| g.kernel_source());
+    opened.or(d.kernels).map(|k| NativeCudaKernels {
+        source: k.as_str().to_string(),
+        target: k.target(),
+        confirmed: opened.is_some(),
+    })
+}
+
+fn native_device(d: &yolo_loss_cuda::DeviceInfo) -> NativeCudaDevice {
+    NativeCudaDevice {
+        ordinal: d.ordinal as u32,
+        name: d.name.clone(),
+        compute_capability: format!("{}.{}", d.compute_capability.0, d.compute_capability.1),
+        total_memory_bytes: d.total_memory_bytes as f64,
+        usable: d.unusable.is_none(),
+        reason: d.unusable.clone(),
+        kernels: native_kernels(d),
     }
 }
 
 /// The losses that have a CUDA backend (`crates/cuda`), for messages.
 const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
 
-/// `options.device` as the CUDA crate's [`Device`].
+/// `options.device` as the CUDA crate's [`Device`]: 'cpu', 'cuda', 'cuda:N' or 'auto' (`Device`'s `FromStr`).
 fn parse_device(requested: &str) -> CoreResult<Device> {
-    match requested {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda),
-        "auto" => Ok(Device::Auto),
-        other => Err(invalid(format!(
-            "options.device: expected 'cpu', 'cuda' or 'auto', got '{other}'"
-        ))),
-    }
+    requested.parse::<Device>().map_err(|e| invalid(format!("options.{}", e.message)))
 }
 
-/// The device of a loss that runs on the CPU only: 'auto' is the CPU, 'cuda' is refused.
+/// The device of a loss that runs on the CPU only: 'auto' is the CPU, 'cuda' / 'cuda:N' is refused.
 fn cpu_only(loss: &str, device: Device) -> CoreResult<()> {
     match device {
         Device::Cpu | Device::Auto => Ok(()),
-        Device::Cuda => Err(LossError::new(
+        Device::Cuda(ordinal) => Err(LossError::new(
             ErrorCode::CudaUnavailable,
             format!(
-                "options.device: 'cuda' was requested but {loss} has no CUDA backend yet (only {CUDA_LOSSES} \
-                 have one); use 'cpu' or 'auto'"
+                "options.device: 'cuda:{ordinal}' was requested but {loss} has no CUDA backend yet (only \
+                 {CUDA_LOSSES} have one); use 'cpu' or 'auto'"
             ),
         )),
     }
@@ -431,7 +494,7 @@ fn cpu_only(loss: &str, device: Device) -> CoreResult<()> {
 fn cuda_refused(mut e: LossError) -> LossError {
     if e.code == ErrorCode::CudaUnavailable {
         e.message = format!(
-            "options.device: 'cuda' was requested but CUDA cannot be used: {}",
+            "options.device: CUDA was requested but cannot be used: {}",
             e.message
         );
     }
@@ -570,15 +633,23 @@ mod tests {
     #[test]
     fn devices() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda);
+        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), Device::Cuda(3));
         assert_eq!(parse_device("auto").unwrap(), Device::Auto);
-        assert_eq!(
-            parse_device("gpu").unwrap_err().code,
-            ErrorCode::InvalidArgument
-        );
+        for bad in ["gpu", "cuda:", "cuda:-1", "cuda:1x"] {
+            let e = parse_device(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+            assert_eq!(
+                e.message,
+                format!(
+                    "options.device: expected 'cpu', 'cuda', 'cuda:N' (N a GPU ordinal: 0, 1, ...) or 'auto', \
+                     got '{bad}'"
+                )
+            );
+        }
         assert!(cpu_only("x", Device::Cpu).is_ok());
         assert!(cpu_only("x", Device::Auto).is_ok());
-        let e = cpu_only("v8PoseLoss", Device::Cuda).unwrap_err();
+        let e = cpu_only("v8PoseLoss", Device::Cuda(1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert!(
             e.message.contains("v8PoseLoss has no CUDA backend"),
@@ -588,7 +659,7 @@ mod tests {
         let e = cuda_refused(LossError::new(ErrorCode::CudaUnavailable, "no driver"));
         assert_eq!(
             e.message,
-            "options.device: 'cuda' was requested but CUDA cannot be used: no driver"
+            "options.device: CUDA was requested but cannot be used: no driver"
         );
         assert_eq!(cuda_refused(invalid("x".into())).message, "x");
     }

@@ -71,10 +71,15 @@ pub(crate) fn check_cuda_limits(cfg: &DetectionConfig) -> Result<()> {
 }
 
 impl CudaDetectionLoss {
-    /// Validates `cfg` as the CPU backend does, then opens the GPU: `ERR_CUDA_UNAVAILABLE` (with the reason)
-    /// where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
+    /// Validates `cfg` as the CPU backend does, then opens the GPU `cuda:0`: `ERR_CUDA_UNAVAILABLE` (with the
+    /// reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Gpu(gpu()?)))
+        Self::on_device(cfg, 0)
+    }
+
+    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
+    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Self::on(cfg, || Ok(Dev::Gpu(gpu(ordinal)?)))
     }
 
     /// The same loss on the CPU emulator of the kernels (tests of this crate).

@@ -12,7 +12,7 @@ pub fn require_gpu() -> bool {
 
 /// The device, or None after printing why `test` is skipped.
 pub fn gpu_or_skip(test: &str) -> Option<&'static yolo_loss_cuda::Gpu> {
-    match yolo_loss_cuda::gpu() {
+    match yolo_loss_cuda::gpu(0) {
         Ok(g) => Some(g),
         Err(e) if require_gpu() => panic!("YOLO_LOSS_REQUIRE_GPU=1 but CUDA is unavailable: {e}"),
         Err(e) => {
