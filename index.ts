@@ -7,7 +7,8 @@
  * (`v8DetectionLoss`, `batch_idx`, `reg_max`, ...); methods of our own are camelCase (`__call__` → `call`).
  *
  * The implementation lives in `src/`: `common.ts` (types, errors, validation, the native loader), `detection.ts`
- * (v8DetectionLoss), `tasks.ts` (the other task losses), `blocks.ts` (building blocks and helpers).
+ * (v8DetectionLoss), `tasks.ts` (the other task losses), `grads.ts` (the structure of `grads` and of a caller's
+ * `out`), `blocks.ts` (building blocks and helpers).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -31,6 +32,8 @@ export {
 } from './src/common';
 
 export { v8DetectionLoss, type DetectionValueAndGrad } from './src/detection';
+
+export type { GradOptions } from './src/grads';
 
 export {
   DetectionFamilyLoss,

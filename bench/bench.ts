@@ -318,16 +318,29 @@ function consoleRows(results: CaseResult[]): string[][] {
   return rows;
 }
 
+/** The median of `valueAndGrad(preds, batch, { out })` (caller-owned gradient buffers), or why there is none. */
+function outCell(r: CaseResult): string {
+  const o = r.ours['out'] as (Partial<SideResult> & { same_grad_norm?: boolean }) | undefined;
+  if (r.ours.status !== 'ok' || o?.median_ms === undefined) return '—';
+  return fmtMs(o.median_ms) + (o.same_grad_norm === false ? ' (≠ fresh!)' : '');
+}
+
+/** `rows` with the column "ours {out}" after "ours" (rows[0] the header, then one row per result). */
+function withOutColumn(rows: string[][], results: CaseResult[]): string[][] {
+  const at = rows[0]!.indexOf('ours') + 1;
+  return rows.map((row, i) => [...row.slice(0, at), i === 0 ? 'ours {out}' : outCell(results[i - 1]!), ...row.slice(at)]);
+}
+
 function markdownTable(results: CaseResult[]): string {
   const out = [
-    '| case | loss | shape | ours median | reference median | ratio | ours peak RSS | reference peak RSS |',
-    '|---|---|---|---:|---:|---:|---:|---:|',
+    '| case | loss | shape | ours median | ours {out} median | reference median | ratio | ours peak RSS | reference peak RSS |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const ours = sideCell(r.ours) ?? fmtMs(r.ours.median_ms);
     const ref = sideCell(r.reference) ?? fmtMs(r.reference.median_ms);
     out.push(
-      `| \`${r.id}\` | ${r.class} | ${r.shape} | ${ours} | ${ref} | ${fmtRatio(r.ratio)}${r.noisy.length ? '*' : ''} | ` +
+      `| \`${r.id}\` | ${r.class} | ${r.shape} | ${ours} | ${outCell(r)} | ${ref} | ${fmtRatio(r.ratio)}${r.noisy.length ? '*' : ''} | ` +
         `${r.ours.status === 'ok' ? `${fmtMb(r.ours.peak_rss_mb)} MB` : '—'} | ` +
         `${r.reference.status === 'ok' ? `${fmtMb(r.reference.peak_rss_mb)} MB` : '—'} |`,
     );
@@ -504,9 +517,10 @@ function main(): void {
   const l1 = load();
 
   console.log('');
-  console.log(table(consoleRows(results)));
+  console.log(table(withOutColumn(consoleRows(results), results)));
   console.log('');
   console.log('  ours: valueAndGrad end to end from Float32Array (loss + gradients of every prediction tensor);');
+  console.log('  ours {out}: the same into caller-owned gradient buffers (valueAndGrad(preds, batch, { out }), one set reused);');
   console.log('  reference: criterion(preds, batch) + loss.sum().backward(); ratio = reference / ours (medians);');
   console.log('  RSS: peak resident set of the process that ran the case (inputs, library/runtime included);');
   console.log('  loss Δrel: max |ours − ref| / max |ref| over the loss vector (both sides saw the same inputs).');

@@ -6,8 +6,10 @@
  * `plan.warmup` times, then times `iterations(plan, first)` calls end to end (from the input `Float32Array`s to the
  * returned loss and gradient arrays). Between timed calls (outside the timed region) it drops the result, runs the
  * garbage collector (`--expose-gc`) and lets the event loop turn so the finalizers of the returned buffers run: a
- * call never pays for the previous call's garbage and the peak RSS reflects one live set of outputs. Prints one
- * JSON line on stdout.
+ * call never pays for the previous call's garbage and the peak RSS reflects one live set of outputs. Then, as the
+ * `out` entry, the same timing of `valueAndGrad(preds, batch, { out })` into one set of caller-owned buffers
+ * allocated before (after the peak RSS above is read, so that stays the fresh form's). Prints one JSON line on
+ * stdout.
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -22,7 +24,7 @@ import { iterations, stats, type IterPlan } from './timing';
 
 type AnyTensor = { data: Float32Array; shape: number[] };
 interface LossLike {
-  valueAndGrad(preds: unknown, batch: unknown): { loss: Float32Array; lossItems: Float32Array; grads: unknown };
+  valueAndGrad(preds: unknown, batch: unknown, options?: { out: unknown }): { loss: Float32Array; lossItems: Float32Array; grads: unknown };
 }
 type LossCtor = new (model: Record<string, unknown>, ...rest: unknown[]) => LossLike;
 
@@ -40,6 +42,13 @@ function gradArrays(g: unknown, out: Float32Array[] = []): Float32Array[] {
     else Object.values(o).forEach((x) => gradArrays(x, out));
   }
   return out;
+}
+
+/** Zero-filled tensors with the structure and shapes of `preds`: the caller-owned `out` of the `{ out }` form. */
+function outLike(preds: unknown): unknown {
+  if (Array.isArray(preds)) return preds.map(outLike);
+  const t = preds as AnyTensor;
+  return { data: new Float32Array(t.data.length), shape: [...t.shape] };
 }
 
 function l2(arrays: Float32Array[]): number {
@@ -129,6 +138,7 @@ async function main(): Promise<void> {
     await settle();
   }
   const ru = process.resourceUsage();
+  const withOut = await timeOut(crit, preds, batch, plan, n, settle);
   console.log(
     JSON.stringify({
       status: 'ok',
@@ -144,8 +154,30 @@ async function main(): Promise<void> {
       threads: process.env['RAYON_NUM_THREADS'] ?? 'all cores (rayon default)',
       gc_between_calls: gc !== undefined,
       device: (crit as unknown as { device?: string }).device ?? 'cpu',
+      out: { ...withOut, same_grad_norm: withOut.grad_norm === gradNorm },
     }),
   );
+}
+
+/** `valueAndGrad(preds, batch, { out })` timed as the fresh form is (`warmup` calls, then `n`), into one `out`. */
+async function timeOut(crit: LossLike, preds: unknown, batch: unknown, plan: IterPlan, n: number, settle: () => Promise<void>) {
+  const out = outLike(preds);
+  const once = (): number => {
+    const t0 = process.hrtime.bigint();
+    crit.valueAndGrad(preds, batch, { out });
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const warm: number[] = [];
+  for (let i = 0; i < plan.warmup; i++) {
+    warm.push(once());
+    await settle();
+  }
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    times.push(once());
+    await settle();
+  }
+  return { ...stats(times), warmup_ms: warm, times_ms: times, iters: n, grad_norm: l2(gradArrays(out)) };
 }
 
 main().catch((e: unknown) => {

@@ -7,11 +7,19 @@ export declare class NativeClassificationLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
-  valueAndGrad(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(preds: NativeTensor, cls: NativeTensor, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(preds: NativeTensor, cls: NativeTensor): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(preds: NativeTensor, cls: NativeTensor): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(preds: NativeTensor, cls: NativeTensor, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
 }
 
 /** Native half of `v8DetectionLoss` (CUDA or CPU). */
@@ -20,11 +28,19 @@ export declare class NativeDetectionLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(preds: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
-  valueAndGrad(preds: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(preds: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(preds: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(preds: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(preds: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy. */
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor): NativeTensor
 }
@@ -35,11 +51,19 @@ export declare class NativeE2EDetectLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
-  valueAndGrad(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
 }
 
 /** Native half of `v8OBBLoss`. Gradients: one per level, then `angle`. */
@@ -48,11 +72,19 @@ export declare class NativeObbLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
-  valueAndGrad(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → `[B,A,5]` grid xywhr. */
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor, predAngle: NativeTensor): NativeTensor
   /** `preprocess(targets [N,7], batch_size, scale (W,H,W,H))` → `[B, M, 6]`. */
@@ -65,11 +97,19 @@ export declare class NativePoseLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
-  valueAndGrad(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /** The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K). */
   get sigmas(): Array<number>
 }
@@ -80,11 +120,19 @@ export declare class NativeSegmentationLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
-  valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
 }
 
 /** Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts). */
@@ -93,11 +141,19 @@ export declare class NativeTvpDetectLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
-  valueAndGrad(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(feats: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(feats: Array<NativeTensor>, batch: NativeDetBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(feats: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
 }
 
 /** Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call). */
@@ -106,11 +162,19 @@ export declare class NativeTvpSegmentLoss {
   /** The backend that runs: 'cpu' or 'cuda'. */
   get device(): string
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
-  valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
+  /**
+   * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
+   * written into it and `grads` comes back empty.
+   */
+  valueAndGrad(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): NativeLossOutput
   /** Like `call`, on the libuv thread pool. The inputs are copied before this returns. */
   callAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): Promise<NativeLossOutput>
-  /** Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns. */
-  valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): Promise<NativeLossOutput>
+  /**
+   * Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`
+   * (checked before this returns) is written while the work runs: the caller leaves it alone until
+   * the promise settles.
+   */
+  valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
 }
 
 /**

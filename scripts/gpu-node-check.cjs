@@ -23,6 +23,8 @@
 
 const path = require('node:path');
 
+const { closeness, leaves } = require('./package-check/fixtures.cjs');
+
 const dir = process.argv[2];
 if (!dir) {
   console.error('usage: node scripts/gpu-node-check.cjs PACKAGE_DIR');
@@ -75,25 +77,6 @@ function detCase({ B, size, nc, perImage, lo, hi, seed }) {
     bboxes: { data: Float32Array.from(boxes), shape: [N, 4] },
   };
   return { model: { nc, stride: [8, 16, 32], reg_max: 16 }, preds, batch };
-}
-
-function leaves(x) {
-  if (x && x.data instanceof Float32Array) return [x.data];
-  if (Array.isArray(x)) return x.flatMap(leaves);
-  if (x && typeof x === 'object') return Object.keys(x).sort().flatMap((k) => leaves(x[k]));
-  return [];
-}
-
-/** null when every element is within the fixtures' tolerance, else where it is not. */
-function closeness(got, want) {
-  if (got.length !== want.length) return `length ${got.length} vs ${want.length}`;
-  let scale = 0;
-  for (const v of want) scale = Math.max(scale, Math.abs(v));
-  for (let i = 0; i < got.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (!(d <= 1e-4 * Math.abs(want[i]) + 1e-5 * scale)) return `[${i}]: ${got[i]} vs ${want[i]}`;
-  }
-  return null;
 }
 
 function compare(what, got, want) {

@@ -455,14 +455,6 @@ export function callNative<T>(f: () => T): T {
   }
 }
 
-/** Gives the flat gradients of the binding the shapes of the tensors they belong to. */
-export function withShapes(grads: Float32Array[], preds: readonly Native.NativeTensor[]): Tensor[] {
-  if (grads.length !== preds.length) {
-    throw lossError('ERR_INTERNAL', `valueAndGrad: the core returned ${grads.length} gradients for ${preds.length} prediction tensors`);
-  }
-  return grads.map((data, i) => ({ data, shape: [...preds[i]!.shape] }));
-}
-
 /** The `scaleTensor` argument of `preprocess`: 4 numbers (W, H, W, H) as an array, a Float32Array or a tensor. */
 export function checkScale(scaleTensor: unknown): number[] {
   let scale: number[];

@@ -22,6 +22,7 @@ import {
   type Tensor,
   type ValueAndGrad,
 } from './common';
+import type { GradOptions } from './grads';
 import { LossRunner, familyAttributes, prepareLevels } from './tasks';
 
 /** `valueAndGrad`'s result: `grads[i]` is d sum(loss) / d preds[i], shaped like `preds[i]`. */
@@ -80,9 +81,13 @@ export class v8DetectionLoss {
     return this.#run.call(prepareLevels(preds, batch));
   }
 
-  /** `call` plus the gradient of `sum(loss)` with respect to every tensor of `preds`, shaped like it. */
-  valueAndGrad(preds: Tensor[], batch: DetectionBatch): DetectionValueAndGrad {
-    return this.#run.valueAndGrad(prepareLevels(preds, batch));
+  /** `call` plus the gradient of `sum(loss)` with respect to every tensor of `preds`, shaped like it: fresh arrays,
+   * or written into `options.out` (see {@link GradOptions}), which is returned as `grads`. */
+  valueAndGrad(preds: Tensor[], batch: DetectionBatch): DetectionValueAndGrad;
+  valueAndGrad<O extends Tensor[]>(preds: Tensor[], batch: DetectionBatch, options: { out: O }): ValueAndGrad<O>;
+  valueAndGrad(preds: Tensor[], batch: DetectionBatch, options?: GradOptions<Tensor[]>): DetectionValueAndGrad;
+  valueAndGrad(preds: Tensor[], batch: DetectionBatch, options?: GradOptions<Tensor[]>): DetectionValueAndGrad {
+    return this.#run.valueAndGrad(prepareLevels(preds, batch), options);
   }
 
   /**
@@ -93,9 +98,13 @@ export class v8DetectionLoss {
     return this.#run.callAsync(prepareLevels(preds, batch));
   }
 
-  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
-  async valueAndGradAsync(preds: Tensor[], batch: DetectionBatch): Promise<DetectionValueAndGrad> {
-    return this.#run.valueAndGradAsync(prepareLevels(preds, batch));
+  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns; `options.out` is written while the
+   * promise is pending and must be left alone until it settles). */
+  valueAndGradAsync(preds: Tensor[], batch: DetectionBatch): Promise<DetectionValueAndGrad>;
+  valueAndGradAsync<O extends Tensor[]>(preds: Tensor[], batch: DetectionBatch, options: { out: O }): Promise<ValueAndGrad<O>>;
+  valueAndGradAsync(preds: Tensor[], batch: DetectionBatch, options?: GradOptions<Tensor[]>): Promise<DetectionValueAndGrad>;
+  async valueAndGradAsync(preds: Tensor[], batch: DetectionBatch, options?: GradOptions<Tensor[]>): Promise<DetectionValueAndGrad> {
+    return this.#run.valueAndGradAsync(prepareLevels(preds, batch), options);
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
  * The task losses beyond v8DetectionLoss: v8SegmentationLoss, v8PoseLoss, v8OBBLoss, v8ClassificationLoss,
  * E2EDetectLoss, TVPDetectLoss and TVPSegmentLoss. Every one has `call`, `valueAndGrad`, `callAsync`,
- * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in docs/api.md, and `grads` has the structure of
- * `preds` (same nesting, every tensor shaped like its prediction tensor).
+ * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in docs/api.md, and `grads` has the structure
+ * of `preds` (same nesting, every tensor shaped like its prediction tensor). Both `valueAndGrad` forms also write
+ * into a caller's `out` of that structure instead of fresh arrays (`./grads`).
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -29,7 +30,6 @@ import {
   native,
   nativeConfig,
   rethrow,
-  withShapes,
   type CheckedModel,
   type DetectionBatch,
   type Hyp,
@@ -38,6 +38,7 @@ import {
   type Tensor,
   type ValueAndGrad,
 } from './common';
+import { checkGradOptions, checkOut, structureGrads, type GradOptions, type PredTree } from './grads';
 
 // ------------------------------------------------------------------------------------------------------------
 // Public types
@@ -102,10 +103,11 @@ export interface NativeTaskLoss {
   valueAndGradAsync(...args: never[]): Promise<Native.NativeLossOutput>;
 }
 
-/** The checked arguments of one call, and how the flat gradients of the binding take the structure of `preds`. */
-export interface Prepared<P> {
+/** The checked arguments of one call: `args` for the binding, `preds` its prediction tensors in the structure of
+ * `preds` (which `grads` and `out` have). */
+export interface Prepared {
   args: unknown[];
-  grads(flat: Float32Array[]): P;
+  preds: PredTree;
 }
 
 type AnyCall = (...args: unknown[]) => Native.NativeLossOutput;
@@ -127,17 +129,17 @@ export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
     return this.native.device === 'cuda' ? 'cuda' : 'cpu';
   }
 
-  call(p: Prepared<unknown>): [loss: Float32Array, lossItems: Float32Array] {
+  call(p: Prepared): [loss: Float32Array, lossItems: Float32Array] {
     const out = callNative(() => (this.native.call as AnyCall).apply(this.native, p.args));
     return [out.loss, out.lossItems];
   }
 
-  valueAndGrad<P>(p: Prepared<P>): ValueAndGrad<P> {
-    const out = callNative(() => (this.native.valueAndGrad as AnyCall).apply(this.native, p.args));
-    return { loss: out.loss, lossItems: out.lossItems, grads: p.grads(out.grads) };
+  valueAndGrad<P>(p: Prepared, options?: GradOptions<P>): ValueAndGrad<P> {
+    const g = gradCall<P>(p, options);
+    return g.result(callNative(() => (this.native.valueAndGrad as AnyCall).apply(this.native, g.args)));
   }
 
-  async callAsync(p: Prepared<unknown>): Promise<[loss: Float32Array, lossItems: Float32Array]> {
+  async callAsync(p: Prepared): Promise<[loss: Float32Array, lossItems: Float32Array]> {
     let out: Native.NativeLossOutput;
     try {
       out = await (this.native.callAsync as AnyAsyncCall).apply(this.native, p.args);
@@ -147,15 +149,29 @@ export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
     return [out.loss, out.lossItems];
   }
 
-  async valueAndGradAsync<P>(p: Prepared<P>): Promise<ValueAndGrad<P>> {
-    let out: Native.NativeLossOutput;
+  async valueAndGradAsync<P>(p: Prepared, options?: GradOptions<P>): Promise<ValueAndGrad<P>> {
+    const g = gradCall<P>(p, options);
+    let r: Native.NativeLossOutput;
     try {
-      out = await (this.native.valueAndGradAsync as AnyAsyncCall).apply(this.native, p.args);
+      r = await (this.native.valueAndGradAsync as AnyAsyncCall).apply(this.native, g.args);
     } catch (e) {
       rethrow(e);
     }
-    return { loss: out.loss, lossItems: out.lossItems, grads: p.grads(out.grads) };
+    return g.result(r);
   }
+}
+
+/**
+ * The binding's arguments of a `valueAndGrad` call and how its output becomes `ValueAndGrad`: without `options.out`
+ * the binding's fresh gradients in the structure of `preds`; with it, `out` checked and passed flat after the
+ * other arguments (the binding writes into it and returns no gradients), and `out` itself returned as `grads`.
+ */
+function gradCall<P>(p: Prepared, options: unknown): { args: unknown[]; result(r: Native.NativeLossOutput): ValueAndGrad<P> } {
+  const out = checkGradOptions(options);
+  if (out === undefined) {
+    return { args: p.args, result: (r) => ({ loss: r.loss, lossItems: r.lossItems, grads: structureGrads<P>(r.grads, p.preds) }) };
+  }
+  return { args: [...p.args, checkOut(out, p.preds)], result: (r) => ({ loss: r.loss, lossItems: r.lossItems, grads: out as P }) };
 }
 
 /**
@@ -169,7 +185,7 @@ export abstract class TaskLoss<P, B> {
   }
 
   /** Checks the structure of `preds` and `batch` and packs them for the binding. */
-  protected abstract prepare(preds: P, batch: B): Prepared<P>;
+  protected abstract prepare(preds: P, batch: B): Prepared;
 
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
@@ -182,9 +198,12 @@ export abstract class TaskLoss<P, B> {
   }
 
   /** `call` plus the gradient of `sum(loss)` with respect to every prediction tensor, with the structure of
-   * `preds`. */
-  valueAndGrad(preds: P, batch: B): ValueAndGrad<P> {
-    return this.#run.valueAndGrad(this.prepare(preds, batch));
+   * `preds`: fresh arrays, or written into `options.out` (see {@link GradOptions}), which is returned as `grads`. */
+  valueAndGrad(preds: P, batch: B): ValueAndGrad<P>;
+  valueAndGrad<O extends P>(preds: P, batch: B, options: { out: O }): ValueAndGrad<O>;
+  valueAndGrad(preds: P, batch: B, options?: GradOptions<P>): ValueAndGrad<P>;
+  valueAndGrad(preds: P, batch: B, options?: GradOptions<P>): ValueAndGrad<P> {
+    return this.#run.valueAndGrad<P>(this.prepare(preds, batch), options);
   }
 
   /**
@@ -195,9 +214,13 @@ export abstract class TaskLoss<P, B> {
     return this.#run.callAsync(this.prepare(preds, batch));
   }
 
-  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns). */
-  async valueAndGradAsync(preds: P, batch: B): Promise<ValueAndGrad<P>> {
-    return this.#run.valueAndGradAsync(this.prepare(preds, batch));
+  /** `valueAndGrad` on the libuv thread pool (inputs copied before this returns; `options.out` is written while the
+   * promise is pending and must be left alone until it settles). */
+  valueAndGradAsync(preds: P, batch: B): Promise<ValueAndGrad<P>>;
+  valueAndGradAsync<O extends P>(preds: P, batch: B, options: { out: O }): Promise<ValueAndGrad<O>>;
+  valueAndGradAsync(preds: P, batch: B, options?: GradOptions<P>): Promise<ValueAndGrad<P>>;
+  async valueAndGradAsync(preds: P, batch: B, options?: GradOptions<P>): Promise<ValueAndGrad<P>> {
+    return this.#run.valueAndGradAsync<P>(this.prepare(preds, batch), options);
   }
 }
 
@@ -251,10 +274,10 @@ function family<K extends FamilyNative>(model: unknown, options: unknown, cls: K
 }
 
 /** The predictions of a detection loss, one tensor per level, and its batch (v8DetectionLoss, TVPDetectLoss). */
-export function prepareLevels(preds: Tensor[], batch: DetectionBatch): Prepared<Tensor[]> {
+export function prepareLevels(preds: Tensor[], batch: DetectionBatch): Prepared {
   const feats = checkFeats(preds);
   const b = checkDetectionBatch(batch);
-  return { args: [feats, b], grads: (flat) => withShapes(flat, feats) };
+  return { args: [feats, b], preds: feats };
 }
 
 function segBatch(batch: unknown): Native.NativeSegBatch {
@@ -262,17 +285,10 @@ function segBatch(batch: unknown): Native.NativeSegBatch {
   return { batchIdx: b.batch_idx, cls: b.cls, bboxes: b.bboxes, masks: b.masks };
 }
 
-function prepareSegmentation(preds: unknown, batch: unknown): Prepared<SegmentationPreds> {
+function prepareSegmentation(preds: unknown, batch: unknown): Prepared {
   const [feats, predMasks, proto] = checkTuple(preds, ['pred_masks', 'proto']) as [Native.NativeTensor[], Native.NativeTensor, Native.NativeTensor];
   const b = segBatch(batch);
-  return {
-    args: [feats, predMasks, proto, b],
-    grads(flat) {
-      const g = withShapes(flat, [...feats, predMasks, proto]);
-      const L = feats.length;
-      return [g.slice(0, L), g[L]!, g[L + 1]!];
-    },
-  };
+  return { args: [feats, predMasks, proto, b], preds: [feats, predMasks, proto] };
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ export class v8SegmentationLoss extends DetectionFamilyLoss<SegmentationPreds, S
    *   `[B, nm, A]`, prototypes `[B, nm, Hm, Wm]`.
    * @param batch `{ batch_idx, cls, bboxes, masks }`.
    */
-  protected prepare(preds: SegmentationPreds, batch: SegmentationBatch): Prepared<SegmentationPreds> {
+  protected prepare(preds: SegmentationPreds, batch: SegmentationBatch): Prepared {
     return prepareSegmentation(preds, batch);
   }
 }
@@ -356,15 +372,12 @@ export class v8PoseLoss extends DetectionFamilyLoss<PosePreds, PoseBatch> {
    * @param preds `[feats, kpts]`: level tensors and raw keypoints `[B, K*D, A]`.
    * @param batch `{ batch_idx, cls, bboxes, keypoints [N, K, D] }`.
    */
-  protected prepare(preds: PosePreds, batch: PoseBatch): Prepared<PosePreds> {
+  protected prepare(preds: PosePreds, batch: PoseBatch): Prepared {
     const [feats, kpts] = checkTuple(preds, ['kpts']) as [Native.NativeTensor[], Native.NativeTensor];
     const b = checkBatch(batch, ['batch_idx', 'cls', 'bboxes', 'keypoints'] as const);
     return {
       args: [feats, kpts, { batchIdx: b.batch_idx, cls: b.cls, bboxes: b.bboxes, keypoints: b.keypoints }],
-      grads(flat) {
-        const g = withShapes(flat, [...feats, kpts]);
-        return [g.slice(0, feats.length), g[feats.length]!];
-      },
+      preds: [feats, kpts],
     };
   }
 }
@@ -396,16 +409,10 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
    * @param preds `[feats, angle]`: level tensors and the activated angle `[B, 1, A]`.
    * @param batch `{ batch_idx, cls, bboxes [N, 5] }` (normalized cx, cy, w, h, angle in radians).
    */
-  protected prepare(preds: OBBPreds, batch: OBBBatch): Prepared<OBBPreds> {
+  protected prepare(preds: OBBPreds, batch: OBBBatch): Prepared {
     const [feats, angle] = checkTuple(preds, ['angle']) as [Native.NativeTensor[], Native.NativeTensor];
     const b = checkDetectionBatch(batch);
-    return {
-      args: [feats, angle, b],
-      grads(flat) {
-        const g = withShapes(flat, [...feats, angle]);
-        return [g.slice(0, feats.length), g[feats.length]!];
-      },
-    };
+    return { args: [feats, angle, b], preds: [feats, angle] };
   }
 
   /**
@@ -449,10 +456,10 @@ export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> 
    * @param preds logits `[B, nc]`.
    * @param batch `{ cls [B] }` integer class ids.
    */
-  protected prepare(preds: Tensor, batch: ClassificationBatch): Prepared<Tensor> {
+  protected prepare(preds: Tensor, batch: ClassificationBatch): Prepared {
     const logits = checkTensor('preds', preds);
     const b = checkBatch(batch, ['cls'] as const);
-    return { args: [logits, b.cls], grads: (flat) => withShapes(flat, [logits])[0]! };
+    return { args: [logits, b.cls], preds: logits };
   }
 }
 
@@ -480,20 +487,15 @@ export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch>
    * @param preds `{ one2many, one2one }`, each one tensor per level `[B, 4*reg_max + nc, H_l, W_l]`.
    * @param batch `{ batch_idx, cls, bboxes }`.
    */
-  protected prepare(preds: E2EPreds, batch: DetectionBatch): Prepared<E2EPreds> {
+  protected prepare(preds: E2EPreds, batch: DetectionBatch): Prepared {
     if (!isObject(preds) || Array.isArray(preds)) {
       throw lossError('ERR_INVALID_ARGUMENT', `preds: expected an object { one2many: Tensor[], one2one: Tensor[] }, got ${describe(preds)}`);
     }
     const o2m = checkFeats(preds.one2many, 'preds.one2many');
     const o2o = checkFeats(preds.one2one, 'preds.one2one');
     const b = checkDetectionBatch(batch);
-    return {
-      args: [o2m, o2o, b],
-      grads(flat) {
-        const g = withShapes(flat, [...o2m, ...o2o]);
-        return { one2many: g.slice(0, o2m.length), one2one: g.slice(o2m.length) };
-      },
-    };
+    // Key order = the binding's order of the prediction tensors: one2many, then one2one.
+    return { args: [o2m, o2o, b], preds: { one2many: o2m, one2one: o2o } };
   }
 }
 
@@ -529,7 +531,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
    * @param preds one tensor per level, `[B, 4*reg_max + nc + vnc, H_l, W_l]` (box, text, visual-prompt channels).
    * @param batch `{ batch_idx, cls, bboxes }`, class ids in [0, vnc).
    */
-  protected prepare(preds: Tensor[], batch: DetectionBatch): Prepared<Tensor[]> {
+  protected prepare(preds: Tensor[], batch: DetectionBatch): Prepared {
     return prepareLevels(preds, batch);
   }
 }
@@ -565,7 +567,7 @@ export class TVPSegmentLoss extends DetectionFamilyLoss<SegmentationPreds, Segme
    * @param preds `[feats, pred_masks, proto]` as v8SegmentationLoss, feats with the visual-prompt channels.
    * @param batch `{ batch_idx, cls, bboxes, masks }`, class ids in [0, vnc).
    */
-  protected prepare(preds: SegmentationPreds, batch: SegmentationBatch): Prepared<SegmentationPreds> {
+  protected prepare(preds: SegmentationPreds, batch: SegmentationBatch): Prepared {
     return prepareSegmentation(preds, batch);
   }
 }

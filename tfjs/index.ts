@@ -17,7 +17,10 @@
  * `tf.tensor(float32Array)` adopts the array, so a step copies no prediction or gradient data at all (the incoming
  * `dy` is applied in place to the gradient arrays, which the op owns). On the `wasm` backend each prediction tensor
  * is copied once out of the WebAssembly heap and each gradient once into it; on `webgl`/`webgpu` they are a download
- * and an upload.
+ * and an upload. The losses' caller-owned form (`valueAndGrad(preds, batch, { out })`) is not used: on `cpu` it
+ * would save nothing (tfjs already adopts the fresh arrays), and on `wasm` it could only save the copy into the
+ * heap by writing into memory the backend allocates and owns, through its internals (`makeOutput`, raw heap
+ * offsets), with gradients that leak whenever the op runs without a backward pass.
  *
  * tfjs is an optional peer dependency of yolo-loss: install `@tensorflow/tfjs` (or `@tensorflow/tfjs-core` and a
  * backend) yourself.

@@ -29,6 +29,11 @@ async function main() {
   const cuda = yl.cudaAvailability();
   console.log(`cudaAvailability(): ${JSON.stringify(cuda)}`);
   report.check(typeof cuda.available === 'boolean', 'cudaAvailability() answers');
+  if (platform.startsWith('linux-')) {
+    // The Linux packages carry the kernels: SASS from Turing (sm_75) on, whatever GPU (if any) this machine has.
+    const sass = cuda.sassArchitectures;
+    report.check(sass.includes('sm_75') && sass.includes('sm_90'), `the addon carries SASS for sm_75 … (${sass.join(' ')})`);
+  }
 
   // yolo-loss/tfjs: the op's value is sum(loss) and its gradient valueAndGrad's.
   const tf = require('@tensorflow/tfjs-core');

@@ -13,6 +13,9 @@
 //!   `Vec`. V8 frees that memory when it collects the arrays, whatever the event loop does, so a synchronous loop
 //!   stays bounded. (External `ArrayBuffer`s, which own a Rust `Vec`, are freed by finalizers that Node defers
 //!   until the event loop turns: a loop that never yields kept every result.)
+//! * Caller-owned outputs: `valueAndGrad(..., out)` and its asynchronous form write the gradients into the caller's
+//!   own `Float32Array`s instead (`tasks::CallerGrads`), after refusing any that do not fit or that share memory
+//!   with an input or with each other; nothing is allocated for the gradients.
 //! * Outputs of the asynchronous methods: `Float32Array`s that take ownership of the core's `Vec<f32>` (external
 //!   `ArrayBuffer`s, no copy). Their finalizers run on the event loop, which an asynchronous caller turns between
 //!   calls by awaiting.
@@ -330,12 +333,19 @@ fn js_copy(env: &Env, data: &[f32]) -> CoreResult<Float32Array> {
 /// [`GradBuffer::as_mut_slice`] before the call returns it.
 pub(crate) struct JsGrad(Float32Array);
 
-/// A gradient output the core writes into: a fresh zero-filled buffer as long as its prediction tensor.
+/// A gradient output the core writes into: a zero-filled buffer as long as its prediction tensor, fresh or the
+/// caller's own `out`.
 pub(crate) trait GradBuffer {
     fn as_mut_slice(&mut self) -> &mut [f32];
 }
 
 impl GradBuffer for Vec<f32> {
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        self
+    }
+}
+
+impl GradBuffer for &mut [f32] {
     fn as_mut_slice(&mut self) -> &mut [f32] {
         self
     }

@@ -6,8 +6,10 @@
 //! [`TaskLoss::eval`] unpacks that list into the core's call. Synchronous methods pack borrowed slices of the
 //! caller's `Float32Array`s (no copy) and have the core write the gradients into V8-owned `Float32Array`s created
 //! for the call ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the
-//! libuv pool into `Vec`s and hand those to JavaScript as external buffers. The classes themselves are written by
-//! [`task_loss_class!`], the `eval`s by [`task_loss!`].
+//! libuv pool into `Vec`s and hand those to JavaScript as external buffers. Both `valueAndGrad` forms take an
+//! optional `out`, the caller's own gradient buffers ([`CallerGrads`]): the core then writes into them and nothing
+//! is allocated for the gradients. The classes themselves are written by [`task_loss_class!`], the `eval`s by
+//! [`task_loss!`].
 //!
 //! v8DetectionLoss, E2EDetectLoss and TVPDetectLoss run on the backend `device` selects (`crates/cuda`'s
 //! `*Any` types: CUDA or CPU); the other losses run on the CPU, and refuse `device: 'cuda'`.
@@ -15,9 +17,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncTask, JsError};
+use napi::bindgen_prelude::{AsyncTask, Float32Array, JsError};
 use napi::{Env, Task};
 use napi_derive::napi;
+use rayon::prelude::*;
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::detection::{bbox_decode, GradBufs, LossValues};
 use yolo_loss_core::e2e::E2EPreds;
@@ -26,7 +29,7 @@ use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::TVPSegmentLoss;
 use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
 use yolo_loss_core::{DetBatch, LossError, LossOutput, TaskLoss as _, TensorRef, V8OBBLoss};
-use yolo_loss_cuda::{DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
+use yolo_loss_cuda::{Backend, DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
 
 use crate::{
     arg, cpu_only, cuda_refused, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros,
@@ -90,26 +93,33 @@ impl<'a> Packed<'a> {
 /// A loss evaluated from a [`Packed`] list.
 pub(crate) trait TaskLoss: Send + Sync + 'static {
     /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
-    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one zero-filled buffer per prediction
-    /// tensor (the front of `t`), as long as it.
+    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one buffer per prediction tensor (the
+    /// front of `t`), as long as it, zero-filled unless [`TaskLoss::overwrites_grads`].
     fn eval(
         &self,
         t: &[TensorRef<'_, f32>],
         groups: &[usize],
         grads: Option<GradBufs<'_, '_, f32>>,
     ) -> CoreResult<LossValues<f32>>;
+
+    /// Whether `eval` writes every element of its gradient buffers, so that a caller's `out` needs no zeroing
+    /// first. False where the core adds into zeros; true where a backend downloads each whole gradient.
+    fn overwrites_grads(&self) -> bool {
+        false
+    }
 }
 
-/// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `alloc` for one
-/// zero-filled buffer per prediction tensor (only once the inputs passed those checks, and only as long as data
-/// the caller already holds) and evaluates into them. All of it under the panic guard.
+/// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `grads` for one
+/// buffer per prediction tensor as [`TaskLoss::eval`] takes them (given the prediction views, only once the inputs
+/// passed those checks, and only as long as data the caller already holds) and evaluates into them. All of it under
+/// the panic guard.
 fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
     loss: &L,
     args: &[Arg<'_>],
     groups: &[usize],
     preds: usize,
     want_grad: bool,
-    mut alloc: impl FnMut(usize) -> CoreResult<G>,
+    grads: impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>>,
 ) -> CoreResult<(LossValues<f32>, Vec<G>)> {
     let what = if want_grad { "valueAndGrad" } else { "call" };
     guarded(what, || {
@@ -117,10 +127,7 @@ fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
             if !want_grad {
                 return Ok((loss.eval(views, groups, None)?, Vec::new()));
             }
-            let mut bufs = views[..preds]
-                .iter()
-                .map(|v| alloc(v.data.len()))
-                .collect::<CoreResult<Vec<G>>>()?;
+            let mut bufs = grads(&views[..preds])?;
             let values = {
                 let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(G::as_mut_slice).collect();
                 loss.eval(views, groups, Some(&mut slices))?
@@ -130,27 +137,148 @@ fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
     })
 }
 
+/// Fresh zero-filled gradients as long as the prediction tensors, made by `zeros`.
+fn fresh<G>(
+    zeros: impl Fn(usize) -> CoreResult<G>,
+) -> impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>> {
+    move |preds| preds.iter().map(|v| zeros(v.data.len())).collect()
+}
+
+/// The caller's `out`: one `Float32Array` per prediction tensor, in the packing order, into which the gradients are
+/// written (the binding of `valueAndGrad(preds, batch, { out })`). [`CallerGrads::check`] refuses buffers that do
+/// not fit before anything is written; [`CallerGrads::for_loss`] then hands them to the core.
+///
+/// Each `Float32Array` holds a strong reference to the caller's array, so the memory stays alive while an
+/// asynchronous evaluation writes into it on the libuv pool. It cannot stop the caller from writing, transferring
+/// (detaching) or resizing the buffer meanwhile; the facade documents that `out` is the computation's until the
+/// promise settles, as Node's own `fs.read` does for its buffer.
+pub(crate) struct CallerGrads(Vec<Float32Array>);
+
+impl CallerGrads {
+    /// One buffer per prediction tensor of `packed`, each exactly as long as it, none sharing a byte with any
+    /// tensor of `packed` (predictions and batch) or with another buffer: the core reads the inputs while it writes
+    /// the gradients, and two gradients in one place would overwrite each other. `ERR_SHAPE_MISMATCH` for the count
+    /// and the lengths, `ERR_INVALID_ARGUMENT` for shared memory.
+    fn check(&self, packed: &Packed<'_>) -> CoreResult<()> {
+        let preds = &packed.args[..packed.preds];
+        if self.0.len() != preds.len() {
+            return Err(LossError::shape(format!(
+                "out: expected {} gradient buffers (one per prediction tensor), got {}",
+                preds.len(),
+                self.0.len()
+            )));
+        }
+        let out_name = |i: usize| format!("out for {}", preds[i].name);
+        for (i, (buf, pred)) in self.0.iter().zip(preds).enumerate() {
+            if buf.len() != pred.data.len() {
+                return Err(LossError::shape(format!(
+                    "{}: expected {} float32 values (as many as {}), got {}",
+                    out_name(i),
+                    pred.data.len(),
+                    pred.name,
+                    buf.len()
+                )));
+            }
+        }
+        for (i, buf) in self.0.iter().enumerate() {
+            let clash = packed
+                .args
+                .iter()
+                .find(|a| overlaps(buf, a.data))
+                .map(|a| a.name.to_string())
+                .or_else(|| (0..i).find(|&j| overlaps(buf, &self.0[j])).map(out_name));
+            if let Some(other) = clash {
+                return Err(invalid(format!(
+                    "{}: expected a buffer of its own, got one that shares memory with {other} (out may not alias \
+                     an input or another out tensor)",
+                    out_name(i)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The buffers as the core's gradient slices, zero-filled unless `loss` writes every element (the CPU core
+    /// writes only where a gradient is non-zero). Only after [`CallerGrads::check`] passed.
+    fn for_loss<L: TaskLoss + ?Sized>(&mut self, loss: &L) -> Vec<&mut [f32]> {
+        let mut bufs: Vec<&mut [f32]> = self
+            .0
+            .iter_mut()
+            // SAFETY: `check` made sure that no two buffers and no input share a byte, so this is the only reference
+            // to this memory in Rust. The synchronous methods run with the JavaScript thread inside this call; the
+            // asynchronous ones own the reference that keeps the memory alive, and the caller has agreed not to
+            // touch `out` until the promise settles. The backing store never moves.
+            .map(|a| unsafe { a.as_mut() })
+            .collect();
+        if !loss.overwrites_grads() {
+            zero_fill(&mut bufs);
+        }
+        bufs
+    }
+}
+
+/// Zero-fills `bufs` on every core: a caller's buffers hold the previous step's gradients, and at training sizes
+/// (77 MB at B=16, 640×640, nc=80) one thread's memset of them takes milliseconds, a good part of a whole call.
+fn zero_fill(bufs: &mut [&mut [f32]]) {
+    /// 1 MiB of float32 per task: large enough to amortise the scheduling, small enough to share one level.
+    const CHUNK: usize = 1 << 18;
+    bufs.par_iter_mut()
+        .flat_map(|b| b.par_chunks_mut(CHUNK))
+        .for_each(|c| c.fill(0.0));
+}
+
+/// Whether two arrays share at least one byte (empty ones share none).
+fn overlaps(a: &[f32], b: &[f32]) -> bool {
+    let (a, b) = (a.as_ptr_range(), b.as_ptr_range());
+    !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
+}
+
 /// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
-/// gradients written by the core directly, the two loss vectors copied).
+/// gradients written by the core directly, the two loss vectors copied); with `out`, the gradients go into the
+/// caller's buffers instead and `grads` comes back empty (the facade returns `out`).
 fn run_sync<L: TaskLoss + ?Sized>(
     env: &Env,
     loss: &L,
     packed: Packed<'_>,
     want_grad: bool,
+    out: Option<Vec<Float32Array>>,
 ) -> napi::Result<NativeLossOutput, Code> {
-    let ((values, items), grads) = run_packed(
-        loss,
-        &packed.args,
-        &packed.groups,
-        packed.preds,
-        want_grad,
-        |n| js_zeros(env, n),
-    )
-    .map_err(to_js)?;
+    let (values, items, grads) = match out {
+        None => {
+            let ((values, items), grads) = run_packed(
+                loss,
+                &packed.args,
+                &packed.groups,
+                packed.preds,
+                want_grad,
+                fresh(|n| js_zeros(env, n)),
+            )
+            .map_err(to_js)?;
+            (
+                values,
+                items,
+                grads.into_iter().map(crate::JsGrad::into_array).collect(),
+            )
+        }
+        Some(out) => {
+            let mut out = CallerGrads(out);
+            out.check(&packed).map_err(to_js)?;
+            let ((values, items), _) = run_packed(
+                loss,
+                &packed.args,
+                &packed.groups,
+                packed.preds,
+                want_grad,
+                |_| Ok(out.for_loss(loss)),
+            )
+            .map_err(to_js)?;
+            (values, items, Vec::new())
+        }
+    };
     Ok(NativeLossOutput {
         loss: js_copy(env, &values).map_err(to_js)?,
         loss_items: js_copy(env, &items).map_err(to_js)?,
-        grads: grads.into_iter().map(crate::JsGrad::into_array).collect(),
+        grads,
     })
 }
 
@@ -161,17 +289,29 @@ struct OwnedArg {
     shape: Vec<f64>,
 }
 
-/// A task-loss evaluation on the libuv pool, over private copies of the inputs.
+/// A task-loss evaluation on the libuv pool, over private copies of the inputs (and, with `out`, into the caller's
+/// gradient buffers).
 pub struct LossTask {
     loss: Arc<dyn TaskLoss>,
     args: Vec<OwnedArg>,
     groups: Vec<usize>,
     preds: usize,
     want_grad: bool,
+    out: Option<CallerGrads>,
 }
 
 impl LossTask {
-    fn new(loss: Arc<dyn TaskLoss>, packed: Packed<'_>, want_grad: bool) -> AsyncTask<LossTask> {
+    /// Checks `out` against the caller's own tensors (the copies could not alias it), then copies the inputs.
+    fn new(
+        loss: Arc<dyn TaskLoss>,
+        packed: Packed<'_>,
+        want_grad: bool,
+        out: Option<Vec<Float32Array>>,
+    ) -> napi::Result<AsyncTask<LossTask>, Code> {
+        let out = out.map(CallerGrads);
+        if let Some(out) = &out {
+            out.check(&packed).map_err(to_js)?;
+        }
         let args = packed
             .args
             .into_iter()
@@ -181,13 +321,14 @@ impl LossTask {
                 shape: a.shape.to_vec(),
             })
             .collect();
-        AsyncTask::new(LossTask {
+        Ok(AsyncTask::new(LossTask {
             loss,
             args,
             groups: packed.groups,
             preds: packed.preds,
             want_grad,
-        })
+            out,
+        }))
     }
 }
 
@@ -205,14 +346,22 @@ impl Task for LossTask {
                 shape: &a.shape,
             })
             .collect();
-        let out = run_packed(
-            &*self.loss,
-            &args,
-            &self.groups,
-            self.preds,
-            self.want_grad,
-            |n| Ok(yolo_loss_core::alloc::zeroed(n)),
-        );
+        let (loss, groups, preds, want_grad) =
+            (&*self.loss, &self.groups, self.preds, self.want_grad);
+        let out = match &mut self.out {
+            None => run_packed(
+                loss,
+                &args,
+                groups,
+                preds,
+                want_grad,
+                fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))),
+            ),
+            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| {
+                Ok(out.for_loss(loss))
+            })
+            .map(|(values, _)| (values, Vec::new())),
+        };
         Ok(out.map(|((loss, loss_items), grads)| LossOutput {
             loss,
             loss_items,
@@ -339,24 +488,37 @@ macro_rules! task_loss_class {
 
             #[napi]
             pub fn call(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&env, &*self.inner, $pack, false)
+                run_sync(&env, &*self.inner, $pack, false, None)
             }
 
+            #[doc = " With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are"]
+            #[doc = " written into it and `grads` comes back empty."]
             #[napi]
-            pub fn value_and_grad(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&env, &*self.inner, $pack, true)
+            pub fn value_and_grad(
+                &self,
+                env: Env,
+                $($arg: $arg_ty,)+
+                out: Option<Vec<Float32Array>>,
+            ) -> napi::Result<NativeLossOutput, Code> {
+                run_sync(&env, &*self.inner, $pack, true, out)
             }
 
-            /// Like `call`, on the libuv thread pool. The inputs are copied before this returns.
+            #[doc = " Like `call`, on the libuv thread pool. The inputs are copied before this returns."]
             #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-            pub fn call_async(&self, $($arg: $arg_ty),+) -> AsyncTask<LossTask> {
-                LossTask::new(self.inner.clone(), $pack, false)
+            pub fn call_async(&self, $($arg: $arg_ty),+) -> napi::Result<AsyncTask<LossTask>, Code> {
+                LossTask::new(self.inner.clone(), $pack, false, None)
             }
 
-            /// Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns.
+            #[doc = " Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`"]
+            #[doc = " (checked before this returns) is written while the work runs: the caller leaves it alone until"]
+            #[doc = " the promise settles."]
             #[napi(ts_return_type = "Promise<NativeLossOutput>")]
-            pub fn value_and_grad_async(&self, $($arg: $arg_ty),+) -> AsyncTask<LossTask> {
-                LossTask::new(self.inner.clone(), $pack, true)
+            pub fn value_and_grad_async(
+                &self,
+                $($arg: $arg_ty,)+
+                out: Option<Vec<Float32Array>>,
+            ) -> napi::Result<AsyncTask<LossTask>, Code> {
+                LossTask::new(self.inner.clone(), $pack, true, out)
             }
 
             $($extra)*
@@ -366,11 +528,12 @@ macro_rules! task_loss_class {
 
 /// `impl TaskLoss` for losses whose `call` and `value_and_grad_into` take the same arguments (the latter then the
 /// gradient buffers): the statements unpack the flat tensors `t` (level-list sizes `g`) into those arguments; the
-/// errors of the losses that take a tuple of predictions go through `rename`.
+/// errors of the losses that take a tuple of predictions go through `rename`. With `overwrites: $ow` (one loss
+/// type), `$ow(&loss)` says whether `value_and_grad_into` writes every element of its buffers.
 macro_rules! task_loss {
     (@impl $core:ty => {
         |$t:ident, $g:ident| { $($unpack:tt)* } => ($($arg:expr),+) $(, $rename:path)?
-    }) => {
+    } $(overwrites: $ow:expr)?) => {
         impl TaskLoss for $core {
             fn eval(
                 &self,
@@ -385,7 +548,15 @@ macro_rules! task_loss {
                 }
                 $(.map_err($rename))?
             }
+
+            $(fn overwrites_grads(&self) -> bool {
+                let overwrites: fn(&Self) -> bool = $ow;
+                overwrites(self)
+            })?
         }
+    };
+    ($core:ty => $eval:tt overwrites: $ow:expr) => {
+        task_loss!(@impl $core => $eval overwrites: $ow);
     };
     ($($core:ty),+ => $eval:tt) => {
         $(task_loss!(@impl $core => $eval);)+
@@ -471,8 +642,15 @@ pub struct NativePoseConfig {
 // TaskLoss implementations (the order of the packed tensors in the comments)
 
 task_loss! {
-    // levels…, batch_idx, cls, bboxes.
-    DetectionLossAny, TVPDetectLossAny => {
+    // levels…, batch_idx, cls, bboxes. The CUDA backend downloads the whole of every gradient into the buffers.
+    DetectionLossAny => {
+        |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
+    } overwrites: |loss| loss.backend() == Backend::Cuda
+}
+
+task_loss! {
+    // levels…, batch_idx, cls, bboxes. On CUDA too the buffers are left as they are without visual-prompt channels.
+    TVPDetectLossAny => {
         |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
     }
 }
@@ -510,13 +688,13 @@ task_loss! {
 }
 
 task_loss! {
-    // one2many levels…, one2one levels…, batch_idx, cls, bboxes.
+    // one2many levels…, one2one levels…, batch_idx, cls, bboxes. On CUDA both branches download whole gradients.
     E2EDetectLossAny => {
         |t, g| {
             let (o2m, rest) = split(t, g[0]);
             let (o2o, rest) = split(rest, g[1]);
         } => (E2EPreds { one2many: o2m, one2one: o2o }, &det_batch(rest))
-    }
+    } overwrites: |loss| loss.backend() == Backend::Cuda
 }
 
 /// The `reg_max` of a detection loss on either backend (`bboxDecode` runs on the CPU).
@@ -711,6 +889,22 @@ mod tests {
     }
 
     #[test]
+    fn overlap_is_sharing_a_byte() {
+        let data = [0f32; 8];
+        assert!(overlaps(&data[0..4], &data[3..8]));
+        assert!(overlaps(&data[2..3], &data[0..8]));
+        assert!(
+            !overlaps(&data[0..4], &data[4..8]),
+            "adjacent views share no byte"
+        );
+        assert!(
+            !overlaps(&data[2..2], &data[0..8]),
+            "an empty view shares nothing"
+        );
+        assert!(!overlaps(&data[0..4], &[0f32; 4]));
+    }
+
+    #[test]
     fn packed_lengths_are_checked_before_the_core() {
         let data = [0f32; 3];
         let shape = [2.0, 2.0];
@@ -719,9 +913,14 @@ mod tests {
             data: &data,
             shape: &shape,
         }];
-        let e = run_packed(&V8ClassificationLoss::new(), &args, &[], 1, true, |n| {
-            Ok(vec![0f32; n])
-        })
+        let e = run_packed(
+            &V8ClassificationLoss::new(),
+            &args,
+            &[],
+            1,
+            true,
+            fresh(|n| Ok(vec![0f32; n])),
+        )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::ShapeMismatch);
         assert!(e.message.starts_with("logits"), "{}", e.message);
