@@ -183,6 +183,16 @@ impl<C: CpuLoss> CudaLoss<C> for NoCuda<C> {
     }
 }
 
+impl<C: CpuLoss> Selected<C, NoCuda<C>> {
+    /// The CPU loss: a selection without a CUDA backend holds nothing else.
+    pub fn cpu(&self) -> &C {
+        match self {
+            Self::Cpu(c) => c,
+            Self::Cuda(none) => match none.0 {},
+        }
+    }
+}
+
 /// The losses that have a CUDA backend, for messages.
 pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
 

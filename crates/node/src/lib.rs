@@ -439,8 +439,13 @@ fn cuda_report() -> NativeCudaAvailability {
         reason,
         compute_capability: devices.first().map(|d| d.compute_capability.clone()),
         kernels: found.devices.first().and_then(native_kernels),
-        driver_version: found.driver_version.map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)),
-        sass_architectures: yolo_loss_cuda::sass_architectures().iter().map(|a| format!("sm_{a}")).collect(),
+        driver_version: found
+            .driver_version
+            .map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)),
+        sass_architectures: yolo_loss_cuda::sass_architectures()
+            .iter()
+            .map(|a| format!("sm_{a}"))
+            .collect(),
         devices,
     }
 }
@@ -468,35 +473,25 @@ fn native_device(d: &yolo_loss_cuda::DeviceInfo) -> NativeCudaDevice {
     }
 }
 
-/// The losses that have a CUDA backend (`crates/cuda`), for messages.
-const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
-
 /// `options.device` as the CUDA crate's [`Device`]: 'cpu', 'cuda', 'cuda:N' or 'auto' (`Device`'s `FromStr`).
 fn parse_device(requested: &str) -> CoreResult<Device> {
-    requested.parse::<Device>().map_err(|e| invalid(format!("options.{}", e.message)))
+    requested
+        .parse::<Device>()
+        .map_err(|e| invalid(format!("options.{}", e.message)))
 }
 
-/// The device of a loss that runs on the CPU only: 'auto' is the CPU, 'cuda' / 'cuda:N' is refused.
-fn cpu_only(loss: &str, device: Device) -> CoreResult<()> {
-    match device {
-        Device::Cpu | Device::Auto => Ok(()),
-        Device::Cuda(ordinal) => Err(LossError::new(
-            ErrorCode::CudaUnavailable,
-            format!(
-                "options.device: 'cuda:{ordinal}' was requested but {loss} has no CUDA backend yet (only \
-                 {CUDA_LOSSES} have one); use 'cpu' or 'auto'"
-            ),
-        )),
-    }
-}
-
-/// The CUDA backend's `ERR_CUDA_UNAVAILABLE` (its message is the reason alone) says which option asked for CUDA.
+/// The CUDA backend's `ERR_CUDA_UNAVAILABLE` says which option asked for CUDA: its message is the reason alone, or,
+/// for a task without a CUDA backend, a message about `device:` itself (as the device parser's).
 fn cuda_refused(mut e: LossError) -> LossError {
     if e.code == ErrorCode::CudaUnavailable {
-        e.message = format!(
-            "options.device: CUDA was requested but cannot be used: {}",
-            e.message
-        );
+        e.message = if e.message.starts_with("device:") {
+            format!("options.{}", e.message)
+        } else {
+            format!(
+                "options.device: CUDA was requested but cannot be used: {}",
+                e.message
+            )
+        };
     }
     e
 }
@@ -647,12 +642,24 @@ mod tests {
                 )
             );
         }
-        assert!(cpu_only("x", Device::Cpu).is_ok());
-        assert!(cpu_only("x", Device::Auto).is_ok());
-        let e = cpu_only("v8PoseLoss", Device::Cuda(1)).unwrap_err();
+        let e = cuda_refused(
+            yolo_loss_cuda::ObbLossAny::new(
+                DetectionConfig {
+                    nc: 1,
+                    reg_max: 16,
+                    strides: vec![8.0],
+                    hyp: Hyp::default(),
+                    tal_topk: 10,
+                },
+                Device::Cuda(1),
+            )
+            .unwrap_err(),
+        );
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert!(
-            e.message.contains("v8PoseLoss has no CUDA backend"),
+            e.message.starts_with(
+                "options.device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet"
+            ),
             "{}",
             e.message
         );

@@ -1,18 +1,18 @@
 //! The task losses: v8DetectionLoss, segmentation, pose, OBB, classification, E2E and the YOLOE prompt losses,
 //! each as one native class with `call`, `valueAndGrad` and their `...Async` forms.
 //!
-//! All of them share one mechanism: the napi method packs its arguments into a flat list of named tensors
-//! ([`Packed`]), the prediction tensors first, in a loss-specific order, plus the sizes of its level lists, and
-//! [`TaskLoss::eval`] unpacks that list into the core's call. Synchronous methods pack borrowed slices of the
-//! caller's `Float32Array`s (no copy) and have the core write the gradients into V8-owned `Float32Array`s created
-//! for the call ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the
-//! libuv pool into `Vec`s and hand those to JavaScript as external buffers. Both `valueAndGrad` forms take an
-//! optional `out`, the caller's own gradient buffers ([`CallerGrads`]): the core then writes into them and nothing
-//! is allocated for the gradients. The classes themselves are written by [`task_loss_class!`], the `eval`s by
-//! [`task_loss!`].
+//! All of them share one mechanism, generic over the core's [`TaskLoss`]: the napi method packs its arguments into a
+//! flat list of named tensors ([`Packed`]), the prediction tensors first, in a loss-specific order, plus the sizes of
+//! its level lists, and [`Eval::eval`] unpacks that list into the task's predictions and batch ([`Unpack`], one
+//! `impl` per task) and runs `call` or `value_and_grad_into`. Synchronous methods pack borrowed slices of the caller's
+//! `Float32Array`s (no copy) and have the core write the gradients into V8-owned `Float32Array`s created for the call
+//! ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the libuv pool into
+//! `Vec`s and hand those to JavaScript as external buffers. Both `valueAndGrad` forms take an optional `out`, the
+//! caller's own gradient buffers ([`CallerGrads`]): the core then writes into them and nothing is allocated for the
+//! gradients. Each class is a thin shell written by [`task_loss_class!`]: one line per method, into that generic code.
 //!
-//! v8DetectionLoss, E2EDetectLoss and TVPDetectLoss run on the backend `device` selects (`crates/cuda`'s
-//! `*Any` types: CUDA or CPU); the other losses run on the CPU, and refuse `device: 'cuda'`.
+//! Every loss runs on the backend `device` selects: a `crates/cuda` [`Selected`] (CUDA or CPU; a task without a CUDA
+//! backend refuses `device: 'cuda'` there).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,16 +23,21 @@ use napi_derive::napi;
 use rayon::prelude::*;
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::detection::{bbox_decode, GradBufs, LossValues};
-use yolo_loss_core::e2e::E2EPreds;
+use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
 use yolo_loss_core::obb::ObbPreds;
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
-use yolo_loss_core::prompts::TVPSegmentLoss;
+use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
-use yolo_loss_core::{DetBatch, LossError, LossOutput, TaskLoss as _, TensorRef, V8OBBLoss};
-use yolo_loss_cuda::{Backend, DetectionLossAny, E2EDetectLossAny, TVPDetectLossAny};
+use yolo_loss_core::{
+    DetBatch, LossError, LossOutput, TaskLoss, TensorRef, V8DetectionLoss, V8OBBLoss,
+};
+use yolo_loss_cuda::{
+    ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, E2EDetectLossAny, ObbLossAny,
+    PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny,
+};
 
 use crate::{
-    arg, cpu_only, cuda_refused, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros,
+    arg, cuda_refused, detection_config, guarded, guarded_js, invalid, js_copy, js_zeros,
     out_tensor, parse_device, preprocess_table, to_js, to_usize, with_views, Arg, Code, CoreResult,
     GradBuffer, NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
 };
@@ -90,11 +95,12 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// A loss evaluated from a [`Packed`] list.
-pub(crate) trait TaskLoss: Send + Sync + 'static {
+/// A loss evaluated from a [`Packed`] list: every [`Selected`] task loss whose CPU type is [`Unpack`] (object-safe,
+/// so that [`LossTask`] holds any of them).
+pub(crate) trait Eval: Send + Sync + 'static {
     /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
-    /// `grads` this is `call`; with them, the core's `value_and_grad_into`: one buffer per prediction tensor (the
-    /// front of `t`), as long as it, zero-filled unless [`TaskLoss::overwrites_grads`].
+    /// `grads` this is `call`; with them, `value_and_grad_into`: one buffer per prediction tensor (the front of `t`),
+    /// as long as it, zero-filled unless [`Eval::overwrites_grads`].
     fn eval(
         &self,
         t: &[TensorRef<'_, f32>],
@@ -103,17 +109,55 @@ pub(crate) trait TaskLoss: Send + Sync + 'static {
     ) -> CoreResult<LossValues<f32>>;
 
     /// Whether `eval` writes every element of its gradient buffers, so that a caller's `out` needs no zeroing
-    /// first. False where the core adds into zeros; true where a backend downloads each whole gradient.
+    /// first (the core's [`TaskLoss::overwrites_grads`]).
+    fn overwrites_grads(&self) -> bool;
+}
+
+/// How the packed tensors of a task's native class become the task's predictions and batch; implemented on the
+/// task's CPU type (its CUDA type takes the same arguments).
+pub(crate) trait Unpack: CpuLoss {
+    /// `t`: the tensors in packing order (checked against their shapes, not yet against the task); `groups`: the
+    /// level-list sizes.
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        groups: &[usize],
+    ) -> (Self::Preds<'a>, Self::Batch<'a>);
+
+    /// The core's error messages in the words of this task's public API.
+    fn rename(e: LossError) -> LossError {
+        e
+    }
+}
+
+impl<C, G> Eval for Selected<C, G>
+where
+    C: Unpack + Send + Sync + 'static,
+    G: CudaLoss<C> + Send + Sync + 'static,
+{
+    fn eval(
+        &self,
+        t: &[TensorRef<'_, f32>],
+        groups: &[usize],
+        grads: Option<GradBufs<'_, '_, f32>>,
+    ) -> CoreResult<LossValues<f32>> {
+        let (preds, batch) = C::unpack(t, groups);
+        match grads {
+            None => self.call(preds, &batch).map(|o| (o.loss, o.loss_items)),
+            Some(bufs) => self.value_and_grad_into(preds, &batch, bufs),
+        }
+        .map_err(C::rename)
+    }
+
     fn overwrites_grads(&self) -> bool {
-        false
+        TaskLoss::overwrites_grads(self)
     }
 }
 
 /// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `grads` for one
-/// buffer per prediction tensor as [`TaskLoss::eval`] takes them (given the prediction views, only once the inputs
+/// buffer per prediction tensor as [`Eval::eval`] takes them (given the prediction views, only once the inputs
 /// passed those checks, and only as long as data the caller already holds) and evaluates into them. All of it under
 /// the panic guard.
-fn run_packed<L: TaskLoss + ?Sized, G: GradBuffer>(
+fn run_packed<L: Eval + ?Sized, G: GradBuffer>(
     loss: &L,
     args: &[Arg<'_>],
     groups: &[usize],
@@ -200,7 +244,7 @@ impl CallerGrads {
 
     /// The buffers as the core's gradient slices, zero-filled unless `loss` writes every element (the CPU core
     /// writes only where a gradient is non-zero). Only after [`CallerGrads::check`] passed.
-    fn for_loss<L: TaskLoss + ?Sized>(&mut self, loss: &L) -> Vec<&mut [f32]> {
+    fn for_loss<L: Eval + ?Sized>(&mut self, loss: &L) -> Vec<&mut [f32]> {
         let mut bufs: Vec<&mut [f32]> = self
             .0
             .iter_mut()
@@ -236,7 +280,7 @@ fn overlaps(a: &[f32], b: &[f32]) -> bool {
 /// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
 /// gradients written by the core directly, the two loss vectors copied); with `out`, the gradients go into the
 /// caller's buffers instead and `grads` comes back empty (the facade returns `out`).
-fn run_sync<L: TaskLoss + ?Sized>(
+fn run_sync<L: Eval + ?Sized>(
     env: &Env,
     loss: &L,
     packed: Packed<'_>,
@@ -292,7 +336,7 @@ struct OwnedArg {
 /// A task-loss evaluation on the libuv pool, over private copies of the inputs (and, with `out`, into the caller's
 /// gradient buffers).
 pub struct LossTask {
-    loss: Arc<dyn TaskLoss>,
+    loss: Arc<dyn Eval>,
     args: Vec<OwnedArg>,
     groups: Vec<usize>,
     preds: usize,
@@ -303,7 +347,7 @@ pub struct LossTask {
 impl LossTask {
     /// Checks `out` against the caller's own tensors (the copies could not alias it), then copies the inputs.
     fn new(
-        loss: Arc<dyn TaskLoss>,
+        loss: Arc<dyn Eval>,
         packed: Packed<'_>,
         want_grad: bool,
         out: Option<Vec<Float32Array>>,
@@ -383,92 +427,44 @@ impl Task for LossTask {
     }
 }
 
-/// Builds a native class's loss under the guard: its instance and the backend it runs on.
-fn new_loss<T>(
+/// Builds a native class's loss under the guard: parses `device`, then the configuration, then selects the backend;
+/// returns the instance and the backend it runs on.
+fn new_loss<C, G>(
     what: &str,
-    make: impl FnOnce() -> CoreResult<(T, &'static str)>,
-) -> napi::Result<(Arc<T>, &'static str), Code> {
+    device: &str,
+    config: impl FnOnce() -> CoreResult<C::Config>,
+) -> napi::Result<(Arc<Selected<C, G>>, &'static str), Code>
+where
+    C: CpuLoss,
+    G: CudaLoss<C>,
+{
     guarded_js(what, || {
-        let (loss, device) = make()?;
-        Ok((Arc::new(loss), device))
+        let device = parse_device(device)?;
+        let loss = Selected::<C, G>::new(config()?, device).map_err(cuda_refused)?;
+        let backend = loss.backend().as_str();
+        Ok((Arc::new(loss), backend))
     })
 }
 
-/// One native task-loss class over the loss `$core`, named `$name` in JavaScript: the constructor, `device`, and
-/// `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking `$arg`s and packing them with
-/// `$pack`; then the class's own methods.
-///
-/// The constructor takes the argument `$cfg` and reads the requested device from `$device`. With
-/// `=> |$dev| $make`, `$make` builds a loss that runs where the parsed [`yolo_loss_cuda::Device`] `$dev` says
-/// (a `crates/cuda` `*Any` type) and `device` reports its backend. With `=> $make`, the loss runs on the CPU
-/// ('cuda' is refused). Without a `new` clause: `$core::new` of the detection configuration, on the CPU.
+/// One native task-loss class over the selected loss `$loss`, named `$name` in JavaScript: the constructor, `device`,
+/// and `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking `$arg`s and packing them with
+/// `$pack`; then the class's own methods. The constructor takes the argument `$cfg`, reads the requested device from
+/// `$device` and the loss's configuration from `$config`.
 ///
 /// Doc comments given to the macro are written `#[doc = " ..."]`: a `///` comment that passes through
 /// `macro_rules!` becomes a raw string, which napi-rs copies into `binding.d.ts` with its `r"`.
 macro_rules! task_loss_class {
     (
         $(#[$doc:meta])*
-        $class:ident($core:ty, $name:literal)
-        new($cfg:ident: $cfg_ty:ty) on $device:expr => |$dev:ident| $make:expr;
-        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
-        $($extra:tt)*
-    ) => {
-        task_loss_class! {
-            @class $(#[$doc])*
-            $class($core, $name)
-            new($cfg: $cfg_ty) => {
-                let $dev = parse_device(&$device)?;
-                let loss: $core = $make.map_err(cuda_refused)?;
-                let backend = loss.backend().as_str();
-                Ok((loss, backend))
-            };
-            args($($arg: $arg_ty),+) => $pack;
-            $($extra)*
-        }
-    };
-    (
-        $(#[$doc:meta])*
-        $class:ident($core:ty, $name:literal)
-        new($cfg:ident: $cfg_ty:ty) on $device:expr => $make:expr;
-        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
-        $($extra:tt)*
-    ) => {
-        task_loss_class! {
-            @class $(#[$doc])*
-            $class($core, $name)
-            new($cfg: $cfg_ty) => {
-                cpu_only($name, parse_device(&$device)?)?;
-                Ok(($make?, "cpu"))
-            };
-            args($($arg: $arg_ty),+) => $pack;
-            $($extra)*
-        }
-    };
-    (
-        $(#[$doc:meta])*
-        $class:ident($core:ty, $name:literal)
-        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
-        $($extra:tt)*
-    ) => {
-        task_loss_class! {
-            $(#[$doc])*
-            $class($core, $name)
-            new(config: NativeDetectionConfig) on config.device => <$core>::new(detection_config(&config)?);
-            args($($arg: $arg_ty),+) => $pack;
-            $($extra)*
-        }
-    };
-    (
-        @class $(#[$doc:meta])*
-        $class:ident($core:ty, $name:literal)
-        new($cfg:ident: $cfg_ty:ty) => $make:block;
+        $class:ident($loss:ty, $name:literal)
+        new($cfg:ident: $cfg_ty:ty) on $device:expr => $config:expr;
         args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
         $($extra:tt)*
     ) => {
         $(#[$doc])*
         #[napi]
         pub struct $class {
-            inner: Arc<$core>,
+            inner: Arc<$loss>,
             device: &'static str,
         }
 
@@ -476,7 +472,7 @@ macro_rules! task_loss_class {
         impl $class {
             #[napi(constructor)]
             pub fn new($cfg: $cfg_ty) -> napi::Result<Self, Code> {
-                let (inner, device) = new_loss(concat!("new ", $name), || $make)?;
+                let (inner, device) = new_loss(concat!("new ", $name), &$device, || $config)?;
                 Ok(Self { inner, device })
             }
 
@@ -523,43 +519,6 @@ macro_rules! task_loss_class {
 
             $($extra)*
         }
-    };
-}
-
-/// `impl TaskLoss` for losses whose `call` and `value_and_grad_into` take the same arguments (the latter then the
-/// gradient buffers): the statements unpack the flat tensors `t` (level-list sizes `g`) into those arguments; the
-/// errors of the losses that take a tuple of predictions go through `rename`. With `overwrites: $ow` (one loss
-/// type), `$ow(&loss)` says whether `value_and_grad_into` writes every element of its buffers.
-macro_rules! task_loss {
-    (@impl $core:ty => {
-        |$t:ident, $g:ident| { $($unpack:tt)* } => ($($arg:expr),+) $(, $rename:path)?
-    } $(overwrites: $ow:expr)?) => {
-        impl TaskLoss for $core {
-            fn eval(
-                &self,
-                $t: &[TensorRef<'_, f32>],
-                $g: &[usize],
-                grads: Option<GradBufs<'_, '_, f32>>,
-            ) -> CoreResult<LossValues<f32>> {
-                $($unpack)*
-                match grads {
-                    None => self.call($($arg),+).map(|o| (o.loss, o.loss_items)),
-                    Some(bufs) => self.value_and_grad_into($($arg),+, bufs),
-                }
-                $(.map_err($rename))?
-            }
-
-            $(fn overwrites_grads(&self) -> bool {
-                let overwrites: fn(&Self) -> bool = $ow;
-                overwrites(self)
-            })?
-        }
-    };
-    ($core:ty => $eval:tt overwrites: $ow:expr) => {
-        task_loss!(@impl $core => $eval overwrites: $ow);
-    };
-    ($($core:ty),+ => $eval:tt) => {
-        $(task_loss!(@impl $core => $eval);)+
     };
 }
 
@@ -639,62 +598,137 @@ pub struct NativePoseConfig {
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// TaskLoss implementations (the order of the packed tensors in the comments)
+// How each task unpacks its tensors (the order of the packed tensors in the comments)
 
-task_loss! {
-    // levels…, batch_idx, cls, bboxes. The CUDA backend downloads the whole of every gradient into the buffers.
-    DetectionLossAny => {
-        |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
-    } overwrites: |loss| loss.backend() == Backend::Cuda
-}
-
-task_loss! {
-    // levels…, batch_idx, cls, bboxes. On CUDA too the buffers are left as they are without visual-prompt channels.
-    TVPDetectLossAny => {
-        |t, g| { let (feats, rest) = split(t, g[0]); } => (feats, &det_batch(rest))
+// levels…, batch_idx, cls, bboxes.
+impl Unpack for V8DetectionLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (&'a [TensorRef<'a, f32>], DetBatch<'a, f32>) {
+        let (feats, rest) = split(t, g[0]);
+        (feats, det_batch(rest))
     }
 }
 
-task_loss! {
-    // levels…, pred_masks, proto, batch_idx, cls, bboxes, masks.
-    V8SegmentationLoss, TVPSegmentLoss => {
-        |t, g| {
-            let (feats, rest) = split(t, g[0]);
-            let batch = SegBatch { det: det_batch(&rest[2..5]), masks: rest[5] };
-        } => (SegPreds { feats, pred_masks: rest[0], proto: rest[1] }, &batch), rename_feats
+// levels…, batch_idx, cls, bboxes.
+impl Unpack for TVPDetectLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (&'a [TensorRef<'a, f32>], DetBatch<'a, f32>) {
+        V8DetectionLoss::unpack(t, g)
     }
 }
 
-task_loss! {
-    // levels…, kpts, batch_idx, cls, bboxes, keypoints.
-    V8PoseLoss => {
-        |t, g| {
-            let (feats, rest) = split(t, g[0]);
-            let batch = PoseBatch { det: det_batch(&rest[1..4]), keypoints: rest[4] };
-        } => (PosePreds { feats, kpts: rest[0] }, &batch), rename_feats
+// levels…, pred_masks, proto, batch_idx, cls, bboxes, masks.
+fn unpack_seg<'a>(
+    t: &'a [TensorRef<'a, f32>],
+    g: &[usize],
+) -> (SegPreds<'a, f32>, SegBatch<'a, f32>) {
+    let (feats, rest) = split(t, g[0]);
+    let preds = SegPreds {
+        feats,
+        pred_masks: rest[0],
+        proto: rest[1],
+    };
+    (
+        preds,
+        SegBatch {
+            det: det_batch(&rest[2..5]),
+            masks: rest[5],
+        },
+    )
+}
+
+impl Unpack for V8SegmentationLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (SegPreds<'a, f32>, SegBatch<'a, f32>) {
+        unpack_seg(t, g)
+    }
+    fn rename(e: LossError) -> LossError {
+        rename_feats(e)
     }
 }
 
-task_loss! {
-    // levels…, angle, batch_idx, cls, bboxes.
-    V8OBBLoss => {
-        |t, g| { let (feats, rest) = split(t, g[0]); } => (ObbPreds { feats, angle: rest[0] }, &det_batch(&rest[1..4])), rename_feats
+impl Unpack for TVPSegmentLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (SegPreds<'a, f32>, SegBatch<'a, f32>) {
+        unpack_seg(t, g)
+    }
+    fn rename(e: LossError) -> LossError {
+        rename_feats(e)
     }
 }
 
-task_loss! {
-    // logits, cls.
-    V8ClassificationLoss => { |t, _g| {} => (t[0], &t[1]) }
+// levels…, kpts, batch_idx, cls, bboxes, keypoints.
+impl Unpack for V8PoseLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (PosePreds<'a, f32>, PoseBatch<'a, f32>) {
+        let (feats, rest) = split(t, g[0]);
+        let batch = PoseBatch {
+            det: det_batch(&rest[1..4]),
+            keypoints: rest[4],
+        };
+        (
+            PosePreds {
+                feats,
+                kpts: rest[0],
+            },
+            batch,
+        )
+    }
+    fn rename(e: LossError) -> LossError {
+        rename_feats(e)
+    }
 }
 
-task_loss! {
-    // one2many levels…, one2one levels…, batch_idx, cls, bboxes. On CUDA both branches download whole gradients.
-    E2EDetectLossAny => {
-        |t, g| {
-            let (o2m, rest) = split(t, g[0]);
-            let (o2o, rest) = split(rest, g[1]);
-        } => (E2EPreds { one2many: o2m, one2one: o2o }, &det_batch(rest))
-    } overwrites: |loss| loss.backend() == Backend::Cuda
+// levels…, angle, batch_idx, cls, bboxes.
+impl Unpack for V8OBBLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (ObbPreds<'a, f32>, DetBatch<'a, f32>) {
+        let (feats, rest) = split(t, g[0]);
+        (
+            ObbPreds {
+                feats,
+                angle: rest[0],
+            },
+            det_batch(&rest[1..4]),
+        )
+    }
+    fn rename(e: LossError) -> LossError {
+        rename_feats(e)
+    }
+}
+
+// logits, cls.
+impl Unpack for V8ClassificationLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        _: &[usize],
+    ) -> (TensorRef<'a, f32>, TensorRef<'a, f32>) {
+        (t[0], t[1])
+    }
+}
+
+// one2many levels…, one2one levels…, batch_idx, cls, bboxes.
+impl Unpack for E2EDetectLoss {
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        g: &[usize],
+    ) -> (E2EPreds<'a, f32>, DetBatch<'a, f32>) {
+        let (one2many, rest) = split(t, g[0]);
+        let (one2one, rest) = split(rest, g[1]);
+        (E2EPreds { one2many, one2one }, det_batch(rest))
+    }
 }
 
 /// The `reg_max` of a detection loss on either backend (`bboxDecode` runs on the CPU).
@@ -725,8 +759,7 @@ fn seg_packed<'a>(
 task_loss_class! {
     #[doc = " Native half of `v8DetectionLoss` (CUDA or CPU)."]
     NativeDetectionLoss(DetectionLossAny, "v8DetectionLoss")
-    new(config: NativeDetectionConfig) on config.device =>
-        |device| DetectionLossAny::new(detection_config(&config)?, device);
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(preds: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default().levels("preds", &preds).labels(&batch);
 
@@ -750,21 +783,23 @@ task_loss_class! {
 
 task_loss_class! {
     #[doc = " Native half of `v8SegmentationLoss`. Gradients: one per level, then `pred_masks`, then `proto`."]
-    NativeSegmentationLoss(V8SegmentationLoss, "v8SegmentationLoss")
+    NativeSegmentationLoss(SegmentationLossAny, "v8SegmentationLoss")
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(feats: Vec<NativeTensor>, pred_masks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch) =>
         seg_packed(&feats, &pred_masks, &proto, &batch);
 }
 
 task_loss_class! {
     #[doc = " Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call)."]
-    NativeTvpSegmentLoss(TVPSegmentLoss, "TVPSegmentLoss")
+    NativeTvpSegmentLoss(TVPSegmentLossAny, "TVPSegmentLoss")
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(feats: Vec<NativeTensor>, pred_masks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch) =>
         seg_packed(&feats, &pred_masks, &proto, &batch);
 }
 
 task_loss_class! {
     #[doc = " Native half of `v8PoseLoss`. Gradients: one per level, then `kpts`."]
-    NativePoseLoss(V8PoseLoss, "v8PoseLoss")
+    NativePoseLoss(PoseLossAny, "v8PoseLoss")
     new(config: NativePoseConfig) on config.det.device => {
         let kpt_shape = match config.kpt_shape.as_slice() {
             [k, d] => (
@@ -778,7 +813,7 @@ task_loss_class! {
                 )))
             }
         };
-        V8PoseLoss::new(PoseConfig {
+        Ok(PoseConfig {
             det: detection_config(&config.det)?,
             kpt_shape,
             // A JavaScript kpt_shape is always an array: [17, 3] means the OKS sigmas unless told otherwise.
@@ -795,13 +830,14 @@ task_loss_class! {
     #[doc = " The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K)."]
     #[napi(getter)]
     pub fn sigmas(&self) -> Vec<f64> {
-        self.inner.cfg.sigmas()
+        self.inner.cpu().cfg.sigmas()
     }
 }
 
 task_loss_class! {
     #[doc = " Native half of `v8OBBLoss`. Gradients: one per level, then `angle`."]
-    NativeObbLoss(V8OBBLoss, "v8OBBLoss")
+    NativeObbLoss(ObbLossAny, "v8OBBLoss")
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(feats: Vec<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch) =>
         Packed::default().levels("feats", &feats).tensor("angle", &angle).labels(&batch);
 
@@ -821,7 +857,7 @@ task_loss_class! {
                     arg("predDist", &pred_dist),
                     arg("predAngle", &pred_angle),
                 ],
-                |v| self.inner.bbox_decode(v[0], v[1], v[2]),
+                |v| self.inner.cpu().bbox_decode(v[0], v[1], v[2]),
             )
         })?;
         out_tensor(&env, &data, &dims).map_err(to_js)
@@ -837,15 +873,15 @@ task_loss_class! {
         scale: Vec<f64>,
     ) -> napi::Result<NativeTensor, Code> {
         preprocess_table(&env, &targets, batch_size, &scale, 6, |t, b, s| {
-            self.inner.preprocess(t, b, s)
+            self.inner.cpu().preprocess(t, b, s)
         })
     }
 }
 
 task_loss_class! {
     #[doc = " Native half of `v8ClassificationLoss`. Gradient: one, of the logits."]
-    NativeClassificationLoss(V8ClassificationLoss, "v8ClassificationLoss")
-    new(device: String) on device => Ok(V8ClassificationLoss::new());
+    NativeClassificationLoss(ClassificationLossAny, "v8ClassificationLoss")
+    new(device: String) on device => Ok(());
     args(preds: NativeTensor, cls: NativeTensor) =>
         Packed::default().tensor("preds", &preds).label("batch.cls", &cls);
 }
@@ -853,8 +889,7 @@ task_loss_class! {
 task_loss_class! {
     #[doc = " Native half of `E2EDetectLoss` (CUDA or CPU). Gradients: the one2many levels, then the one2one levels."]
     NativeE2EDetectLoss(E2EDetectLossAny, "E2EDetectLoss")
-    new(config: NativeDetectionConfig) on config.device =>
-        |device| E2EDetectLossAny::new(detection_config(&config)?, device);
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(one2many: Vec<NativeTensor>, one2one: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default()
             .levels("preds.one2many", &one2many)
@@ -865,8 +900,7 @@ task_loss_class! {
 task_loss_class! {
     #[doc = " Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts)."]
     NativeTvpDetectLoss(TVPDetectLossAny, "TVPDetectLoss")
-    new(config: NativeDetectionConfig) on config.device =>
-        |device| TVPDetectLossAny::new(detection_config(&config)?, device);
+    new(config: NativeDetectionConfig) on config.device => detection_config(&config);
     args(feats: Vec<NativeTensor>, batch: NativeDetBatch) =>
         Packed::default().levels("preds", &feats).labels(&batch);
 }
@@ -914,7 +948,7 @@ mod tests {
             shape: &shape,
         }];
         let e = run_packed(
-            &V8ClassificationLoss::new(),
+            &ClassificationLossAny::new((), yolo_loss_cuda::Device::Cpu).unwrap(),
             &args,
             &[],
             1,
