@@ -1,8 +1,7 @@
 //! v8ClassificationLoss (docs/spec.md §12): mean cross entropy over the batch, not multiplied by B.
 
-use crate::detection::{GradBufs, LossValues};
 use crate::error::{LossError, Result};
-use crate::loss::TaskLoss;
+use crate::loss::{GradBufs, LossValues, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 

@@ -2,6 +2,7 @@
 //! `R` logits and the two-bin cross entropy against a continuous target.
 
 use crate::real::Real;
+use crate::softmax_run::{SoftmaxRun, RUN_MAX_BINS};
 
 /// Softmax of `z` into `p`; returns the expectation Σ k·p_k (the decoded distance).
 #[inline]
@@ -9,35 +10,21 @@ pub fn softmax_expectation<F: Real>(z: &[F], p: &mut [F]) -> F {
     softmax_parts(z, p).0
 }
 
-/// Cells per soft-argmax run (one AVX-512 register of lanes), and the most bins a run holds (reg_max is 16 in
-/// Ultralytics' models; a head with more decodes anchor by anchor).
-pub const RUN_CELLS: usize = 16;
-pub const RUN_MAX_BINS: usize = 32;
-
-/// One side's soft-argmax at up to [`RUN_CELLS`] consecutive cells of a level, lane j for the run's j-th cell: what
-/// [`softmax_expectation_lse`] computes for that cell, as the parts it is made of, with the same bits.
-#[derive(Debug, Clone)]
-pub struct SoftmaxRun<F> {
-    /// `z[k][j]`: logit of bin k.
-    pub z: [[F; RUN_CELLS]; RUN_MAX_BINS],
-    /// `p[k][j]`: softmax of bin k.
-    pub p: [[F; RUN_CELLS]; RUN_MAX_BINS],
-    /// Σ k·p_k, the decoded distance.
-    pub dist: [F; RUN_CELLS],
-    /// max z and Σ e^(z − max z): the log-sum-exp is `max + sum.ln()`.
-    pub max: [F; RUN_CELLS],
-    pub sum: [F; RUN_CELLS],
-}
-
-impl<F: Real> Default for SoftmaxRun<F> {
-    fn default() -> Self {
-        let z = F::zero();
-        Self { z: [[z; RUN_CELLS]; RUN_MAX_BINS], p: [[z; RUN_CELLS]; RUN_MAX_BINS], dist: [z; RUN_CELLS], max: [z; RUN_CELLS], sum: [z; RUN_CELLS] }
+/// [`Real::softmax_expect_cells`] cell by cell with [`softmax_expectation`]: soft-argmax over `r` bins for each of `hw`
+/// cells; bin k of cell c is `z[k·hw + c]`.
+pub fn softmax_expect_cells<F: Real>(z: &[F], hw: usize, r: usize, out: &mut [F]) {
+    let mut bins = vec![F::zero(); r];
+    let mut probs = vec![F::zero(); r];
+    for (c, o) in out.iter_mut().enumerate().take(hw) {
+        for (k, b) in bins.iter_mut().enumerate() {
+            *b = z[k * hw + c];
+        }
+        *o = softmax_expectation(&bins, &mut probs);
     }
 }
 
 /// [`Real::softmax_run`] cell by cell with [`softmax_parts`]: `z` holds one side's `r` bins of a level as rows of `hw`
-/// values (channel-major), the run is cells `c0 .. c0 + n` (n ≤ [`RUN_CELLS`], r ≤ [`RUN_MAX_BINS`]).
+/// values (channel-major), the run is cells `c0 .. c0 + n` (n ≤ [`RUN_CELLS`](crate::softmax_run::RUN_CELLS), r ≤ [`RUN_MAX_BINS`]).
 pub fn softmax_run_cells<F: Real>(z: &[F], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<F>) {
     let (mut bins, mut probs) = ([F::zero(); RUN_MAX_BINS], [F::zero(); RUN_MAX_BINS]);
     let (bins, probs) = (&mut bins[..r], &mut probs[..r]);

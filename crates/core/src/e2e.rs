@@ -1,9 +1,9 @@
 //! E2EDetectLoss (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) v8DetectionLoss on the
 //! two branches, summed with equal weight.
 
-use crate::detection::{DetBatch, DetectionConfig, GradBufs, LossValues, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
 use crate::error::Result;
-use crate::loss::{Predictions, TaskLoss};
+use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::TensorRef;
 

@@ -8,7 +8,7 @@
 //! them (the argument of exp is ≤ 0; log1p's argument is in (0, 1]); log1p keeps full *relative*
 //! precision for tiny arguments, which matters when most logits are very negative.
 
-use crate::dfl::{SoftmaxRun, RUN_CELLS};
+use crate::softmax_run::{SoftmaxRun, RUN_CELLS};
 
 /// e^t for t ≤ 0 (clamped below at −87, where e^t underflows f32's normal range anyway).
 #[inline(always)]

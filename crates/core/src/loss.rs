@@ -3,8 +3,7 @@
 //! `call`, `value_and_grad` and `value_and_grad_into` are written once here, for every task and every backend (the
 //! CUDA crate implements the same trait for its types).
 
-use crate::detection::{check_grad_buffers, with_fresh_grads, without_grads, GradBufs, LossOutput, LossValues};
-use crate::error::Result;
+use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::TensorRef;
 
@@ -65,4 +64,52 @@ pub trait TaskLoss<F: Real> {
         check_grad_buffers(grads, &preds.tensors())?;
         self.run(preds, batch, grads)
     }
+}
+
+/// Result of one call: `loss` (×B, back-propagated), `loss_items` (detached), and, when asked for,
+/// the gradient of `sum(loss)` for each prediction tensor, in that tensor's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossOutput<F> {
+    pub loss: Vec<F>,
+    pub loss_items: Vec<F>,
+    pub grads: Vec<Vec<F>>,
+}
+
+/// Loss vector (back-propagated, ×B) and detached items of one call.
+pub type LossValues<F> = (Vec<F>, Vec<F>);
+
+/// Gradient buffers of one call: one zero-filled slice per prediction tensor, in the loss's order;
+/// empty for a call without gradients.
+pub type GradBufs<'g, 'b, F> = &'g mut [&'b mut [F]];
+
+/// `call`: runs without gradient buffers.
+pub(crate) fn without_grads<F: Real>(run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {
+    let (loss, loss_items) = run(&mut [])?;
+    Ok(LossOutput { loss, loss_items, grads: Vec::new() })
+}
+
+/// `value_and_grad`: fresh zero-filled gradient buffers shaped like `inputs`.
+pub(crate) fn with_fresh_grads<F: Real>(inputs: &[&[F]], run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {
+    let mut bufs = zero_grads(inputs);
+    let (loss, loss_items) = {
+        let mut slices: Vec<&mut [F]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        run(&mut slices)?
+    };
+    Ok(LossOutput { loss, loss_items, grads: bufs })
+}
+
+/// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it: the check
+/// (and message) of every `value_and_grad_into`, public so that other backends reject the same buffers alike.
+pub fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
+    let want: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
+    let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    if want != got {
+        return Err(LossError::shape(format!("grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}", want.len())));
+    }
+    Ok(())
+}
+
+/// Fresh zero gradients shaped like `tensors`.
+pub(crate) fn zero_grads<F: Real>(tensors: &[&[F]]) -> Vec<Vec<F>> {
+    tensors.iter().map(|t| crate::alloc::zeroed(t.len())).collect()
 }

@@ -15,12 +15,16 @@ use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
-use crate::detection::{cells_covered, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossValues, TermSums, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::family::assigned::{cells_covered, score_divisor};
+use crate::family::head::Head;
+use crate::family::image_preds::{sigmoid, ImagePreds};
+use crate::family::terms::{class_terms, per_image_grads, times_batch, GradScales, TermSums};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
 use crate::labels::{preprocess_rows, validate_labels, GtTable, Labels};
-use crate::loss::{Predictions, TaskLoss};
+use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::probiou::{gauss, probiou, probiou_ciou_grad, probiou_gauss, probiou_grad, Gauss, PROBIOU_EPS};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -301,7 +305,7 @@ impl V8OBBLoss {
     #[cfg(test)]
     fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> crate::detection::LossOutput<F> {
         let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g));
-        let out = if want_grad { crate::detection::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { crate::detection::without_grads(run) };
+        let out = if want_grad { crate::loss::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { crate::loss::without_grads(run) };
         out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
     }
 }

@@ -2,9 +2,12 @@
 //! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, docs/spec.md §D1), and for
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
-use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::family::assigned::Assigned;
+use crate::family::head::Head;
+use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
 use crate::error::{LossError, Result};
-use crate::loss::{Predictions, TaskLoss};
+use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 

@@ -1,9 +1,9 @@
 //! The text/visual-prompt losses of YOLOE (docs/spec.md §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
-use crate::detection::{DetBatch, DetectionConfig, GradBufs, LossValues, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
 use crate::error::{LossError, Result};
-use crate::loss::TaskLoss;
+use crate::loss::{GradBufs, LossValues, TaskLoss};
 use crate::real::Real;
 use crate::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
 use crate::tensor::{fmt_shape, TensorRef};

@@ -8,6 +8,8 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
+use crate::softmax_run::SoftmaxRun;
+
 pub trait Real:
     Float
     + FloatConst
@@ -71,24 +73,13 @@ pub trait Real:
     }
 
     /// Soft-argmax over `r` bins for each of `hw` cells; bin k of cell c is `z[k·hw + c]`.
-    fn softmax_expect_cells(z: &[Self], hw: usize, r: usize, out: &mut [Self]) {
-        let mut bins = vec![Self::zero(); r];
-        let mut probs = vec![Self::zero(); r];
-        for (c, o) in out.iter_mut().enumerate().take(hw) {
-            for (k, b) in bins.iter_mut().enumerate() {
-                *b = z[k * hw + c];
-            }
-            *o = crate::dfl::softmax_expectation(&bins, &mut probs);
-        }
-    }
+    fn softmax_expect_cells(z: &[Self], hw: usize, r: usize, out: &mut [Self]);
 
     /// The per-anchor soft-argmax ([`softmax_expectation_lse`](crate::dfl::softmax_expectation_lse)) of one side at the
     /// cells `c0 .. c0 + n` of a level (`z` as for [`softmax_expect_cells`](Self::softmax_expect_cells); n ≤
-    /// [`RUN_CELLS`](crate::dfl::RUN_CELLS), r ≤ [`RUN_MAX_BINS`](crate::dfl::RUN_MAX_BINS)), as its parts, with its bits
+    /// [`RUN_CELLS`](crate::softmax_run::RUN_CELLS), r ≤ [`RUN_MAX_BINS`](crate::softmax_run::RUN_MAX_BINS)), as its parts, with its bits
     /// for every cell; `f32` computes the cells at once.
-    fn softmax_run(z: &[Self], hw: usize, r: usize, c0: usize, n: usize, out: &mut crate::dfl::SoftmaxRun<Self>) {
-        crate::dfl::softmax_run_cells(z, hw, r, c0, n, out)
-    }
+    fn softmax_run(z: &[Self], hw: usize, r: usize, c0: usize, n: usize, out: &mut SoftmaxRun<Self>);
 
     /// (BCE(x, 0), σ(x)) of one logit, stable; BCE(x, t) = BCE(x, 0) − x·t. `f32` avoids libm calls.
     #[inline(always)]
@@ -104,28 +95,3 @@ pub trait Real:
         self.exp()
     }
 }
-
-impl Real for f32 {
-    fn bce_zero(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
-        crate::fastmath::bce_zero_f32(x, grad, scale)
-    }
-    fn all_finite(x: &[f32]) -> bool {
-        crate::fastmath::all_finite_f32(x)
-    }
-    fn softmax_expect_cells(z: &[f32], hw: usize, r: usize, out: &mut [f32]) {
-        crate::fastmath::softmax_expect_cells_f32(z, hw, r, out)
-    }
-    fn softmax_run(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out: &mut crate::dfl::SoftmaxRun<f32>) {
-        crate::fastmath::softmax_run_f32(z, hw, r, c0, n, out)
-    }
-    #[inline(always)]
-    fn bce_sigmoid(self) -> (f32, f32) {
-        crate::fastmath::bce_sigmoid(self)
-    }
-    #[inline(always)]
-    fn exp_nonpos(self) -> f32 {
-        crate::fastmath::exp_neg(self)
-    }
-}
-
-impl Real for f64 {}

@@ -2,9 +2,12 @@
 //! its crop box only (exact: the crop zeroes everything outside it), so nothing of size
 //! (positives × H_m × W_m) is ever allocated.
 
-use crate::detection::{box_terms, class_terms, per_image_grads, times_batch, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::family::assigned::Assigned;
+use crate::family::head::Head;
+use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
 use crate::error::{LossError, Result};
-use crate::loss::{Predictions, TaskLoss};
+use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
 

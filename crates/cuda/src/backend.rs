@@ -18,8 +18,8 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 use yolo_loss_core::classification::V8ClassificationLoss;
-use yolo_loss_core::detection::{GradBufs, LossValues};
 use yolo_loss_core::e2e::E2EDetectLoss;
+use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::pose::{PoseConfig, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::V8SegmentationLoss;

@@ -1,8 +1,9 @@
 //! E2EDetectLoss on the GPU (docs/spec.md §14): a one-to-many (top-10) and a one-to-one (top-1) detection loss on the
 //! two branches, summed, as `yolo_loss_core::e2e::E2EDetectLoss` (same branch configurations, same error names).
 
-use yolo_loss_core::detection::{DetBatch, GradBufs, LossValues};
+use yolo_loss_core::detection::DetBatch;
 use yolo_loss_core::e2e::{prefix, E2EDetectLoss, E2EPreds};
+use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{DetectionConfig, Result, TaskLoss};
 
 use crate::backend::CudaLoss;

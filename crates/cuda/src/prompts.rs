@@ -1,7 +1,7 @@
 //! TVPDetectLoss on the GPU (docs/spec.md §15.1): the detection loss over the visual-prompt class channels, returning
 //! (and differentiating) only its cls component, as `yolo_loss_core::prompts::TVPDetectLoss`.
 
-use yolo_loss_core::detection::{GradBufs, LossValues};
+use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::prompts::{vp_window, TVPDetectLoss};
 use yolo_loss_core::{DetBatch, DetectionConfig, Result, TaskLoss, TensorRef};
 

@@ -14,7 +14,7 @@ pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 
-use yolo_loss_core::detection::{GradBufs, LossValues};
+use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TaskLoss, TensorRef, V8DetectionLoss};
 
 use crate::backend::CudaLoss;
