@@ -16,15 +16,21 @@
 //! * `launch.rs`: host values as kernel parameters;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
-//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → [`DetectionLossAny`] and friends, what the
-//!   binding calls.
+//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
+//!   or the CUDA type, per instance), one alias per task ([`DetectionLossAny`], ..., [`ClassificationLossAny`]):
+//!   what the binding calls.
 //!
-//! For the binding (`device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'`): parse the option with [`Device`]'s `FromStr`, build
-//! [`DetectionLossAny::new`] / [`E2EDetectLossAny::new`] / [`TVPDetectLossAny::new`] with the same
-//! `DetectionConfig` as the CPU types, call `call` / `value_and_grad` with the same `&[TensorRef<f32>]` and
-//! `DetBatch<f32>` (f32 only), and report `.backend().as_str()` (`"cpu"` or `"cuda"`). `'cuda'` without a usable
-//! GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason (for `'cuda:N'` past the last GPU: how many there are);
-//! `'auto'` tries `cuda:0` and falls back to the CPU silently.
+//! Every CUDA loss implements the core's `TaskLoss<f32>` with the same predictions and batch as the task's CPU type,
+//! and [`CudaLoss`] (its constructor on a GPU); [`Selected`] implements `TaskLoss<f32>` by delegation. A task without
+//! a CUDA backend is selected with [`NoCuda`], a stand-in that refuses `'cuda'`, so that giving it one is implementing
+//! those two traits for the new CUDA type and naming it in the task's alias in backend.rs (and in [`CUDA_LOSSES`]).
+//!
+//! For the binding: parse the option with [`Device`]'s `FromStr`, build the task's alias with `new(config, device)`
+//! (the configuration of the CPU type: [`CpuLoss::Config`]), call `call` / `value_and_grad` / `value_and_grad_into`
+//! with the core's predictions and batch (f32 only), and report `.backend().as_str()` (`"cpu"` or `"cuda"`). `'cuda'`
+//! without a usable GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason (for `'cuda:N'` past the last GPU: how many
+//! there are; for a task without a CUDA backend a message about `device:` itself); `'auto'` tries `cuda:0` and falls
+//! back to the CPU silently.
 //!
 //! Testing without a GPU: `emu/` is a CPU emulator of the detection kernels (built by build.rs with the host C++
 //! compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU backend

@@ -4,7 +4,7 @@
 //!   finiteness check;
 //! * `image_preds`: one image's predictions as the assigner and the box terms read them (decoding, caches, runs of
 //!   cells);
-//! * [`assigned`]: a batch's labels, padded GT table and task-aligned assignment ([`assigned::Assigned`]);
+//! * [`assigned`]: a batch's labels, padded GT table and task-aligned assignment (`Assigned`);
 //! * `terms`: one image's class and box terms with their gradients, the per-image gradient slices, the sums.
 
 pub mod assigned;
