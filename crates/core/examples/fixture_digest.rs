@@ -7,6 +7,7 @@
 //! ```
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
+use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::obb::ObbPreds;
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
@@ -93,7 +94,7 @@ fn digest<F: Real>(r: &Result<LossOutput<F>>, bits: impl Fn(&mut Fnv, &[F])) -> 
 struct Forms<'a> {
     call: &'a dyn Fn() -> Result<LossOutput<f32>>,
     vg: &'a dyn Fn() -> Result<LossOutput<f32>>,
-    into: &'a dyn Fn(&mut [&mut [f32]]) -> Result<(Vec<f32>, Vec<f32>)>,
+    into: &'a dyn Fn(GradBufs<f32>) -> Result<LossValues<f32>>,
     vg64: &'a dyn Fn() -> Result<LossOutput<f64>>,
 }
 

@@ -427,13 +427,16 @@ impl Task for LossTask {
     }
 }
 
+/// A native class's loss and the backend it runs on ('cpu' or 'cuda').
+type Built<L> = (Arc<L>, &'static str);
+
 /// Builds a native class's loss under the guard: parses `device`, then the configuration, then selects the backend;
 /// returns the instance and the backend it runs on.
 fn new_loss<C, G>(
     what: &str,
     device: &str,
     config: impl FnOnce() -> CoreResult<C::Config>,
-) -> napi::Result<(Arc<Selected<C, G>>, &'static str), Code>
+) -> napi::Result<Built<Selected<C, G>>, Code>
 where
     C: CpuLoss,
     G: CudaLoss<C>,
