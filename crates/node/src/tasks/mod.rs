@@ -1,0 +1,363 @@
+//! The task losses: v8DetectionLoss, segmentation, pose, OBB, classification, E2E and the YOLOE prompt losses,
+//! each as one native class with `call`, `valueAndGrad` and their `...Async` forms.
+//!
+//! All of them share one mechanism, generic over the core's [`TaskLoss`]: the napi method packs its arguments into a
+//! flat list of named tensors ([`Packed`]), the prediction tensors first, in a loss-specific order, plus the sizes of
+//! its level lists, and [`Eval::eval`] unpacks that list into the task's predictions and batch ([`Unpack`], one
+//! `impl` per task) and runs `call` or `value_and_grad_into`. Synchronous methods pack borrowed slices of the caller's
+//! `Float32Array`s (no copy) and have the core write the gradients into V8-owned `Float32Array`s created for the call
+//! ([`crate::JsGrad`]); the asynchronous ones copy the list once ([`LossTask`]), evaluate it on the libuv pool into
+//! `Vec`s and hand those to JavaScript as external buffers. Both `valueAndGrad` forms take an optional `out`, the
+//! caller's own gradient buffers ([`CallerGrads`]): the core then writes into them and nothing is allocated for the
+//! gradients. Each class is a thin shell written by [`task_loss_class!`]: one line per method, into that generic code.
+//!
+//! Every loss runs on the backend `device` selects: a `crates/cuda` [`Selected`] (CUDA or CPU; a task without a CUDA
+//! backend refuses `device: 'cuda'` there).
+//!
+//! Files: `mod.rs` the mechanism (packing, [`Eval`] over every [`Selected`] loss, the synchronous run, the
+//! constructor, the class macro), `run_async.rs` the asynchronous task, `out.rs` the caller's `out` buffers,
+//! `unpack.rs` how each task's packed tensors become its predictions and batch, `classes.rs` the classes.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::Float32Array;
+use napi::Env;
+use yolo_loss_core::loss::{GradBufs, LossValues};
+use yolo_loss_core::{LossError, TaskLoss, TensorRef};
+use yolo_loss_cuda::{CpuLoss, CudaLoss, Selected};
+
+use crate::{
+    arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views,
+    Arg, Code, CoreResult, GradBuffer, NativeLossOutput, NativeTensor,
+};
+use out::CallerGrads;
+
+mod out;
+mod run_async;
+mod unpack;
+
+/// The tensors of one call, flat (the `preds` prediction tensors first), and the sizes of the level lists.
+#[derive(Default)]
+pub(crate) struct Packed<'a> {
+    args: Vec<Arg<'a>>,
+    groups: Vec<usize>,
+    /// How many of `args`, from the front, are prediction tensors (one gradient each).
+    preds: usize,
+}
+
+impl<'a> Packed<'a> {
+    /// A list of level tensors (predictions), named `name[0]`, `name[1]`, ...; its size goes to the groups.
+    fn levels(mut self, name: &str, ts: &'a [NativeTensor]) -> Self {
+        self.groups.push(ts.len());
+        for (i, t) in ts.iter().enumerate() {
+            self = self.pred(arg(format!("{name}[{i}]"), t));
+        }
+        self
+    }
+
+    /// One prediction tensor. Predictions come before every batch tensor.
+    fn pred(mut self, a: Arg<'a>) -> Self {
+        debug_assert_eq!(
+            self.preds,
+            self.args.len(),
+            "prediction tensors are packed first"
+        );
+        self.args.push(a);
+        self.preds = self.args.len();
+        self
+    }
+
+    fn tensor(self, name: &'static str, t: &'a NativeTensor) -> Self {
+        self.pred(arg(name, t))
+    }
+
+    /// One batch tensor (no gradient).
+    fn label(mut self, name: &'static str, t: &'a NativeTensor) -> Self {
+        self.args.push(arg(name, t));
+        self
+    }
+
+    /// `batch.batch_idx`, `batch.cls`, `batch.bboxes`.
+    fn labels(self, batch: &'a impl Labels) -> Self {
+        let [batch_idx, cls, bboxes] = batch.labels();
+        self.label("batch.batch_idx", batch_idx)
+            .label("batch.cls", cls)
+            .label("batch.bboxes", bboxes)
+    }
+}
+
+/// A batch that holds the detection labels.
+trait Labels {
+    fn labels(&self) -> [&NativeTensor; 3];
+}
+
+/// A loss evaluated from a [`Packed`] list: every [`Selected`] task loss whose CPU type is [`Unpack`] (object-safe,
+/// so that [`LossTask`] holds any of them).
+pub(crate) trait Eval: Send + Sync + 'static {
+    /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
+    /// `grads` this is `call`; with them, `value_and_grad_into`: one buffer per prediction tensor (the front of `t`),
+    /// as long as it, zero-filled unless [`Eval::overwrites_grads`].
+    fn eval(
+        &self,
+        t: &[TensorRef<'_, f32>],
+        groups: &[usize],
+        grads: Option<GradBufs<'_, '_, f32>>,
+    ) -> CoreResult<LossValues<f32>>;
+
+    /// Whether `eval` writes every element of its gradient buffers, so that a caller's `out` needs no zeroing
+    /// first (the core's [`TaskLoss::overwrites_grads`]).
+    fn overwrites_grads(&self) -> bool;
+}
+
+/// How the packed tensors of a task's native class become the task's predictions and batch; implemented on the
+/// task's CPU type (its CUDA type takes the same arguments).
+pub(crate) trait Unpack: CpuLoss {
+    /// `t`: the tensors in packing order (checked against their shapes, not yet against the task); `groups`: the
+    /// level-list sizes.
+    fn unpack<'a>(
+        t: &'a [TensorRef<'a, f32>],
+        groups: &[usize],
+    ) -> (Self::Preds<'a>, Self::Batch<'a>);
+
+    /// The core's error messages in the words of this task's public API.
+    fn rename(e: LossError) -> LossError {
+        e
+    }
+}
+
+impl<C, G> Eval for Selected<C, G>
+where
+    C: Unpack + Send + Sync + 'static,
+    G: CudaLoss<C> + Send + Sync + 'static,
+{
+    fn eval(
+        &self,
+        t: &[TensorRef<'_, f32>],
+        groups: &[usize],
+        grads: Option<GradBufs<'_, '_, f32>>,
+    ) -> CoreResult<LossValues<f32>> {
+        let (preds, batch) = C::unpack(t, groups);
+        match grads {
+            None => self.call(preds, &batch).map(|o| (o.loss, o.loss_items)),
+            Some(bufs) => self.value_and_grad_into(preds, &batch, bufs),
+        }
+        .map_err(C::rename)
+    }
+
+    fn overwrites_grads(&self) -> bool {
+        TaskLoss::overwrites_grads(self)
+    }
+}
+
+/// Validates the shapes (JavaScript numbers) and builds the views; then, for the gradient, asks `grads` for one
+/// buffer per prediction tensor as [`Eval::eval`] takes them (given the prediction views, only once the inputs
+/// passed those checks, and only as long as data the caller already holds) and evaluates into them. All of it under
+/// the panic guard.
+fn run_packed<L: Eval + ?Sized, G: GradBuffer>(
+    loss: &L,
+    args: &[Arg<'_>],
+    groups: &[usize],
+    preds: usize,
+    want_grad: bool,
+    grads: impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>>,
+) -> CoreResult<(LossValues<f32>, Vec<G>)> {
+    let what = if want_grad { "valueAndGrad" } else { "call" };
+    guarded(what, || {
+        with_views(args, |views| {
+            if !want_grad {
+                return Ok((loss.eval(views, groups, None)?, Vec::new()));
+            }
+            let mut bufs = grads(&views[..preds])?;
+            let values = {
+                let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(G::as_mut_slice).collect();
+                loss.eval(views, groups, Some(&mut slices))?
+            };
+            Ok((values, bufs))
+        })
+    })
+}
+
+/// Fresh zero-filled gradients as long as the prediction tensors, made by `zeros`.
+fn fresh<G>(
+    zeros: impl Fn(usize) -> CoreResult<G>,
+) -> impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>> {
+    move |preds| preds.iter().map(|v| zeros(v.data.len())).collect()
+}
+
+/// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
+/// gradients written by the core directly, the two loss vectors copied); with `out`, the gradients go into the
+/// caller's buffers instead and `grads` comes back empty (the facade returns `out`).
+fn run_sync<L: Eval + ?Sized>(
+    env: &Env,
+    loss: &L,
+    packed: Packed<'_>,
+    want_grad: bool,
+    out: Option<Vec<Float32Array>>,
+) -> napi::Result<NativeLossOutput, Code> {
+    let (values, items, grads) = match out {
+        None => {
+            let ((values, items), grads) = run_packed(
+                loss,
+                &packed.args,
+                &packed.groups,
+                packed.preds,
+                want_grad,
+                fresh(|n| js_zeros(env, n)),
+            )
+            .map_err(to_js)?;
+            (
+                values,
+                items,
+                grads.into_iter().map(crate::JsGrad::into_array).collect(),
+            )
+        }
+        Some(out) => {
+            let mut out = CallerGrads(out);
+            out.check(&packed).map_err(to_js)?;
+            let ((values, items), _) = run_packed(
+                loss,
+                &packed.args,
+                &packed.groups,
+                packed.preds,
+                want_grad,
+                |_| Ok(out.for_loss(loss)),
+            )
+            .map_err(to_js)?;
+            (values, items, Vec::new())
+        }
+    };
+    Ok(NativeLossOutput {
+        loss: js_copy(env, &values).map_err(to_js)?,
+        loss_items: js_copy(env, &items).map_err(to_js)?,
+        grads,
+    })
+}
+
+/// A native class's loss and the backend it runs on ('cpu' or 'cuda').
+type Built<L> = (Arc<L>, &'static str);
+
+/// Builds a native class's loss under the guard: parses `device`, then the configuration, then selects the backend;
+/// returns the instance and the backend it runs on.
+fn new_loss<C, G>(
+    what: &str,
+    device: &str,
+    config: impl FnOnce() -> CoreResult<C::Config>,
+) -> napi::Result<Built<Selected<C, G>>, Code>
+where
+    C: CpuLoss,
+    G: CudaLoss<C>,
+{
+    guarded_js(what, || {
+        let device = parse_device(device)?;
+        let loss = Selected::<C, G>::new(config()?, device).map_err(cuda_refused)?;
+        let backend = loss.backend().as_str();
+        Ok((Arc::new(loss), backend))
+    })
+}
+
+/// One native task-loss class over the selected loss `$loss`, named `$name` in JavaScript: the constructor, `device`,
+/// and `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking `$arg`s and packing them with
+/// `$pack`; then the class's own methods. The constructor takes the argument `$cfg`, reads the requested device from
+/// `$device` and the loss's configuration from `$config`.
+///
+/// Doc comments given to the macro are written `#[doc = " ..."]`: a `///` comment that passes through
+/// `macro_rules!` becomes a raw string, which napi-rs copies into `binding.d.ts` with its `r"`.
+macro_rules! task_loss_class {
+    (
+        $(#[$doc:meta])*
+        $class:ident($loss:ty, $name:literal)
+        new($cfg:ident: $cfg_ty:ty) on $device:expr => $config:expr;
+        args($($arg:ident: $arg_ty:ty),+) => $pack:expr;
+        $($extra:tt)*
+    ) => {
+        $(#[$doc])*
+        #[napi]
+        pub struct $class {
+            inner: Arc<$loss>,
+            device: &'static str,
+        }
+
+        #[napi]
+        impl $class {
+            #[napi(constructor)]
+            pub fn new($cfg: $cfg_ty) -> napi::Result<Self, Code> {
+                let (inner, device) = new_loss(concat!("new ", $name), &$device, || $config)?;
+                Ok(Self { inner, device })
+            }
+
+            /// The backend that runs: 'cpu' or 'cuda'.
+            #[napi(getter)]
+            pub fn device(&self) -> String {
+                self.device.to_string()
+            }
+
+            #[napi]
+            pub fn call(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
+                run_sync(&env, &*self.inner, $pack, false, None)
+            }
+
+            #[doc = " With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are"]
+            #[doc = " written into it and `grads` comes back empty."]
+            #[napi]
+            pub fn value_and_grad(
+                &self,
+                env: Env,
+                $($arg: $arg_ty,)+
+                out: Option<Vec<Float32Array>>,
+            ) -> napi::Result<NativeLossOutput, Code> {
+                run_sync(&env, &*self.inner, $pack, true, out)
+            }
+
+            #[doc = " Like `call`, on the libuv thread pool. The inputs are copied before this returns."]
+            #[napi(ts_return_type = "Promise<NativeLossOutput>")]
+            pub fn call_async(&self, $($arg: $arg_ty),+) -> napi::Result<AsyncTask<LossTask>, Code> {
+                LossTask::new(self.inner.clone(), $pack, false, None)
+            }
+
+            #[doc = " Like `valueAndGrad`, on the libuv thread pool. The inputs are copied before this returns; `out`"]
+            #[doc = " (checked before this returns) is written while the work runs: the caller leaves it alone until"]
+            #[doc = " the promise settles."]
+            #[napi(ts_return_type = "Promise<NativeLossOutput>")]
+            pub fn value_and_grad_async(
+                &self,
+                $($arg: $arg_ty,)+
+                out: Option<Vec<Float32Array>>,
+            ) -> napi::Result<AsyncTask<LossTask>, Code> {
+                LossTask::new(self.inner.clone(), $pack, true, out)
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+mod classes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yolo_loss_core::ErrorCode;
+    use yolo_loss_cuda::ClassificationLossAny;
+
+    #[test]
+    fn packed_lengths_are_checked_before_the_core() {
+        let data = [0f32; 3];
+        let shape = [2.0, 2.0];
+        let args = [Arg {
+            name: "logits".into(),
+            data: &data,
+            shape: &shape,
+        }];
+        let e = run_packed(
+            &ClassificationLossAny::new((), yolo_loss_cuda::Device::Cpu).unwrap(),
+            &args,
+            &[],
+            1,
+            true,
+            fresh(|n| Ok(vec![0f32; n])),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ShapeMismatch);
+        assert!(e.message.starts_with("logits"), "{}", e.message);
+    }
+}
