@@ -57,7 +57,7 @@ extern crate self as yolo_loss_cuda;
 
 pub use backend::{
     Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, NoCuda, ObbLossAny,
-    PoseLossAny, Selected, SegmentationLossAny, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,
+    PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,
 };
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
 /// on a possibly different cudarc version themselves.
