@@ -23,7 +23,7 @@ use crate::tensor::{fmt_shape, TensorRef};
 /// detection API (the CUDA crate validates and reports through them).
 pub use crate::family::assigned::{decodes_all_up_front, labels_and_gt};
 pub use crate::family::head::{check_preds_finite, Head};
-pub use crate::loss::{check_grad_buffers, GradBufs, LossOutput, LossValues};
+pub use crate::loss::{GradBufs, LossOutput, LossValues};
 
 /// What Ultralytics reads from the model and the constructor arguments.
 #[derive(Debug, Clone, PartialEq)]

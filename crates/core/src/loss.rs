@@ -99,8 +99,8 @@ pub(crate) fn with_fresh_grads<F: Real>(inputs: &[&[F]], run: impl FnOnce(GradBu
 }
 
 /// Caller-provided gradient buffers must be one per prediction tensor, each exactly as long as it: the check
-/// (and message) of every `value_and_grad_into`, public so that other backends reject the same buffers alike.
-pub fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
+/// (and message) of [`TaskLoss::value_and_grad_into`], on every backend.
+pub(crate) fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Result<()> {
     let want: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
     let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     if want != got {
