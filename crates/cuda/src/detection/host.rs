@@ -2,6 +2,8 @@
 //! `labels_and_gt`: same checks, messages and order), and the GT table packed for the kernels with the per-image
 //! choice of soft-argmax form that the CPU assigner makes (`decodes_all_up_front`).
 
+use std::ops::Range;
+
 use yolo_loss_core::detection::{decodes_all_up_front, Head};
 use yolo_loss_core::labels::GtTable;
 
@@ -23,6 +25,19 @@ fn assign_threads(head: &Head<f32>, gt: &GtTable<f32>) -> u32 {
     let cells = |b: &[f32; 4]| ((b[2] - b[0]) as f64 / finest + 3.0) * ((b[3] - b[1]) as f64 / finest + 3.0);
     let most = gt.boxes.iter().zip(&gt.valid).filter(|(_, &v)| v).map(|(b, _)| cells(b)).fold(0.0, f64::max);
     ((most / 4.0).ceil().clamp(32.0, 1024.0) as u32).next_power_of_two()
+}
+
+impl PackedGt {
+    /// Where the classes, validities and soft-argmax forms lie in `ints`.
+    pub fn cls(&self) -> Range<usize> {
+        0..self.slots
+    }
+    pub fn valid(&self) -> Range<usize> {
+        self.slots..2 * self.slots
+    }
+    pub fn bulk(&self) -> Range<usize> {
+        2 * self.slots..self.ints.len()
+    }
 }
 
 pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {

@@ -5,7 +5,6 @@
 //! included), values within 1e-5 relative. Errors: the CPU backend's for bad input (same codes, same messages),
 //! `ERR_CUDA_UNAVAILABLE` when there is no usable GPU, `ERR_CUDA_OUT_OF_MEMORY` when the GPU is full.
 
-mod device;
 #[cfg(all(test, yolo_cuda_emulator))]
 mod emu;
 mod host;
@@ -18,7 +17,7 @@ use yolo_loss_core::detection::{check_grad_buffers, datas, GradBufs, LossValues}
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TensorRef, V8DetectionLoss};
 
 use crate::gpu::gpu;
-use device::Dev;
+use crate::launch::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
 pub use run::{Assignment, StageTimes, STAGES};
 use run::{Job, RunOut, Timing};

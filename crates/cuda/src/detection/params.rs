@@ -3,6 +3,8 @@
 
 use cudarc::driver::DeviceRepr;
 
+use crate::launch::{DevPtr, KernelParams};
+
 /// Most detection levels the kernels take (`yl::kMaxLevels`).
 pub const MAX_LEVELS: usize = 8;
 /// Classes per thread of the class pass (`yl::kClassChunk`).
@@ -13,8 +15,8 @@ pub const MAX_TOPK: usize = 32;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DetParams {
-    pub feat: [u64; MAX_LEVELS],
-    pub grad: [u64; MAX_LEVELS],
+    pub feat: [DevPtr<f32>; MAX_LEVELS],
+    pub grad: [DevPtr<f32>; MAX_LEVELS],
     pub height: [i32; MAX_LEVELS],
     pub width: [i32; MAX_LEVELS],
     pub offset: [i32; MAX_LEVELS],
@@ -37,29 +39,31 @@ pub(crate) struct DetParams {
     pub gain_cls: f32,
     pub gain_dfl: f32,
     pub pad1: f32,
-    pub gt_box: u64,
-    pub gt_cls: u64,
-    pub gt_valid: u64,
-    pub img_bulk: u64,
-    pub dist: u64,
-    pub best: u64,
-    pub count: u64,
-    pub claim: u64,
-    pub pos_gt: u64,
-    pub pos_t: u64,
-    pub pos_u: u64,
-    pub pos_cls: u64,
-    pub pos_score: u64,
-    pub gt_t: u64,
-    pub gt_u: u64,
-    pub scalars: u64,
-    pub sums: u64,
-    pub flags: u64,
+    pub gt_box: DevPtr<f32>,
+    pub gt_cls: DevPtr<i32>,
+    pub gt_valid: DevPtr<i32>,
+    pub img_bulk: DevPtr<i32>,
+    pub dist: DevPtr<f32>,
+    pub best: DevPtr<u64>,
+    pub count: DevPtr<u32>,
+    pub claim: DevPtr<u32>,
+    pub pos_gt: DevPtr<i32>,
+    pub pos_t: DevPtr<f32>,
+    pub pos_u: DevPtr<f32>,
+    pub pos_cls: DevPtr<i32>,
+    pub pos_score: DevPtr<f32>,
+    pub gt_t: DevPtr<u32>,
+    pub gt_u: DevPtr<u32>,
+    pub scalars: DevPtr<f32>,
+    pub sums: DevPtr<f64>,
+    pub flags: DevPtr<u32>,
 }
 
 // SAFETY: plain old data of fixed layout (integers, floats, device addresses), passed by value as a kernel
 // parameter whose C declaration has the same layout.
 unsafe impl DeviceRepr for DetParams {}
+// SAFETY: every yl_det_* kernel takes one DetParams by value; the emulator test checks the layouts agree.
+unsafe impl KernelParams for DetParams {}
 
 /// Byte offsets of a few fields, in the order `yl_emu_det_params_layout` reports them.
 #[cfg(test)]

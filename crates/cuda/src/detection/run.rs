@@ -17,10 +17,9 @@
 use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
 use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
 
-use super::device::{Dev, DevBuf};
 use super::host::pack_gt;
 use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
-use crate::launch::int;
+use crate::launch::{int, ArenaLayout, Dev, DevBuf, DevPtr};
 
 const BLOCK: u32 = 256;
 
@@ -144,40 +143,38 @@ pub(crate) fn run(
     int("class blocks", class_blocks)?;
 
     // Inputs.
-    let level_bufs: Vec<DevBuf> =
+    let level_bufs: Vec<DevBuf<f32>> =
         feats.iter().enumerate().map(|(l, f)| dev.upload(&format!("preds[{l}]"), f.data)).collect::<Result<_>>()?;
-    let mut grad_bufs: Vec<DevBuf> = Vec::new();
+    let mut grad_bufs: Vec<DevBuf<f32>> = Vec::new();
     if job.want_grad {
         for (l, f) in feats.iter().enumerate() {
-            let mut g = dev.alloc(&format!("the gradient of preds[{l}]"), std::mem::size_of_val(f.data))?;
-            if cfg!(debug_assertions) {
-                dev.fill(&mut g, 0xFF)?; // NaN everywhere: an element a kernel fails to write shows up in tests
-            }
-            grad_bufs.push(g);
+            grad_bufs.push(dev.alloc(&format!("the gradient of preds[{l}]"), f.data.len())?);
         }
     }
     let gt_boxes = dev.upload("the GT boxes", &packed.boxes)?;
     let gt_ints = dev.upload("the GT classes", &packed.ints)?;
 
-    // Work buffers: one zeroed (best u64 | count u32 | gt_t u32 | gt_u u32 | flags u32×4), one not
-    // (sums f64 | scalars f32×4 | dist f32×4 | claim | pos_gt | pos_t | pos_u | pos_cls | pos_score).
+    // Work buffers: those the kernels accumulate into (zeroed), and those they write before reading.
     let slots = packed.slots;
-    let zero_bytes = 8 * ba + 4 * ba + 8 * slots + 16;
-    let zeroed = dev.zeros("assigner work buffers", zero_bytes)?;
-    let (best, count) = (zeroed.ptr, zeroed.ptr + 8 * ba as u64);
-    let gt_t = count + 4 * ba as u64;
-    let gt_u = gt_t + 4 * slots as u64;
-    let flags = gt_u + 4 * slots as u64;
+    let mut zero_layout = ArenaLayout::default();
+    let best = zero_layout.part::<u64>(ba);
+    let count = zero_layout.part::<u32>(ba);
+    let gt_t = zero_layout.part::<u32>(slots);
+    let gt_u = zero_layout.part::<u32>(slots);
+    let flags = zero_layout.part::<u32>(4);
+    let zeroed = dev.arena("assigner work buffers", &zero_layout, true)?;
     let sums_len = score_blocks + class_blocks + 2 * box_blocks;
-    let work_bytes = 8 * sums_len + 16 + 4 * ba * 10;
-    let mut work = dev.alloc("detection work buffers", work_bytes)?;
-    if cfg!(debug_assertions) {
-        dev.fill(&mut work, 0xFF)?;
-    }
-    let sums = work.ptr;
-    let scalars = sums + 8 * sums_len as u64;
-    let dist = scalars + 16;
-    let per_anchor = |k: u64| dist + 16 * ba as u64 + k * 4 * ba as u64;
+    let mut work_layout = ArenaLayout::default();
+    let sums = work_layout.part::<f64>(sums_len);
+    let scalars = work_layout.part::<f32>(4);
+    let dist = work_layout.part::<f32>(4 * ba);
+    let claim = work_layout.part::<u32>(ba);
+    let pos_gt = work_layout.part::<i32>(ba);
+    let pos_t = work_layout.part::<f32>(ba);
+    let pos_u = work_layout.part::<f32>(ba);
+    let pos_cls = work_layout.part::<i32>(ba);
+    let pos_score = work_layout.part::<f32>(ba);
+    let work = dev.arena("detection work buffers", &work_layout, false)?;
 
     let mut p = DetParams {
         levels: head.grid.levels.len() as i32,
@@ -196,29 +193,29 @@ pub(crate) fn run(
         gain_box: job.gains[0] as f32,
         gain_cls: job.gains[1] as f32,
         gain_dfl: job.gains[2] as f32,
-        gt_box: gt_boxes.ptr,
-        gt_cls: gt_ints.ptr,
-        gt_valid: gt_ints.at::<i32>(slots),
-        img_bulk: gt_ints.at::<i32>(2 * slots),
-        dist,
-        best,
-        count,
-        claim: per_anchor(0),
-        pos_gt: per_anchor(1),
-        pos_t: per_anchor(2),
-        pos_u: per_anchor(3),
-        pos_cls: per_anchor(4),
-        pos_score: per_anchor(5),
-        gt_t,
-        gt_u,
-        scalars,
-        sums,
-        flags,
+        gt_box: gt_boxes.ptr(),
+        gt_cls: gt_ints.slice(packed.cls()).ptr(),
+        gt_valid: gt_ints.slice(packed.valid()).ptr(),
+        img_bulk: gt_ints.slice(packed.bulk()).ptr(),
+        dist: work.ptr(dist),
+        best: zeroed.ptr(best),
+        count: zeroed.ptr(count),
+        claim: work.ptr(claim),
+        pos_gt: work.ptr(pos_gt),
+        pos_t: work.ptr(pos_t),
+        pos_u: work.ptr(pos_u),
+        pos_cls: work.ptr(pos_cls),
+        pos_score: work.ptr(pos_score),
+        gt_t: zeroed.ptr(gt_t),
+        gt_u: zeroed.ptr(gt_u),
+        scalars: work.ptr(scalars),
+        sums: work.ptr(sums),
+        flags: zeroed.ptr(flags),
         ..DetParams::default()
     };
     for (l, lv) in head.grid.levels.iter().enumerate() {
-        p.feat[l] = level_bufs[l].ptr;
-        p.grad[l] = grad_bufs.get(l).map_or(0, |g| g.ptr);
+        p.feat[l] = level_bufs[l].ptr();
+        p.grad[l] = grad_bufs.get(l).map_or(DevPtr::default(), |g| g.ptr());
         p.height[l] = lv.h as i32;
         p.width[l] = lv.w as i32;
         p.offset[l] = lv.offset as i32;
@@ -259,7 +256,7 @@ pub(crate) fn run(
 
     // Results: flags, S, partial sums, then the gradients.
     let mut fl = [0u32; 4];
-    dev.download("the status flags", &zeroed, (flags - zeroed.ptr) as usize / 4, &mut fl)?;
+    zeroed.view(flags).download("the status flags", &mut fl)?;
     if fl[0] != 0 {
         check_preds_finite(feats)?;
         return Err(LossError::new(
@@ -288,9 +285,9 @@ pub(crate) fn run(
         });
     }
     let mut sc = [0f32; 4];
-    dev.download("the score divisor", &work, (scalars - work.ptr) as usize / 4, &mut sc)?;
+    work.view(scalars).download("the score divisor", &mut sc)?;
     let mut partials = vec![0f64; sums_len];
-    dev.download("the loss partial sums", &work, 0, &mut partials)?;
+    work.view(sums).download("the loss partial sums", &mut partials)?;
     let range_sum = |from: usize, len: usize| partials[from..from + len].iter().sum::<f64>();
     let bce = range_sum(score_blocks, class_blocks);
     let iou = range_sum(score_blocks + class_blocks, box_blocks);
@@ -303,10 +300,10 @@ pub(crate) fn run(
     for (l, g) in grad_bufs.iter().enumerate() {
         let what = format!("the gradient of preds[{l}]");
         match into.as_deref_mut() {
-            Some(bufs) => dev.download(&what, g, 0, &mut *bufs[l])?,
+            Some(bufs) => g.view().download(&what, &mut *bufs[l])?,
             None => {
                 let mut host = vec![0f32; feats[l].data.len()];
-                dev.download(&what, g, 0, &mut host)?;
+                g.view().download(&what, &mut host)?;
                 grads.push(host);
             }
         }
@@ -317,10 +314,11 @@ pub(crate) fn run(
     }
     let (mut num_positives, mut assignment) = (None, None);
     if job.want_assignment || timed {
-        let mut pos_gt = vec![0i32; ba];
-        let mut pos_score = vec![0f32; ba];
-        dev.download("the assignment", &work, ((per_anchor(1) - work.ptr) / 4) as usize, &mut pos_gt)?;
-        dev.download("the target scores", &work, ((per_anchor(5) - work.ptr) / 4) as usize, &mut pos_score)?;
+        let mut pos_gt_host = vec![0i32; ba];
+        let mut pos_score_host = vec![0f32; ba];
+        work.view(pos_gt).download("the assignment", &mut pos_gt_host)?;
+        work.view(pos_score).download("the target scores", &mut pos_score_host)?;
+        let (pos_gt, pos_score) = (pos_gt_host, pos_score_host);
         num_positives = Some(pos_gt.iter().filter(|&&g| g >= 0).count());
         let per_image: Assignment = (0..b)
             .map(|img| {
