@@ -10,7 +10,7 @@ pub(crate) mod emu;
 use cudarc::driver::{sys, CudaEvent, DeviceRepr, LaunchConfig, PushKernelArg};
 use yolo_loss_core::{LossError, Result};
 
-pub(crate) use buffers::{ArenaLayout, DevBuf, DevPtr};
+pub(crate) use buffers::{Arena, ArenaLayout, DevBuf, DevPtr, Part};
 
 use crate::errors;
 use crate::gpu::Gpu;

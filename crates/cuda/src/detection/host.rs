@@ -13,6 +13,8 @@ pub(crate) struct PackedGt {
     pub boxes: Vec<f32>,
     pub ints: Vec<i32>,
     pub slots: usize,
+    /// GT slots per image (the most labels of an image).
+    pub per_image: usize,
     pub assign_threads: u32,
 }
 
@@ -51,5 +53,5 @@ pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {
     ints.extend(gt.cls.iter().map(|&c| c.trunc() as i32));
     ints.extend(gt.valid.iter().map(|&v| v as i32));
     ints.extend((0..head.batch).map(|b| decodes_all_up_front(&head.grid, &gt.gt_boxes(b)) as i32));
-    PackedGt { boxes, ints, slots, assign_threads: assign_threads(head, gt) }
+    PackedGt { boxes, ints, slots, per_image: gt.max_labels, assign_threads: assign_threads(head, gt) }
 }

@@ -5,10 +5,13 @@
 //! included), values within 1e-5 relative. Errors: the CPU backend's for bad input (same codes, same messages),
 //! `ERR_CUDA_UNAVAILABLE` when there is no usable GPU, `ERR_CUDA_OUT_OF_MEMORY` when the GPU is full.
 
+mod assign;
 #[cfg(all(test, yolo_cuda_emulator))]
 mod emu;
 mod host;
+mod inputs;
 mod params;
+mod passes;
 pub(crate) mod run;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,13 @@
 
 use cudarc::driver::DeviceRepr;
 
-use crate::launch::{DevPtr, KernelParams};
+use yolo_loss_core::detection::Head;
+
+use super::assign::AssignmentParts;
+use super::inputs::{DeviceGt, Levels};
+use super::passes::Accumulators;
+use super::run::{Grids, Job};
+use crate::launch::{Arena, DevPtr, KernelParams};
 
 /// Most detection levels the kernels take (`yl::kMaxLevels`).
 pub const MAX_LEVELS: usize = 8;
@@ -64,6 +70,70 @@ pub(crate) struct DetParams {
 unsafe impl DeviceRepr for DetParams {}
 // SAFETY: every yl_det_* kernel takes one DetParams by value; the emulator test checks the layouts agree.
 unsafe impl KernelParams for DetParams {}
+
+impl DetParams {
+    /// The parameters of one call's kernels: its shapes and launch sizes, and the device addresses of the
+    /// stages' buffers (the one place where they are taken).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job: &Job,
+        head: &Head<f32>,
+        grids: &Grids,
+        levels: &Levels,
+        gt: &DeviceGt,
+        arena: &Arena,
+        assignment: &AssignmentParts,
+        acc: &Accumulators,
+    ) -> Self {
+        let asg = assignment;
+        let mut p = DetParams {
+            levels: head.grid.levels.len() as i32,
+            batch: head.batch as i32,
+            channels: head.channels as i32,
+            reg_max: head.reg_max as i32,
+            cls_ch0: head.cls_ch0 as i32,
+            nc: head.nc as i32,
+            anchors: head.grid.num_anchors as i32,
+            max_gt: gt.per_image() as i32,
+            topk: job.topk as i32,
+            only_cls: job.only_cls as i32,
+            score_blocks: grids.score_blocks as i32,
+            class_blocks: grids.class_blocks as i32,
+            box_blocks: grids.box_blocks as i32,
+            gain_box: job.gains[0] as f32,
+            gain_cls: job.gains[1] as f32,
+            gain_dfl: job.gains[2] as f32,
+            gt_box: gt.boxes(),
+            gt_cls: gt.classes(),
+            gt_valid: gt.valid(),
+            img_bulk: gt.soft_argmax_forms(),
+            dist: arena.ptr(asg.dist),
+            best: arena.ptr(asg.best),
+            count: arena.ptr(asg.count),
+            claim: arena.ptr(asg.claim),
+            pos_gt: arena.ptr(asg.pos_gt),
+            pos_t: arena.ptr(asg.pos_t),
+            pos_u: arena.ptr(asg.pos_u),
+            pos_cls: arena.ptr(asg.pos_cls),
+            pos_score: arena.ptr(asg.pos_score),
+            gt_t: arena.ptr(asg.gt_t),
+            gt_u: arena.ptr(asg.gt_u),
+            scalars: arena.ptr(asg.scalars),
+            sums: arena.ptr(acc.sums),
+            flags: arena.ptr(acc.flags),
+            ..DetParams::default()
+        };
+        for (l, lv) in head.grid.levels.iter().enumerate() {
+            p.feat[l] = levels.feat(l);
+            p.grad[l] = levels.grad(l);
+            p.height[l] = lv.h as i32;
+            p.width[l] = lv.w as i32;
+            p.offset[l] = lv.offset as i32;
+            p.stride[l] = lv.stride as f32;
+        }
+        p
+    }
+}
 
 /// Byte offsets of a few fields, in the order `yl_emu_det_params_layout` reports them.
 #[cfg(test)]

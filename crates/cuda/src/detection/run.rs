@@ -1,27 +1,34 @@
-//! One detection loss evaluation on the device: uploads, the six kernel launches, downloads.
+//! One evaluation of a detection-family loss on the device, as the stages every such task composes:
 //!
 //! ```text
-//! host:  validate shapes → labels → GT table (CPU backend's checks and messages)
-//! H2D:   level tensors (once), GT table
-//! K1 yl_det_decode   per (b, side, a): soft-argmax distances; zero the box channels of the gradient
-//! K2 yl_det_assign   per GT slot (a block of 32–1024 threads): candidates under the box, top-k, claims,
-//!                    per-anchor best overlap
-//! K3 yl_det_resolve  per (b, a): conflict resolution; per-GT max t and u
-//! K4 yl_det_scores   per (b, a): soft scores; S and the gradient scales (last block)
-//! K5 yl_det_class    per (b, 16 classes, a): class logits, BCE sum and gradient, in one pass
-//! K6 yl_det_box      per (b, a, side), positives only: CIoU and DFL terms and the box-channel gradient
-//! D2H:   gradients (once), partial sums, S, flags
+//! host:        validate shapes → labels → GT table (CPU backend's checks and messages)      run.rs, host.rs
+//! inputs:      level tensors (once), gradient buffers, GT table on the device                inputs.rs
+//! assignment:  decode, candidates + top-k, resolve, scores; the positives stay on the device  assign.rs
+//! class pass:  BCE of the class window and its gradient                                      passes.rs
+//! box pass:    CIoU and DFL of the positives and the box-channel gradient                    passes.rs
+//! (a task's own passes read the assignment's parts the same way)
+//! download:    flags, S, partial sums, gradients (once)                                      run.rs
 //! ```
+//! The work buffers of all stages are parts of one arena (one allocation, one memset), each stage reserving its
+//! own; the kernels' parameter struct is derived from the stages' buffers in one place (params.rs).
 //! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
 
+use std::time::Instant;
+
+use cudarc::driver::CudaEvent;
 use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
-use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
+use yolo_loss_core::labels::GtTable;
+use yolo_loss_core::{LossError, LossOutput, Result, TensorRef};
 
+use super::assign::AssignmentParts;
 use super::host::pack_gt;
+use super::inputs::{DeviceGt, Levels};
 use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
-use crate::launch::{int, ArenaLayout, Dev, DevBuf, DevPtr};
+use super::passes::{box_pass, class_pass, Accumulators};
+use crate::launch::{int, ArenaLayout, Dev, KernelParams};
 
-const BLOCK: u32 = 256;
+/// Threads per block of every kernel but the assign kernel's.
+pub(super) const BLOCK: u32 = 256;
 
 /// The kernels, by module (cuda/<module>.cu), in launch order.
 pub(crate) const DECODE: &str = "yl_det_decode";
@@ -87,23 +94,105 @@ pub(crate) struct RunOut {
     pub num_positives: Option<usize>,
 }
 
-fn blocks_for(n: usize) -> usize {
-    n.div_ceil(BLOCK as usize)
+/// Launch sizes of one call's kernels (blocks per grid; the assign kernel's threads per block).
+pub(super) struct Grids {
+    /// One thread per (image, anchor).
+    pub anchor_blocks: u32,
+    /// The score pass: grid-stride over (image, anchor), at most SCORE_BLOCKS_MAX blocks.
+    pub score_blocks: u32,
+    /// One thread per (image, side, anchor): the decode, and the box pass (four lanes per anchor).
+    pub decode_blocks: u32,
+    pub box_blocks: u32,
+    /// One thread per (image, class chunk, anchor).
+    pub class_blocks: u32,
+    /// One block per GT slot.
+    pub assign_blocks: u32,
+    pub assign_threads: u32,
 }
 
-/// Runs one evaluation. With `into` (caller buffers, one per level, checked by the caller) the gradients are
-/// downloaded there and `RunOut.out.grads` stays empty; else, when `job.want_grad`, into fresh vectors.
-pub(crate) fn run(
+impl Grids {
+    fn new(head: &Head<f32>, gt: &DeviceGt) -> Result<Self> {
+        let (b, a) = (head.batch, head.grid.num_anchors);
+        let blocks = |n: usize| n.div_ceil(BLOCK as usize);
+        let ba = b.checked_mul(a).filter(|&v| i32::try_from(blocks(v)).is_ok()).ok_or_else(|| {
+            LossError::invalid(format!("preds: {b} images × {a} anchors is too large for the CUDA kernels"))
+        })?;
+        int("GT slots", gt.slots())?;
+        int("anchors", a)?;
+        let anchor_blocks = blocks(ba);
+        let decode_blocks = int("decode blocks", blocks(4 * ba))? as u32;
+        let class_blocks = int("class blocks", blocks(ba * head.nc.div_ceil(CLASS_CHUNK)))? as u32;
+        Ok(Grids {
+            anchor_blocks: anchor_blocks as u32,
+            score_blocks: anchor_blocks.min(SCORE_BLOCKS_MAX) as u32,
+            decode_blocks,
+            box_blocks: decode_blocks,
+            class_blocks,
+            assign_blocks: gt.slots() as u32,
+            assign_threads: gt.assign_threads(),
+        })
+    }
+}
+
+/// The kernels of one call, queued in order on the device, with the timing events `Timing` asks for.
+pub(super) struct Kernels {
     dev: Dev,
+    timing: Timing,
+    events: Vec<Option<CudaEvent>>,
+}
+
+impl Kernels {
+    /// Timed runs wait for the uploads first, so that the events measure the kernels alone.
+    fn start(dev: Dev, timing: Timing) -> Result<Self> {
+        let mut events = Vec::new();
+        if timing != Timing::Off {
+            dev.synchronize()?;
+            events.push(dev.event()?);
+        }
+        Ok(Kernels { dev, timing, events })
+    }
+
+    pub fn launch<P: KernelParams>(&mut self, kernel: &'static str, grid: u32, block: u32, p: &P) -> Result<()> {
+        self.dev.launch(kernel, grid, block, p)?;
+        if self.timing == Timing::PerKernel {
+            self.events.push(self.dev.event()?);
+        }
+        Ok(())
+    }
+
+    /// Waits for the kernels of a timed run; the device time from the first to the last kernel, and of each
+    /// kernel if measured (NaN if not). None: not timed, or no device time (the emulator).
+    fn finish(mut self) -> Result<Option<(f32, [f32; STAGES.len()])>> {
+        match self.timing {
+            Timing::Off => return Ok(None),
+            Timing::Total => self.events.push(self.dev.event()?),
+            Timing::PerKernel => {}
+        }
+        self.dev.synchronize()?;
+        let ms = |a: &CudaEvent, b: &CudaEvent| {
+            a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
+        };
+        let [Some(first), .., Some(last)] = self.events.as_slice() else { return Ok(None) };
+        let mut stage_ms = [f32::NAN; STAGES.len()];
+        if self.timing == Timing::PerKernel {
+            for (k, pair) in self.events.windows(2).enumerate() {
+                if let [Some(a), Some(b)] = pair {
+                    stage_ms[k] = ms(a, b)?;
+                }
+            }
+        }
+        Ok(Some((ms(first, last)?, stage_ms)))
+    }
+}
+
+/// The host checks of the CPU backend, in its order: shapes, labels (finiteness of the predictions is checked on
+/// the device, so a label error first looks for a non-finite prediction to report instead), then the CUDA limits.
+fn checked_inputs<'a>(
     job: &Job,
-    feats: &[TensorRef<f32>],
+    feats: &[TensorRef<'a, f32>],
     batch: &DetBatch<f32>,
-    mut into: Option<&mut [&mut [f32]]>,
-) -> Result<RunOut> {
-    let started = std::time::Instant::now();
+) -> Result<(Head<'a, f32>, GtTable<f32>)> {
     let head = Head::validate_shapes(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
-    // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
-    // first looks for a non-finite prediction to report instead.
     let gt = match labels_and_gt(&head, batch, job.topk) {
         Ok((_, gt)) => gt,
         Err(e) => {
@@ -125,210 +214,56 @@ pub(crate) fn run(
             job.topk
         )));
     }
-    let packed = pack_gt(&head, &gt);
-    let (b, a, m) = (head.batch, head.grid.num_anchors, gt.max_labels);
-    let ba = b.checked_mul(a).filter(|&v| i32::try_from(v.div_ceil(BLOCK as usize)).is_ok()).ok_or_else(|| {
-        LossError::invalid(format!("preds: {b} images × {a} anchors is too large for the CUDA kernels"))
-    })?;
-    int("GT slots", b * m)?;
-    int("anchors", a)?;
-    let anchor_blocks = blocks_for(ba);
-    let score_blocks = anchor_blocks.min(SCORE_BLOCKS_MAX);
-    // The decode runs a thread per (image, side, anchor), the class pass one per (image, class chunk, anchor).
-    let decode_blocks = blocks_for(4 * ba);
-    let class_blocks = blocks_for(ba * head.nc.div_ceil(CLASS_CHUNK));
-    // The box pass, four threads (sides) per (image, anchor).
-    let box_blocks = decode_blocks;
-    int("decode blocks", decode_blocks)?;
-    int("class blocks", class_blocks)?;
+    Ok((head, gt))
+}
 
-    // Inputs.
-    let level_bufs: Vec<DevBuf<f32>> =
-        feats.iter().enumerate().map(|(l, f)| dev.upload(&format!("preds[{l}]"), f.data)).collect::<Result<_>>()?;
-    let mut grad_bufs: Vec<DevBuf<f32>> = Vec::new();
-    if job.want_grad {
-        for (l, f) in feats.iter().enumerate() {
-            grad_bufs.push(dev.alloc(&format!("the gradient of preds[{l}]"), f.data.len())?);
-        }
-    }
-    let gt_boxes = dev.upload("the GT boxes", &packed.boxes)?;
-    let gt_ints = dev.upload("the GT classes", &packed.ints)?;
+/// Runs one evaluation. With `into` (caller buffers, one per level, checked by the caller) the gradients are
+/// downloaded there and `RunOut.out.grads` stays empty; else, when `job.want_grad`, into fresh vectors.
+pub(crate) fn run(
+    dev: Dev,
+    job: &Job,
+    feats: &[TensorRef<f32>],
+    batch: &DetBatch<f32>,
+    into: Option<&mut [&mut [f32]]>,
+) -> Result<RunOut> {
+    let started = Instant::now();
+    let (head, gt) = checked_inputs(job, feats, batch)?;
+    let gt = DeviceGt::upload(dev, pack_gt(&head, &gt))?;
+    let grids = Grids::new(&head, &gt)?;
+    let levels = Levels::upload(dev, feats, job.want_grad)?;
+    let (b, a) = (head.batch, head.grid.num_anchors);
+    let mut layout = ArenaLayout::default();
+    let assignment = AssignmentParts::plan(&mut layout, b * a, gt.slots());
+    let acc = Accumulators::plan(&mut layout, &grids);
+    let arena = dev.arena("detection work buffers", &layout)?;
+    let params = DetParams::new(job, &head, &grids, &levels, &gt, &arena, &assignment, &acc);
 
-    // Work buffers: those the kernels accumulate into (zeroed), and those they write before reading.
-    let slots = packed.slots;
-    let mut zero_layout = ArenaLayout::default();
-    let best = zero_layout.part::<u64>(ba);
-    let count = zero_layout.part::<u32>(ba);
-    let gt_t = zero_layout.part::<u32>(slots);
-    let gt_u = zero_layout.part::<u32>(slots);
-    let flags = zero_layout.part::<u32>(4);
-    let zeroed = dev.arena("assigner work buffers", &zero_layout, true)?;
-    let sums_len = score_blocks + class_blocks + 2 * box_blocks;
-    let mut work_layout = ArenaLayout::default();
-    let sums = work_layout.part::<f64>(sums_len);
-    let scalars = work_layout.part::<f32>(4);
-    let dist = work_layout.part::<f32>(4 * ba);
-    let claim = work_layout.part::<u32>(ba);
-    let pos_gt = work_layout.part::<i32>(ba);
-    let pos_t = work_layout.part::<f32>(ba);
-    let pos_u = work_layout.part::<f32>(ba);
-    let pos_cls = work_layout.part::<i32>(ba);
-    let pos_score = work_layout.part::<f32>(ba);
-    let work = dev.arena("detection work buffers", &work_layout, false)?;
+    let mut kernels = Kernels::start(dev, job.timing)?;
+    let uploaded = Instant::now();
+    AssignmentParts::launch(&mut kernels, &params, &grids)?;
+    class_pass(&mut kernels, &params, &grids)?;
+    box_pass(&mut kernels, &params, &grids)?;
+    let times = kernels.finish()?;
+    let computed = Instant::now();
 
-    let mut p = DetParams {
-        levels: head.grid.levels.len() as i32,
-        batch: b as i32,
-        channels: head.channels as i32,
-        reg_max: head.reg_max as i32,
-        cls_ch0: head.cls_ch0 as i32,
-        nc: head.nc as i32,
-        anchors: a as i32,
-        max_gt: m as i32,
-        topk: job.topk as i32,
-        only_cls: job.only_cls as i32,
-        score_blocks: score_blocks as i32,
-        class_blocks: class_blocks as i32,
-        box_blocks: box_blocks as i32,
-        gain_box: job.gains[0] as f32,
-        gain_cls: job.gains[1] as f32,
-        gain_dfl: job.gains[2] as f32,
-        gt_box: gt_boxes.ptr(),
-        gt_cls: gt_ints.slice(packed.cls()).ptr(),
-        gt_valid: gt_ints.slice(packed.valid()).ptr(),
-        img_bulk: gt_ints.slice(packed.bulk()).ptr(),
-        dist: work.ptr(dist),
-        best: zeroed.ptr(best),
-        count: zeroed.ptr(count),
-        claim: work.ptr(claim),
-        pos_gt: work.ptr(pos_gt),
-        pos_t: work.ptr(pos_t),
-        pos_u: work.ptr(pos_u),
-        pos_cls: work.ptr(pos_cls),
-        pos_score: work.ptr(pos_score),
-        gt_t: zeroed.ptr(gt_t),
-        gt_u: zeroed.ptr(gt_u),
-        scalars: work.ptr(scalars),
-        sums: work.ptr(sums),
-        flags: zeroed.ptr(flags),
-        ..DetParams::default()
-    };
-    for (l, lv) in head.grid.levels.iter().enumerate() {
-        p.feat[l] = level_bufs[l].ptr();
-        p.grad[l] = grad_bufs.get(l).map_or(DevPtr::default(), |g| g.ptr());
-        p.height[l] = lv.h as i32;
-        p.width[l] = lv.w as i32;
-        p.offset[l] = lv.offset as i32;
-        p.stride[l] = lv.stride as f32;
-    }
-
-    // Timed runs: the host time of the uploads (waited for), the events, the downloads apart.
-    let timed = job.timing != Timing::Off;
-    if timed {
-        dev.synchronize()?;
-    }
-    let uploaded = std::time::Instant::now();
-    let mut events = Vec::new();
-    if timed {
-        events.push(dev.event()?);
-    }
-    let anchor_grid = anchor_blocks as u32;
-    let assign_grid = if m > 0 { (b * m) as u32 } else { 0 };
-    let launches = [
-        (DECODE, decode_blocks as u32, BLOCK),
-        (ASSIGN, assign_grid, packed.assign_threads),
-        (RESOLVE, anchor_grid, BLOCK),
-        (SCORES, score_blocks as u32, BLOCK),
-        (CLASS, class_blocks as u32, BLOCK),
-        (BOX, box_blocks as u32, BLOCK),
-    ];
-    let last = launches.len() - 1;
-    for (k, (name, grid, threads)) in launches.into_iter().enumerate() {
-        dev.launch(name, grid, threads, &p)?;
-        if job.timing == Timing::PerKernel || (timed && k == last) {
-            events.push(dev.event()?);
-        }
-    }
-    if timed {
-        dev.synchronize()?;
-    }
-    let computed = std::time::Instant::now();
-
-    // Results: flags, S, partial sums, then the gradients.
-    let mut fl = [0u32; 4];
-    zeroed.view(flags).download("the status flags", &mut fl)?;
-    if fl[0] != 0 {
-        check_preds_finite(feats)?;
-        return Err(LossError::new(
-            ErrorCode::Internal,
-            "the CUDA kernels saw a non-finite prediction that the host check does not find",
-        ));
-    }
-    let mut timing = None;
-    if let [Some(first), .., Some(last)] = events.as_slice() {
-        let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
-            a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
-        };
-        let mut stage_ms = [f32::NAN; STAGES.len()];
-        if job.timing == Timing::PerKernel {
-            for (k, pair) in events.windows(2).enumerate() {
-                if let [Some(a), Some(b)] = pair {
-                    stage_ms[k] = ms(a, b)?;
-                }
-            }
-        }
-        timing = Some(StageTimes {
-            kernel_ms: ms(first, last)?,
-            stage_ms,
-            upload_ms: (uploaded - started).as_secs_f64() * 1e3,
-            download_ms: 0.0,
-        });
-    }
-    let mut sc = [0f32; 4];
-    work.view(scalars).download("the score divisor", &mut sc)?;
-    let mut partials = vec![0f64; sums_len];
-    work.view(sums).download("the loss partial sums", &mut partials)?;
-    let range_sum = |from: usize, len: usize| partials[from..from + len].iter().sum::<f64>();
-    let bce = range_sum(score_blocks, class_blocks);
-    let iou = range_sum(score_blocks + class_blocks, box_blocks);
-    let dfl = range_sum(score_blocks + class_blocks + box_blocks, box_blocks);
-    let s = sc[0];
-    let items: Vec<f32> = [iou, bce, dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
+    acc.check_finite(&arena, feats)?;
+    let s = assignment.divisor(&arena)?;
+    let sums = acc.download(&arena)?;
+    let items: Vec<f32> =
+        [sums.iou, sums.bce, sums.dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
     let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
-
-    let mut grads = Vec::new();
-    for (l, g) in grad_bufs.iter().enumerate() {
-        let what = format!("the gradient of preds[{l}]");
-        match into.as_deref_mut() {
-            Some(bufs) => g.view().download(&what, &mut *bufs[l])?,
-            None => {
-                let mut host = vec![0f32; feats[l].data.len()];
-                g.view().download(&what, &mut host)?;
-                grads.push(host);
-            }
-        }
+    let grads = levels.download_grads(into)?;
+    let timing = times.map(|(kernel_ms, stage_ms)| StageTimes {
+        kernel_ms,
+        stage_ms,
+        upload_ms: (uploaded - started).as_secs_f64() * 1e3,
+        download_ms: computed.elapsed().as_secs_f64() * 1e3,
+    });
+    let (mut num_positives, mut positives) = (None, None);
+    if job.want_assignment || job.timing != Timing::Off {
+        let per_image = assignment.download(&arena, b, a)?;
+        num_positives = Some(per_image.iter().map(Vec::len).sum());
+        positives = job.want_assignment.then_some(per_image);
     }
-
-    if let Some(t) = timing.as_mut() {
-        t.download_ms = computed.elapsed().as_secs_f64() * 1e3;
-    }
-    let (mut num_positives, mut assignment) = (None, None);
-    if job.want_assignment || timed {
-        let mut pos_gt_host = vec![0i32; ba];
-        let mut pos_score_host = vec![0f32; ba];
-        work.view(pos_gt).download("the assignment", &mut pos_gt_host)?;
-        work.view(pos_score).download("the target scores", &mut pos_score_host)?;
-        let (pos_gt, pos_score) = (pos_gt_host, pos_score_host);
-        num_positives = Some(pos_gt.iter().filter(|&&g| g >= 0).count());
-        let per_image: Assignment = (0..b)
-            .map(|img| {
-                (0..a)
-                    .filter(|&an| pos_gt[img * a + an] >= 0)
-                    .map(|an| (an, pos_gt[img * a + an] as usize, pos_score[img * a + an]))
-                    .collect()
-            })
-            .collect();
-        assignment = job.want_assignment.then_some(per_image);
-    }
-    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment, timing, num_positives })
+    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment: positives, timing, num_positives })
 }

@@ -111,13 +111,6 @@ impl Dev {
         Ok(buf)
     }
 
-    /// `len` zeros.
-    pub fn zeros<T: Elem>(&self, what: &str, len: usize) -> Result<DevBuf<T>> {
-        let buf = self.alloc_uninit(what, len)?;
-        buf.fill_bytes(0)?;
-        Ok(buf)
-    }
-
     /// A device copy of `host`.
     pub fn upload<T: Elem>(&self, what: &str, host: &[T]) -> Result<DevBuf<T>> {
         let buf = self.alloc_uninit(what, host.len())?;
@@ -132,10 +125,15 @@ impl Dev {
         Ok(buf)
     }
 
-    /// Several buffers in one allocation, laid out by `layout`; `zeroed`: all zeros, else as [`Dev::alloc`].
-    pub fn arena(&self, what: &str, layout: &ArenaLayout, zeroed: bool) -> Result<Arena> {
-        let bytes = if zeroed { self.zeros(what, layout.bytes)? } else { self.alloc(what, layout.bytes)? };
-        Ok(Arena { bytes })
+    /// The buffers of `layout` in one allocation: its zeroed parts zero, the others as [`Dev::alloc`].
+    pub fn arena(&self, what: &str, layout: &ArenaLayout) -> Result<Arena> {
+        let zeroed = layout.zeroed.next_multiple_of(PART_ALIGN);
+        let bytes = self.alloc_uninit::<u8>(what, zeroed + layout.other)?;
+        bytes.fill_range(0..zeroed, 0)?;
+        if cfg!(debug_assertions) {
+            bytes.fill_range(zeroed..zeroed + layout.other, 0xFF)?;
+        }
+        Ok(Arena { bytes, zeroed })
     }
 
     fn alloc_uninit<T: Elem>(&self, what: &str, len: usize) -> Result<DevBuf<T>> {
@@ -186,20 +184,28 @@ impl<T: Elem> DevBuf<T> {
 
     /// Sets every byte to `byte` (queued on the stream on the GPU).
     pub fn fill_bytes(&self, byte: u8) -> Result<()> {
-        let bytes = self.len * std::mem::size_of::<T>();
+        self.fill_range(0..self.len * std::mem::size_of::<T>(), byte)
+    }
+
+    /// Sets the bytes `range` of the buffer to `byte`.
+    fn fill_range(&self, range: Range<usize>, byte: u8) -> Result<()> {
+        let (start, bytes) = (range.start as u64, range.len());
+        if bytes == 0 {
+            return Ok(());
+        }
         match &self.mem {
             Mem::Gpu(s) => {
                 // A raw driver call: make the context current on this thread first (cudarc's own calls do).
                 s.context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
                 // SAFETY: the range is the buffer's own allocation; the stream orders it with the kernels.
-                unsafe { result::memset_d8_async(self.ptr().addr, byte, bytes, s.stream().cu_stream()) }
+                unsafe { result::memset_d8_async(self.ptr().addr + start, byte, bytes, s.stream().cu_stream()) }
                     .map_err(|e| errors::driver("clearing a work buffer", e))
             }
             #[cfg(all(test, yolo_cuda_emulator))]
             Mem::Host(h) => {
-                // SAFETY: the host buffer holds `bytes` bytes; no kernel runs meanwhile (emulated launches return
+                // SAFETY: the range lies in the host buffer (callers' ranges); no kernel runs meanwhile (emulated launches return
                 // when done).
-                unsafe { std::ptr::write_bytes(h.ptr as *mut u8, byte, bytes) };
+                unsafe { std::ptr::write_bytes((h.ptr as *mut u8).add(range.start), byte, bytes) };
                 Ok(())
             }
         }
@@ -209,6 +215,10 @@ impl<T: Elem> DevBuf<T> {
 impl<T: Elem> View<'_, T> {
     pub fn ptr(&self) -> DevPtr<T> {
         self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// Copies the view into `out` (as long as it), after everything queued before; waits for the copy.
@@ -234,15 +244,19 @@ impl<T: Elem> View<'_, T> {
     }
 }
 
-/// Where the buffers of an [`Arena`] lie: each [`ArenaLayout::part`] reserves the next aligned range.
+/// Where the buffers of an [`Arena`] lie: each part is the next aligned range of one of two sections, the zeroed
+/// one (for buffers that kernels accumulate into) and the other one (for buffers that kernels write first).
 #[derive(Debug, Default)]
 pub(crate) struct ArenaLayout {
-    bytes: usize,
+    zeroed: usize,
+    other: usize,
 }
 
 /// One buffer of `len` values of `T` in an arena; only meaningful with an arena of the layout that made it.
 #[derive(Debug)]
 pub(crate) struct Part<T> {
+    zeroed: bool,
+    /// Byte offset in its section.
     start: usize,
     len: usize,
     _elem: PhantomData<fn() -> T>,
@@ -260,24 +274,38 @@ impl<T> Copy for Part<T> {}
 const PART_ALIGN: usize = 256;
 
 impl ArenaLayout {
+    /// A part that is all zeros when the arena is made.
+    pub fn zeroed<T: Elem>(&mut self, len: usize) -> Part<T> {
+        Self::take(&mut self.zeroed, true, len)
+    }
+
+    /// A part left uninitialised (debug builds: 0xFF bytes, see [`Dev::alloc`]).
     pub fn part<T: Elem>(&mut self, len: usize) -> Part<T> {
-        let start = self.bytes.next_multiple_of(PART_ALIGN);
-        self.bytes = start + len * std::mem::size_of::<T>();
-        Part { start, len, _elem: PhantomData }
+        Self::take(&mut self.other, false, len)
+    }
+
+    fn take<T: Elem>(section: &mut usize, zeroed: bool, len: usize) -> Part<T> {
+        let start = section.next_multiple_of(PART_ALIGN);
+        *section = start + len * std::mem::size_of::<T>();
+        Part { zeroed, start, len, _elem: PhantomData }
     }
 }
 
-/// Several typed buffers in one device allocation, addressed by the [`Part`]s of its layout.
+/// Several typed buffers in one device allocation (the zeroed section first), addressed by the [`Part`]s of its
+/// layout.
 pub(crate) struct Arena {
     bytes: DevBuf<u8>,
+    /// Bytes of the zeroed section (aligned): where the other section starts.
+    zeroed: usize,
 }
 
 impl Arena {
     /// The part as a typed view: on the GPU a cudarc view of the allocation's bytes, reinterpreted as `T`s.
     pub fn view<T: Elem>(&self, part: Part<T>) -> View<'_, T> {
+        let start = if part.zeroed { part.start } else { self.zeroed + part.start };
         let ptr = match &self.bytes.mem {
             Mem::Gpu(s) => {
-                let bytes = s.slice(part.start..part.start + part.len * std::mem::size_of::<T>());
+                let bytes = s.slice(start..start + part.len * std::mem::size_of::<T>());
                 // SAFETY: the range holds exactly part.len values of T at an alignment of PART_ALIGN, and Elem
                 // types are valid for any bytes.
                 let typed = unsafe { bytes.transmute::<T>(part.len) }.expect("a part's bytes hold its values");
@@ -285,7 +313,7 @@ impl Arena {
                 DevPtr::new(addr)
             }
             #[cfg(all(test, yolo_cuda_emulator))]
-            Mem::Host(_) => DevPtr::new(self.bytes.ptr().addr + part.start as u64),
+            Mem::Host(_) => DevPtr::new(self.bytes.ptr().addr + start as u64),
         };
         View { dev: self.bytes.dev, ptr, len: part.len, _owner: PhantomData }
     }
