@@ -13,7 +13,8 @@
 //!   them runs on a given GPU ([`KernelSource`]: SASS, or PTX JIT-compiled by the driver);
 //! * `gpu.rs`: one [`Gpu`] per device (context, stream, loaded kernels, upload/download);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
-//! * `launch.rs`: host values as kernel parameters;
+//! * `launch.rs`: where kernels run ([`Gpu`], or the CPU emulator in tests), typed device buffers and arenas
+//!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → [`DetectionLossAny`] and friends, what the
@@ -26,9 +27,9 @@
 //! GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason (for `'cuda:N'` past the last GPU: how many there are);
 //! `'auto'` tries `cuda:0` and falls back to the CPU silently.
 //!
-//! Testing without a GPU: `emu/` is a CPU emulator of the detection kernels (built by build.rs with the host C++
-//! compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU backend
-//! in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
+//! Testing without a GPU: `emu/` is a CPU emulator of every kernel of `cuda/*.cu` (built by build.rs with the host
+//! C++ compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU
+//! backend in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
 //!
 //! Launchers compile in every build (cudarc is always there); only the fatbins need nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.

@@ -1,7 +1,7 @@
 //! Launches on the CPU emulator of the kernels (emu/emu.cpp and every `cuda/*.cu`, built by build.rs), for this
-//! crate's tests.
+//! crate's tests: any kernel, by name, with its parameter struct by pointer (the emulator checks its size).
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::Mutex;
 
 use yolo_loss_core::{ErrorCode, LossError, Result};
@@ -16,9 +16,11 @@ extern "C" {
         gy: c_uint,
         block: c_uint,
         params: *const c_void,
+        params_size: usize,
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn yl_emu_kernel_name(index: usize) -> *const c_char;
 }
 
 /// The emulator has global state (one launch at a time).
@@ -37,6 +39,7 @@ pub(crate) fn launch<P: KernelParams>(name: &str, grid: u32, block: u32, params:
             1,
             block,
             params as *const P as *const c_void,
+            std::mem::size_of::<P>(),
             err.as_mut_ptr() as *mut c_char,
             err.len(),
         )
@@ -46,4 +49,52 @@ pub(crate) fn launch<P: KernelParams>(name: &str, grid: u32, block: u32, params:
         return Err(LossError::new(ErrorCode::Internal, format!("emulated {name}: {msg}")));
     }
     Ok(())
+}
+
+/// The kernels the emulator has, in module order.
+pub(crate) fn kernels() -> Vec<String> {
+    (0..)
+        // SAFETY: returns null past the last kernel, else a static NUL-terminated name.
+        .map(|i| unsafe { yl_emu_kernel_name(i) })
+        .take_while(|p| !p.is_null())
+        // SAFETY: non-null names are static C strings of the kernel table.
+        .map(|p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::{Dev, DevPtr};
+
+    /// Every kernel nvcc built for the GPU is in the emulator, and no other (both come from `cuda/*.cu`).
+    #[test]
+    fn emulator_has_every_kernel() {
+        let mut emulated = kernels();
+        emulated.sort();
+        assert!(!emulated.is_empty());
+        if crate::KERNELS_BUILT {
+            let mut built: Vec<String> = crate::kernel_names().iter().map(|s| s.to_string()).collect();
+            built.sort();
+            assert_eq!(emulated, built);
+        }
+    }
+
+    /// A parameter struct of another size than the kernel's is refused with a message, not read past its end.
+    #[test]
+    fn emulator_launches_check_the_parameter_size() {
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct Small {
+            x: DevPtr<f32>,
+        }
+        // SAFETY: plain data; launched only to be refused.
+        unsafe impl cudarc::driver::DeviceRepr for Small {}
+        // SAFETY: as above.
+        unsafe impl KernelParams for Small {}
+        let e = Dev::Emu.launch("yl_det_decode", 1, 32, &Small { x: DevPtr::default() }).unwrap_err();
+        assert!(e.message.contains("takes a parameter struct of"), "{e}");
+        let e = Dev::Emu.launch("yl_no_such_kernel", 1, 32, &Small { x: DevPtr::default() }).unwrap_err();
+        assert!(e.message.contains("not in the emulator"), "{e}");
+    }
 }
