@@ -13,7 +13,8 @@
 use yolo_loss_core::Result;
 
 use super::params::DetParams;
-use super::run::{Assignment, Grids, Kernels, ASSIGN, BLOCK, DECODE, RESOLVE, SCORES};
+use super::run::{Assignment, Kernels, ASSIGN, DECODE, RESOLVE, SCORES};
+use super::stages::{Grids, BLOCK};
 use crate::launch::{Arena, ArenaLayout, Part};
 
 /// The assignment's buffers in the call's arena. Read by later passes: `pos_*` and `scalars`.

@@ -13,6 +13,7 @@ mod inputs;
 mod params;
 mod passes;
 pub(crate) mod run;
+mod stages;
 #[cfg(test)]
 mod tests;
 

@@ -3,12 +3,8 @@
 
 use cudarc::driver::DeviceRepr;
 
-use yolo_loss_core::detection::Head;
-
-use super::assign::AssignmentParts;
-use super::inputs::{DeviceGt, Levels};
-use super::passes::Accumulators;
-use super::run::{Grids, Job};
+use super::run::Job;
+use super::stages::DetectionStages;
 use crate::launch::{Arena, DevPtr, KernelParams};
 
 /// Most detection levels the kernels take (`yl::kMaxLevels`).
@@ -74,18 +70,8 @@ unsafe impl KernelParams for DetParams {}
 impl DetParams {
     /// The parameters of one call's kernels: its shapes and launch sizes, and the device addresses of the
     /// stages' buffers (the one place where they are taken).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        job: &Job,
-        head: &Head<f32>,
-        grids: &Grids,
-        levels: &Levels,
-        gt: &DeviceGt,
-        arena: &Arena,
-        assignment: &AssignmentParts,
-        acc: &Accumulators,
-    ) -> Self {
-        let asg = assignment;
+    pub fn new(job: &Job, stages: &DetectionStages, arena: &Arena) -> Self {
+        let DetectionStages { head, levels, gt, grids, assignment: asg, acc } = stages;
         let mut p = DetParams {
             levels: head.grid.levels.len() as i32,
             batch: head.batch as i32,

@@ -10,7 +10,8 @@ use yolo_loss_core::detection::check_preds_finite;
 use yolo_loss_core::{ErrorCode, LossError, Result, TensorRef};
 
 use super::params::DetParams;
-use super::run::{Grids, Kernels, BLOCK, BOX, CLASS};
+use super::run::{Kernels, BOX, CLASS};
+use super::stages::{Grids, BLOCK};
 use crate::launch::{Arena, ArenaLayout, Part};
 
 /// The class pass: BCE of every class logit of the loss's window against the target scores, and its gradient.

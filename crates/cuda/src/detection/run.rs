@@ -1,13 +1,15 @@
-//! One evaluation of a detection-family loss on the device, as the stages every such task composes:
+//! One evaluation of a detection-family loss on the device, composed of the stages every such task shares
+//! (`DetectionStages`, stages.rs):
 //!
 //! ```text
-//! host:        validate shapes → labels → GT table (CPU backend's checks and messages)      run.rs, host.rs
-//! inputs:      level tensors (once), gradient buffers, GT table on the device                inputs.rs
-//! assignment:  decode, candidates + top-k, resolve, scores; the positives stay on the device  assign.rs
-//! class pass:  BCE of the class window and its gradient                                      passes.rs
-//! box pass:    CIoU and DFL of the positives and the box-channel gradient                    passes.rs
-//! (a task's own passes read the assignment's parts the same way)
-//! download:    flags, S, partial sums, gradients (once)                                      run.rs
+//! host:        validate shapes → labels → GT table (CPU backend's checks and messages)   stages.rs, host.rs
+//! inputs:      level tensors (once), gradient buffers, GT table on the device             inputs.rs
+//! assignment:  decode, candidates + top-k, resolve, scores; the positives stay on the device
+//!              as typed parts of the call's arena                                         assign.rs
+//! class pass:  BCE of the class window and its gradient                                   passes.rs
+//! box pass:    CIoU and DFL of the positives and the box-channel gradient                 passes.rs
+//! (a task's own passes: parts reserved in the same layout, launched after these, reading the assignment's parts)
+//! download:    flags, S, partial sums, gradients (once)                                   run.rs
 //! ```
 //! The work buffers of all stages are parts of one arena (one allocation, one memset), each stage reserving its
 //! own; the kernels' parameter struct is derived from the stages' buffers in one place (params.rs).
@@ -16,19 +18,11 @@
 use std::time::Instant;
 
 use cudarc::driver::CudaEvent;
-use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
-use yolo_loss_core::labels::GtTable;
-use yolo_loss_core::{LossError, LossOutput, Result, TensorRef};
+use yolo_loss_core::detection::DetBatch;
+use yolo_loss_core::{LossOutput, Result, TensorRef};
 
-use super::assign::AssignmentParts;
-use super::host::pack_gt;
-use super::inputs::{DeviceGt, Levels};
-use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
-use super::passes::{box_pass, class_pass, Accumulators};
-use crate::launch::{int, ArenaLayout, Dev, KernelParams};
-
-/// Threads per block of every kernel but the assign kernel's.
-pub(super) const BLOCK: u32 = 256;
+use super::stages::DetectionStages;
+use crate::launch::{ArenaLayout, Dev, KernelParams};
 
 /// The kernels, by module (cuda/<module>.cu), in launch order.
 pub(crate) const DECODE: &str = "yl_det_decode";
@@ -52,9 +46,6 @@ pub struct StageTimes {
     /// Host time from the last kernel to the results on the host (downloads of the gradient and the sums).
     pub download_ms: f64,
 }
-
-/// Most blocks of the score pass (its partials are summed by its last block).
-const SCORE_BLOCKS_MAX: usize = 1024;
 
 /// The detection configuration the kernels need, and which channels form the loss's class window.
 #[derive(Debug, Clone)]
@@ -94,48 +85,8 @@ pub(crate) struct RunOut {
     pub num_positives: Option<usize>,
 }
 
-/// Launch sizes of one call's kernels (blocks per grid; the assign kernel's threads per block).
-pub(super) struct Grids {
-    /// One thread per (image, anchor).
-    pub anchor_blocks: u32,
-    /// The score pass: grid-stride over (image, anchor), at most SCORE_BLOCKS_MAX blocks.
-    pub score_blocks: u32,
-    /// One thread per (image, side, anchor): the decode, and the box pass (four lanes per anchor).
-    pub decode_blocks: u32,
-    pub box_blocks: u32,
-    /// One thread per (image, class chunk, anchor).
-    pub class_blocks: u32,
-    /// One block per GT slot.
-    pub assign_blocks: u32,
-    pub assign_threads: u32,
-}
-
-impl Grids {
-    fn new(head: &Head<f32>, gt: &DeviceGt) -> Result<Self> {
-        let (b, a) = (head.batch, head.grid.num_anchors);
-        let blocks = |n: usize| n.div_ceil(BLOCK as usize);
-        let ba = b.checked_mul(a).filter(|&v| i32::try_from(blocks(v)).is_ok()).ok_or_else(|| {
-            LossError::invalid(format!("preds: {b} images × {a} anchors is too large for the CUDA kernels"))
-        })?;
-        int("GT slots", gt.slots())?;
-        int("anchors", a)?;
-        let anchor_blocks = blocks(ba);
-        let decode_blocks = int("decode blocks", blocks(4 * ba))? as u32;
-        let class_blocks = int("class blocks", blocks(ba * head.nc.div_ceil(CLASS_CHUNK)))? as u32;
-        Ok(Grids {
-            anchor_blocks: anchor_blocks as u32,
-            score_blocks: anchor_blocks.min(SCORE_BLOCKS_MAX) as u32,
-            decode_blocks,
-            box_blocks: decode_blocks,
-            class_blocks,
-            assign_blocks: gt.slots() as u32,
-            assign_threads: gt.assign_threads(),
-        })
-    }
-}
-
 /// The kernels of one call, queued in order on the device, with the timing events `Timing` asks for.
-pub(super) struct Kernels {
+pub(crate) struct Kernels {
     dev: Dev,
     timing: Timing,
     events: Vec<Option<CudaEvent>>,
@@ -185,38 +136,6 @@ impl Kernels {
     }
 }
 
-/// The host checks of the CPU backend, in its order: shapes, labels (finiteness of the predictions is checked on
-/// the device, so a label error first looks for a non-finite prediction to report instead), then the CUDA limits.
-fn checked_inputs<'a>(
-    job: &Job,
-    feats: &[TensorRef<'a, f32>],
-    batch: &DetBatch<f32>,
-) -> Result<(Head<'a, f32>, GtTable<f32>)> {
-    let head = Head::validate_shapes(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
-    let gt = match labels_and_gt(&head, batch, job.topk) {
-        Ok((_, gt)) => gt,
-        Err(e) => {
-            check_preds_finite(feats)?;
-            return Err(e);
-        }
-    };
-    if head.grid.levels.len() > MAX_LEVELS {
-        return Err(LossError::invalid(format!(
-            "model.stride: the CUDA backend supports at most {MAX_LEVELS} levels, got {}",
-            head.grid.levels.len()
-        )));
-    }
-    // The assign kernel keeps each GT's top-k in a fixed-size per-thread list: re-checked here (not only at
-    // construction) because `cfg` is a public field a caller may change afterwards.
-    if job.topk > MAX_TOPK {
-        return Err(LossError::invalid(format!(
-            "tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}",
-            job.topk
-        )));
-    }
-    Ok((head, gt))
-}
-
 /// Runs one evaluation. With `into` (caller buffers, one per level, checked by the caller) the gradients are
 /// downloaded there and `RunOut.out.grads` stays empty; else, when `job.want_grad`, into fresh vectors.
 pub(crate) fn run(
@@ -227,32 +146,19 @@ pub(crate) fn run(
     into: Option<&mut [&mut [f32]]>,
 ) -> Result<RunOut> {
     let started = Instant::now();
-    let (head, gt) = checked_inputs(job, feats, batch)?;
-    let gt = DeviceGt::upload(dev, pack_gt(&head, &gt))?;
-    let grids = Grids::new(&head, &gt)?;
-    let levels = Levels::upload(dev, feats, job.want_grad)?;
-    let (b, a) = (head.batch, head.grid.num_anchors);
     let mut layout = ArenaLayout::default();
-    let assignment = AssignmentParts::plan(&mut layout, b * a, gt.slots());
-    let acc = Accumulators::plan(&mut layout, &grids);
+    let stages = DetectionStages::prepare(dev, job, feats, batch, &mut layout)?;
     let arena = dev.arena("detection work buffers", &layout)?;
-    let params = DetParams::new(job, &head, &grids, &levels, &gt, &arena, &assignment, &acc);
+    let params = stages.params(job, &arena);
 
     let mut kernels = Kernels::start(dev, job.timing)?;
     let uploaded = Instant::now();
-    AssignmentParts::launch(&mut kernels, &params, &grids)?;
-    class_pass(&mut kernels, &params, &grids)?;
-    box_pass(&mut kernels, &params, &grids)?;
+    stages.launch(&mut kernels, &params)?;
     let times = kernels.finish()?;
     let computed = Instant::now();
 
-    acc.check_finite(&arena, feats)?;
-    let s = assignment.divisor(&arena)?;
-    let sums = acc.download(&arena)?;
-    let items: Vec<f32> =
-        [sums.iou, sums.bce, sums.dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
-    let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
-    let grads = levels.download_grads(into)?;
+    let (loss, items) = stages.loss(job, &arena, feats)?;
+    let grads = stages.levels.download_grads(into)?;
     let timing = times.map(|(kernel_ms, stage_ms)| StageTimes {
         kernel_ms,
         stage_ms,
@@ -261,7 +167,8 @@ pub(crate) fn run(
     });
     let (mut num_positives, mut positives) = (None, None);
     if job.want_assignment || job.timing != Timing::Off {
-        let per_image = assignment.download(&arena, b, a)?;
+        let (b, a) = (stages.head.batch, stages.head.grid.num_anchors);
+        let per_image = stages.assignment.download(&arena, b, a)?;
         num_positives = Some(per_image.iter().map(Vec::len).sum());
         positives = job.want_assignment.then_some(per_image);
     }
