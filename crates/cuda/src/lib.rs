@@ -31,6 +31,8 @@
 //! C++ compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU
 //! backend in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
 //!
+//! Adding a CUDA backend for a task: the recipe in this crate's README.md.
+//!
 //! Launchers compile in every build (cudarc is always there); only the fatbins need nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 

@@ -5,15 +5,16 @@
 //! included), values within 1e-5 relative. Errors: the CPU backend's for bad input (same codes, same messages),
 //! `ERR_CUDA_UNAVAILABLE` when there is no usable GPU, `ERR_CUDA_OUT_OF_MEMORY` when the GPU is full.
 
-mod assign;
+// The stages a detection-family task composes (see the crate's README.md): crate-visible for other tasks' runs.
+pub(crate) mod assign;
 #[cfg(all(test, yolo_cuda_emulator))]
 mod emu;
 mod host;
-mod inputs;
+pub(crate) mod inputs;
 mod params;
-mod passes;
+pub(crate) mod passes;
 pub(crate) mod run;
-mod stages;
+pub(crate) mod stages;
 #[cfg(test)]
 mod tests;
 

@@ -94,7 +94,7 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     /// Timed runs wait for the uploads first, so that the events measure the kernels alone.
-    fn start(dev: Dev, timing: Timing) -> Result<Self> {
+    pub fn start(dev: Dev, timing: Timing) -> Result<Self> {
         let mut events = Vec::new();
         if timing != Timing::Off {
             dev.synchronize()?;
@@ -113,7 +113,7 @@ impl Kernels {
 
     /// Waits for the kernels of a timed run; the device time from the first to the last kernel, and of each
     /// kernel if measured (NaN if not). None: not timed, or no device time (the emulator).
-    fn finish(mut self) -> Result<Option<(f32, [f32; STAGES.len()])>> {
+    pub fn finish(mut self) -> Result<Option<(f32, [f32; STAGES.len()])>> {
         match self.timing {
             Timing::Off => return Ok(None),
             Timing::Total => self.events.push(self.dev.event()?),
@@ -126,9 +126,10 @@ impl Kernels {
         let [Some(first), .., Some(last)] = self.events.as_slice() else { return Ok(None) };
         let mut stage_ms = [f32::NAN; STAGES.len()];
         if self.timing == Timing::PerKernel {
-            for (k, pair) in self.events.windows(2).enumerate() {
+            // The detection stages' kernels, in launch order (a task's further kernels count in the total only).
+            for (stage, pair) in stage_ms.iter_mut().zip(self.events.windows(2)) {
                 if let [Some(a), Some(b)] = pair {
-                    stage_ms[k] = ms(a, b)?;
+                    *stage = ms(a, b)?;
                 }
             }
         }

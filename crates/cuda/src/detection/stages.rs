@@ -15,7 +15,7 @@ use super::run::{Job, Kernels};
 use crate::launch::{int, Arena, ArenaLayout, Dev};
 
 /// Threads per block of every kernel but the assign kernel's.
-pub(super) const BLOCK: u32 = 256;
+pub(crate) const BLOCK: u32 = 256;
 
 /// Most blocks of the score pass (its partials are summed by its last block).
 const SCORE_BLOCKS_MAX: usize = 1024;
@@ -78,7 +78,7 @@ impl<'a> DetectionStages<'a> {
 }
 
 /// Launch sizes of one call's kernels (blocks per grid; the assign kernel's threads per block).
-pub(super) struct Grids {
+pub(crate) struct Grids {
     /// One thread per (image, anchor).
     pub anchor_blocks: u32,
     /// The score pass: grid-stride over (image, anchor), at most SCORE_BLOCKS_MAX blocks.
