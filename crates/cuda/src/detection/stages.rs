@@ -2,7 +2,7 @@
 //! launch sizes, and the work-arena parts of the assignment (assign.rs) and of the class and box passes
 //! (passes.rs). A task launches them in order and adds passes of its own (see run.rs and the crate's README.md).
 
-use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
+use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head, LossValues};
 use yolo_loss_core::labels::GtTable;
 use yolo_loss_core::{LossError, Result, TensorRef};
 
@@ -30,10 +30,6 @@ pub(crate) struct DetectionStages<'a> {
     pub assignment: AssignmentParts,
     pub acc: Accumulators,
 }
-
-/// The detection loss's three terms as `(loss [3], items [3])`: the sums over the batch divided by S, times the
-/// gains, and the loss times B.
-pub(crate) type LossValues = (Vec<f32>, Vec<f32>);
 
 impl<'a> DetectionStages<'a> {
     /// Checks the inputs as the CPU backend does, uploads them, and reserves the stages' parts in `layout`.
@@ -65,8 +61,9 @@ impl<'a> DetectionStages<'a> {
         box_pass(kernels, p, &self.grids)
     }
 
-    /// After the kernels: the loss and its items (or the error of a non-finite prediction they saw).
-    pub fn loss(&self, job: &Job, arena: &Arena, feats: &[TensorRef<f32>]) -> Result<LossValues> {
+    /// After the kernels: (loss, items) of the three terms, the sums over the batch divided by S times the gains
+    /// (items) and times B (loss); or the error of a non-finite prediction the kernels saw.
+    pub fn loss(&self, job: &Job, arena: &Arena, feats: &[TensorRef<f32>]) -> Result<LossValues<f32>> {
         self.acc.check_finite(arena, feats)?;
         let s = self.assignment.divisor(arena)?;
         let sums = self.acc.download(arena)?;

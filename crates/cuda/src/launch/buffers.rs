@@ -183,7 +183,7 @@ impl<T: Elem> DevBuf<T> {
     }
 
     /// Sets every byte to `byte` (queued on the stream on the GPU).
-    pub fn fill_bytes(&self, byte: u8) -> Result<()> {
+    fn fill_bytes(&self, byte: u8) -> Result<()> {
         self.fill_range(0..self.len * std::mem::size_of::<T>(), byte)
     }
 
