@@ -9,6 +9,9 @@
 //! from PyPI and prints the `NVCC=` line). Without nvcc, or when a kernel does not compile, the crate still builds,
 //! CPU only, and says why in a cargo warning and in `availability()`; with `YOLO_LOSS_REQUIRE_CUDA=1` (CI) both are
 //! hard errors instead, so that a kernel that stops compiling cannot slip through as a CPU-only build.
+//!
+//! It also builds the CPU emulator of the same kernels for this crate's tests (`build_emulator`): every `cuda/*.cu`
+//! with the host C++ compiler, and a generated table of their kernels; no kernel is listed by hand anywhere.
 
 use std::env;
 use std::fmt::Write as _;
