@@ -9,6 +9,9 @@
 //! from PyPI and prints the `NVCC=` line). Without nvcc, or when a kernel does not compile, the crate still builds,
 //! CPU only, and says why in a cargo warning and in `availability()`; with `YOLO_LOSS_REQUIRE_CUDA=1` (CI) both are
 //! hard errors instead, so that a kernel that stops compiling cannot slip through as a CPU-only build.
+//!
+//! It also builds the CPU emulator of the same kernels for this crate's tests (`build_emulator`): every `cuda/*.cu`
+//! with the host C++ compiler, and a generated table of their kernels; no kernel is listed by hand anywhere.
 
 use std::env;
 use std::fmt::Write as _;
@@ -53,8 +56,8 @@ fn main() {
     // A directory is scanned as a whole: new .cu files and edited headers (.cuh) both trigger a rebuild.
     println!("cargo::rerun-if-changed={}", kernel_dir.display());
 
-    // The CPU emulator of the detection kernels, for this crate's own tests (see emu/emu.hpp). Independent of
-    // nvcc; without a host C++ compiler the emulator tests skip and say why.
+    // The CPU emulator of every kernel, for this crate's own tests (see emu/emu.hpp). Independent of nvcc; without
+    // a host C++ compiler the emulator tests skip and say why.
     let emu_dir = manifest_dir.join("emu");
     println!("cargo::rerun-if-changed={}", emu_dir.display());
     match build_emulator(&kernel_dir, &emu_dir, &out_dir) {
@@ -331,8 +334,9 @@ fn generated_rust(modules: &[Module], release: &str, targets: &Targets) -> Strin
     s
 }
 
-/// Compiles emu/emu.cpp and every `cuda/det_*.cu` with the host C++ compiler (the kernels see emu/emu.hpp's
-/// stand-ins for the CUDA built-ins) into `libyl_emu.a`. Only the tests link it (`#[link]` under `cfg(test)`).
+/// Compiles the emulator's runtime and probes (`emu/*.cpp`) and every `cuda/*.cu` with the host C++ compiler (the
+/// kernels see emu/emu.hpp's stand-ins for the CUDA built-ins) into `libyl_emu.a`, with the table of every
+/// module's kernels that `yl_emu_launch` looks names up in. Only the tests link it (`#[link]` under `cfg(test)`).
 fn build_emulator(kernel_dir: &Path, emu_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let cxx = env::var("CXX").ok().filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
         ["c++", "g++", "clang++"].iter().find_map(|c| search_path(&format!("{c}{}", env::consts::EXE_SUFFIX)))
@@ -341,17 +345,31 @@ fn build_emulator(kernel_dir: &Path, emu_dir: &Path, out_dir: &Path) -> Result<P
     let ar = env::var("AR").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "ar".to_string());
     let dir = out_dir.join("emu");
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut sources = vec![emu_dir.join("emu.cpp")];
-    let mut kernels: Vec<PathBuf> = fs::read_dir(kernel_dir)
-        .map_err(|e| format!("cannot read {}: {e}", kernel_dir.display()))?
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        fs::write(&path, text).map(|()| path).map_err(|e| format!("cannot write {name} into OUT_DIR: {e}"))
+    };
+
+    let mut sources: Vec<PathBuf> = fs::read_dir(emu_dir)
+        .map_err(|e| format!("cannot read {}: {e}", emu_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "cu")
-                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("det_"))
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "cpp"))
         .collect();
-    kernels.sort();
-    sources.extend(kernels);
+    sources.sort();
+    // Each kernel file inside a generated one that appends its kernel list (so that `decltype` sees the kernels'
+    // parameter types), then one table of every module's list.
+    let mut modules = Vec::new();
+    for src in kernel_sources(kernel_dir)? {
+        let stem =
+            src.file_stem().and_then(|s| s.to_str()).ok_or_else(|| format!("odd file name {}", src.display()))?;
+        let text = fs::read_to_string(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        let kernels = declared_kernels(&text).map_err(|e| format!("{}: {e}", src.display()))?;
+        let module = format!("yl_emu_module_{stem}");
+        sources.push(write(&format!("module_{stem}.cpp"), module_source(&src, &module, &kernels))?);
+        modules.push(module);
+    }
+    sources.push(write("modules.cpp", module_table(&modules))?);
+
     let mut objects = Vec::new();
     for src in &sources {
         let obj = dir.join(format!("{}.o", src.file_stem().and_then(|s| s.to_str()).unwrap_or("x")));
@@ -385,4 +403,64 @@ fn build_emulator(kernel_dir: &Path, emu_dir: &Path, out_dir: &Path) -> Result<P
         return Err(format!("{ar} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(dir)
+}
+
+/// The names of the `extern "C" __global__` kernels in a kernel file's text (`extern "C" __global__ void
+/// [__launch_bounds__(…)] name(`), in order. Comment lines are skipped; a kernel that is not `extern "C"` is an
+/// error (the GPU loader finds kernels by their unmangled names, and so does the emulator).
+fn declared_kernels(source: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for (at, _) in source.match_indices("__global__") {
+        let line = &source[source[..at].rfind('\n').map_or(0, |p| p + 1)..at];
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        if !line.contains("extern \"C\"") {
+            return Err(format!("a __global__ function that is not extern \"C\": `{}`", line.trim()));
+        }
+        let rest = source[at + "__global__".len()..].trim_start();
+        let mut rest = rest.strip_prefix("void").ok_or("a kernel that does not return void")?.trim_start();
+        if let Some(bounds) = rest.strip_prefix("__launch_bounds__") {
+            let close = bounds.find(')').ok_or("an unclosed __launch_bounds__(")?;
+            rest = bounds[close + 1..].trim_start();
+        }
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if name.is_empty() || !rest[name.len()..].trim_start().starts_with('(') {
+            return Err(format!("cannot read the kernel name in `{}`", rest.lines().next().unwrap_or_default()));
+        }
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Err("defines no extern \"C\" __global__ kernel".into());
+    }
+    Ok(names)
+}
+
+/// A translation unit of the emulator: the kernel file, then `module`, the function that lists its kernels.
+fn module_source(src: &Path, module: &str, kernels: &[String]) -> String {
+    let mut s = format!(
+        "// Generated by crates/cuda/build.rs for the kernel emulator. Do not edit.\n#include {:?}\n\n",
+        src.display().to_string()
+    );
+    let _ = writeln!(s, "extern \"C\" const yl_emu::Kernel* {module}(size_t* count) {{");
+    s.push_str("    static const yl_emu::Kernel kernels[] = {\n");
+    for k in kernels {
+        let _ = writeln!(s, "        yl_emu::kernel<&{k}>({k:?}),");
+    }
+    s.push_str("    };\n    *count = sizeof(kernels) / sizeof(kernels[0]);\n    return kernels;\n}\n");
+    s
+}
+
+/// The emulator's table of modules.
+fn module_table(modules: &[String]) -> String {
+    let mut s = String::from("// Generated by crates/cuda/build.rs for the kernel emulator. Do not edit.\n\n");
+    for m in modules {
+        let _ = writeln!(s, "extern \"C\" const yl_emu::Kernel* {m}(size_t* count);");
+    }
+    s.push_str("\nconst yl_emu::Module yl_emu::kModules[] = {\n");
+    for m in modules {
+        let _ = writeln!(s, "    {m},");
+    }
+    let _ = writeln!(s, "}};\nconst size_t yl_emu::kModuleCount = {};", modules.len());
+    s
 }

@@ -1,12 +1,12 @@
-// Runtime of the kernel emulator (see emu.hpp) and its C entry points, called from the Rust tests.
+// Runtime of the kernel emulator (see emu.hpp) and its C entry points, called from the Rust tests
+// (crates/cuda/src/launch/emu.rs). It knows no kernel or parameter struct: build.rs generates the kernel table.
 #include "emu.hpp"
 
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ucontext.h>
-
-#include "detect.cuh"
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -121,11 +121,6 @@ bool run_grid(unsigned gx, unsigned gy, unsigned bx, char* err, size_t errlen) {
     return true;
 }
 
-template <void (*K)(DetParams)>
-void det_entry(const void* p) {
-    K(*static_cast<const DetParams*>(p));
-}
-
 }  // namespace
 
 void __syncthreads() {
@@ -150,47 +145,48 @@ uint64_t yl_emu_exchange(uint64_t mine, int src) {
 
 void __threadfence() {}
 
-extern "C" void yl_det_decode(DetParams);
-extern "C" void yl_det_assign(DetParams);
-extern "C" void yl_det_resolve(DetParams);
-extern "C" void yl_det_scores(DetParams);
-extern "C" void yl_det_class(DetParams);
-extern "C" void yl_det_box(DetParams);
+namespace {
 
-struct Entry {
-    const char* name;
-    void (*fn)(const void*);
-};
-static const Entry kKernels[] = {
-    {"yl_det_decode", det_entry<yl_det_decode>}, {"yl_det_assign", det_entry<yl_det_assign>},
-    {"yl_det_resolve", det_entry<yl_det_resolve>}, {"yl_det_scores", det_entry<yl_det_scores>},
-    {"yl_det_class", det_entry<yl_det_class>},   {"yl_det_box", det_entry<yl_det_box>},
-};
-
-// Runs kernel `name` on a (gx, gy) grid of `block`-thread blocks with `params` (a DetParams). 0 on success; else
-// a message in `err`. Not thread-safe: the Rust side serialises calls.
-extern "C" int yl_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned block, const void* params, char* err,
-                             size_t errlen) {
-    for (const Entry& e : kKernels) {
-        if (std::strcmp(e.name, name) == 0) {
-            g_kernel = e.fn;
-            g_params = params;
-            return run_grid(gx, gy, block, err, errlen) ? 0 : 1;
-        }
+const yl_emu::Kernel* find_kernel(const char* name) {
+    for (size_t m = 0; m < yl_emu::kModuleCount; ++m) {
+        size_t n = 0;
+        const yl_emu::Kernel* kernels = yl_emu::kModules[m](&n);
+        for (size_t k = 0; k < n; ++k)
+            if (std::strcmp(kernels[k].name, name) == 0) return &kernels[k];
     }
-    std::snprintf(err, errlen, "kernel %s is not in the emulator", name);
-    return 1;
+    return nullptr;
 }
 
-// Layout of DetParams as this compiler sees it, for the Rust side to compare with its #[repr(C)] copy.
-extern "C" size_t yl_emu_det_params_layout(size_t* offsets, size_t n) {
-    const size_t o[] = {offsetof(DetParams, grad),    offsetof(DetParams, height),   offsetof(DetParams, stride),
-                        offsetof(DetParams, levels),  offsetof(DetParams, box_blocks), offsetof(DetParams, gain_box),
-                        offsetof(DetParams, gt_box),  offsetof(DetParams, dist),     offsetof(DetParams, flags)};
-    for (size_t i = 0; i < n && i < sizeof(o) / sizeof(o[0]); ++i) offsets[i] = o[i];
-    return sizeof(DetParams);
+}  // namespace
+
+// Runs kernel `name` on a (gx, gy) grid of `block`-thread blocks with `params`, a struct of `params_size` bytes
+// (the kernel's parameter struct). 0 on success; else a message in `err`. Not thread-safe: the Rust side
+// serialises calls.
+extern "C" int yl_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned block, const void* params,
+                             size_t params_size, char* err, size_t errlen) {
+    const yl_emu::Kernel* k = find_kernel(name);
+    if (k == nullptr) {
+        std::snprintf(err, errlen, "kernel %s is not in the emulator", name);
+        return 1;
+    }
+    if (k->params_size != params_size) {
+        std::snprintf(err, errlen, "kernel %s takes a parameter struct of %zu bytes, got %zu", name, k->params_size,
+                      params_size);
+        return 1;
+    }
+    g_kernel = k->run;
+    g_params = params;
+    return run_grid(gx, gy, block, err, errlen) ? 0 : 1;
 }
 
-// The kernels' per-logit class arithmetic (detect.cuh), for the test that holds it bit-equal to the CPU backend's
-// (crates/core fastmath.rs): the two are ports of each other and must not drift apart.
-extern "C" void yl_emu_bce_sigmoid(float x, float* loss, float* sig) { yl::bce_sigmoid(x, *loss, *sig); }
+// The name of the emulator's `index`-th kernel, or null past the last: the Rust tests compare the list with the
+// kernels nvcc built.
+extern "C" const char* yl_emu_kernel_name(size_t index) {
+    for (size_t m = 0; m < yl_emu::kModuleCount; ++m) {
+        size_t n = 0;
+        const yl_emu::Kernel* kernels = yl_emu::kModules[m](&n);
+        if (index < n) return kernels[index].name;
+        index -= n;
+    }
+    return nullptr;
+}

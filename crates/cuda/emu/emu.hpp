@@ -1,5 +1,5 @@
-// A functional CPU emulator for the detection kernels (tests only): included before a `cuda/*.cu` file when
-// build.rs compiles it with the host C++ compiler, it maps the CUDA built-ins those kernels use onto the runtime
+// A functional CPU emulator for the kernels of `cuda/*.cu` (tests only): included before every `cuda/*.cu` file
+// when build.rs compiles it with the host C++ compiler, it maps the CUDA built-ins the kernels use onto the runtime
 // of emu.cpp, which runs a launch block by block, every thread of a block as a fiber (ucontext) scheduled round
 // robin on one OS thread. __syncthreads and the warp shuffles are real barriers between the fibers, atomics are
 // plain read-modify-writes (a fiber is never interrupted between two barriers), "device memory" is host memory.
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -101,3 +102,41 @@ inline uint32_t __float_as_uint(float f) {
     std::memcpy(&u, &f, 4);
     return u;
 }
+
+// The emulator's kernel table. build.rs compiles each `cuda/<module>.cu` inside a generated file that lists the
+// module's `extern "C"` kernels with `yl_emu::kernel<&name>("name")` (their names read from the source; the
+// compiler checks that each exists) and a table of every module's list (emu_modules.cpp), which yl_emu_launch
+// searches. A kernel takes exactly one parameter struct by value, as on the GPU (crates/cuda/src/launch.rs).
+namespace yl_emu {
+
+struct Kernel {
+    const char* name;
+    void (*run)(const void* params);
+    size_t params_size;
+};
+
+template <class F>
+struct OneParam {
+    static_assert(sizeof(F) == 0, "an emulated kernel takes exactly one parameter struct, by value");
+};
+template <class P>
+struct OneParam<void (*)(P)> {
+    using type = P;
+};
+
+template <auto K>
+void run_kernel(const void* params) {
+    K(*static_cast<const typename OneParam<decltype(K)>::type*>(params));
+}
+
+template <auto K>
+constexpr Kernel kernel(const char* name) {
+    return {name, &run_kernel<K>, sizeof(typename OneParam<decltype(K)>::type)};
+}
+
+// One module's kernels: a pointer to the array and, in `count`, its length.
+using Module = const Kernel* (*)(size_t* count);
+extern const Module kModules[];
+extern const size_t kModuleCount;
+
+}  // namespace yl_emu

@@ -13,7 +13,8 @@
 //!   them runs on a given GPU ([`KernelSource`]: SASS, or PTX JIT-compiled by the driver);
 //! * `gpu.rs`: one [`Gpu`] per device (context, stream, loaded kernels, upload/download);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
-//! * `launch.rs`: host values as kernel parameters;
+//! * `launch.rs`: where kernels run ([`Gpu`], or the CPU emulator in tests), typed device buffers and arenas
+//!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
@@ -32,9 +33,11 @@
 //! there are; for a task without a CUDA backend a message about `device:` itself); `'auto'` tries `cuda:0` and falls
 //! back to the CPU silently.
 //!
-//! Testing without a GPU: `emu/` is a CPU emulator of the detection kernels (built by build.rs with the host C++
-//! compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU backend
-//! in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
+//! Testing without a GPU: `emu/` is a CPU emulator of every kernel of `cuda/*.cu` (built by build.rs with the host
+//! C++ compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU
+//! backend in every `cargo test`; the GPU runs of the same test bodies are in `tests/` and `scripts/gpu-check.sh`.
+//!
+//! Adding a CUDA backend for a task: the recipe in this crate's README.md.
 //!
 //! Launchers compile in every build (cudarc is always there); only the fatbins need nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.

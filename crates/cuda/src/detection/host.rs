@@ -2,6 +2,8 @@
 //! `labels_and_gt`: same checks, messages and order), and the GT table packed for the kernels with the per-image
 //! choice of soft-argmax form that the CPU assigner makes (`decodes_all_up_front`).
 
+use std::ops::Range;
+
 use yolo_loss_core::detection::{decodes_all_up_front, Head};
 use yolo_loss_core::labels::GtTable;
 
@@ -11,6 +13,8 @@ pub(crate) struct PackedGt {
     pub boxes: Vec<f32>,
     pub ints: Vec<i32>,
     pub slots: usize,
+    /// GT slots per image (the most labels of an image).
+    pub per_image: usize,
     pub assign_threads: u32,
 }
 
@@ -25,6 +29,19 @@ fn assign_threads(head: &Head<f32>, gt: &GtTable<f32>) -> u32 {
     ((most / 4.0).ceil().clamp(32.0, 1024.0) as u32).next_power_of_two()
 }
 
+impl PackedGt {
+    /// Where the classes, validities and soft-argmax forms lie in `ints`.
+    pub fn cls(&self) -> Range<usize> {
+        0..self.slots
+    }
+    pub fn valid(&self) -> Range<usize> {
+        self.slots..2 * self.slots
+    }
+    pub fn bulk(&self) -> Range<usize> {
+        2 * self.slots..self.ints.len()
+    }
+}
+
 pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {
     let slots = gt.boxes.len();
     let mut boxes = Vec::with_capacity(slots * 4);
@@ -36,5 +53,5 @@ pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {
     ints.extend(gt.cls.iter().map(|&c| c.trunc() as i32));
     ints.extend(gt.valid.iter().map(|&v| v as i32));
     ints.extend((0..head.batch).map(|b| decodes_all_up_front(&head.grid, &gt.gt_boxes(b)) as i32));
-    PackedGt { boxes, ints, slots, assign_threads: assign_threads(head, gt) }
+    PackedGt { boxes, ints, slots, per_image: gt.max_labels, assign_threads: assign_threads(head, gt) }
 }

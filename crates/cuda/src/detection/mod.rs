@@ -5,12 +5,16 @@
 //! included), values within 1e-5 relative. Errors: the CPU backend's for bad input (same codes, same messages),
 //! `ERR_CUDA_UNAVAILABLE` when there is no usable GPU, `ERR_CUDA_OUT_OF_MEMORY` when the GPU is full.
 
-mod device;
+// The stages a detection-family task composes (see the crate's README.md): crate-visible for other tasks' runs.
+pub(crate) mod assign;
 #[cfg(all(test, yolo_cuda_emulator))]
 mod emu;
 mod host;
+pub(crate) mod inputs;
 mod params;
+pub(crate) mod passes;
 pub(crate) mod run;
+pub(crate) mod stages;
 #[cfg(test)]
 mod tests;
 
@@ -19,7 +23,7 @@ use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, T
 
 use crate::backend::CudaLoss;
 use crate::gpu::gpu;
-use device::Dev;
+use crate::launch::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
 pub use run::{Assignment, StageTimes, STAGES};
 use run::{Job, RunOut, Timing};

@@ -1,28 +1,28 @@
-//! One detection loss evaluation on the device: uploads, the six kernel launches, downloads.
+//! One evaluation of a detection-family loss on the device, composed of the stages every such task shares
+//! (`DetectionStages`, stages.rs):
 //!
 //! ```text
-//! host:  validate shapes → labels → GT table (CPU backend's checks and messages)
-//! H2D:   level tensors (once), GT table
-//! K1 yl_det_decode   per (b, side, a): soft-argmax distances; zero the box channels of the gradient
-//! K2 yl_det_assign   per GT slot (a block of 32–1024 threads): candidates under the box, top-k, claims,
-//!                    per-anchor best overlap
-//! K3 yl_det_resolve  per (b, a): conflict resolution; per-GT max t and u
-//! K4 yl_det_scores   per (b, a): soft scores; S and the gradient scales (last block)
-//! K5 yl_det_class    per (b, 16 classes, a): class logits, BCE sum and gradient, in one pass
-//! K6 yl_det_box      per (b, a, side), positives only: CIoU and DFL terms and the box-channel gradient
-//! D2H:   gradients (once), partial sums, S, flags
+//! host:        validate shapes → labels → GT table (CPU backend's checks and messages)   stages.rs, host.rs
+//! inputs:      level tensors (once), gradient buffers, GT table on the device             inputs.rs
+//! assignment:  decode, candidates + top-k, resolve, scores; the positives stay on the device
+//!              as typed parts of the call's arena                                         assign.rs
+//! class pass:  BCE of the class window and its gradient                                   passes.rs
+//! box pass:    CIoU and DFL of the positives and the box-channel gradient                 passes.rs
+//! (a task's own passes: parts reserved in the same layout, launched after these, reading the assignment's parts)
+//! download:    flags, S, partial sums, gradients (once)                                   run.rs
 //! ```
+//! The work buffers of all stages are parts of one arena (one allocation, one memset), each stage reserving its
+//! own; the kernels' parameter struct is derived from the stages' buffers in one place (params.rs).
 //! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
 
-use yolo_loss_core::detection::{check_preds_finite, labels_and_gt, DetBatch, Head};
-use yolo_loss_core::{ErrorCode, LossError, LossOutput, Result, TensorRef};
+use std::time::Instant;
 
-use super::device::{Dev, DevBuf};
-use super::host::pack_gt;
-use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
-use crate::launch::int;
+use cudarc::driver::CudaEvent;
+use yolo_loss_core::detection::DetBatch;
+use yolo_loss_core::{LossOutput, Result, TensorRef};
 
-const BLOCK: u32 = 256;
+use super::stages::DetectionStages;
+use crate::launch::{ArenaLayout, Dev, KernelParams};
 
 /// The kernels, by module (cuda/<module>.cu), in launch order.
 pub(crate) const DECODE: &str = "yl_det_decode";
@@ -46,9 +46,6 @@ pub struct StageTimes {
     /// Host time from the last kernel to the results on the host (downloads of the gradient and the sums).
     pub download_ms: f64,
 }
-
-/// Most blocks of the score pass (its partials are summed by its last block).
-const SCORE_BLOCKS_MAX: usize = 1024;
 
 /// The detection configuration the kernels need, and which channels form the loss's class window.
 #[derive(Debug, Clone)]
@@ -88,8 +85,56 @@ pub(crate) struct RunOut {
     pub num_positives: Option<usize>,
 }
 
-fn blocks_for(n: usize) -> usize {
-    n.div_ceil(BLOCK as usize)
+/// The kernels of one call, queued in order on the device, with the timing events `Timing` asks for.
+pub(crate) struct Kernels {
+    dev: Dev,
+    timing: Timing,
+    events: Vec<Option<CudaEvent>>,
+}
+
+impl Kernels {
+    /// Timed runs wait for the uploads first, so that the events measure the kernels alone.
+    pub fn start(dev: Dev, timing: Timing) -> Result<Self> {
+        let mut events = Vec::new();
+        if timing != Timing::Off {
+            dev.synchronize()?;
+            events.push(dev.event()?);
+        }
+        Ok(Kernels { dev, timing, events })
+    }
+
+    pub fn launch<P: KernelParams>(&mut self, kernel: &'static str, grid: u32, block: u32, p: &P) -> Result<()> {
+        self.dev.launch(kernel, grid, block, p)?;
+        if self.timing == Timing::PerKernel {
+            self.events.push(self.dev.event()?);
+        }
+        Ok(())
+    }
+
+    /// Waits for the kernels of a timed run; the device time from the first to the last kernel, and of each
+    /// kernel if measured (NaN if not). None: not timed, or no device time (the emulator).
+    pub fn finish(mut self) -> Result<Option<(f32, [f32; STAGES.len()])>> {
+        match self.timing {
+            Timing::Off => return Ok(None),
+            Timing::Total => self.events.push(self.dev.event()?),
+            Timing::PerKernel => {}
+        }
+        self.dev.synchronize()?;
+        let ms = |a: &CudaEvent, b: &CudaEvent| {
+            a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
+        };
+        let [Some(first), .., Some(last)] = self.events.as_slice() else { return Ok(None) };
+        let mut stage_ms = [f32::NAN; STAGES.len()];
+        if self.timing == Timing::PerKernel {
+            // The detection stages' kernels, in launch order (a task's further kernels count in the total only).
+            for (stage, pair) in stage_ms.iter_mut().zip(self.events.windows(2)) {
+                if let [Some(a), Some(b)] = pair {
+                    *stage = ms(a, b)?;
+                }
+            }
+        }
+        Ok(Some((ms(first, last)?, stage_ms)))
+    }
 }
 
 /// Runs one evaluation. With `into` (caller buffers, one per level, checked by the caller) the gradients are
@@ -99,238 +144,34 @@ pub(crate) fn run(
     job: &Job,
     feats: &[TensorRef<f32>],
     batch: &DetBatch<f32>,
-    mut into: Option<&mut [&mut [f32]]>,
+    into: Option<&mut [&mut [f32]]>,
 ) -> Result<RunOut> {
-    let started = std::time::Instant::now();
-    let head = Head::validate_shapes(feats, job.strides, job.reg_max, job.channels, job.cls_ch0, job.nc)?;
-    // The CPU backend checks finiteness before the labels; here it is checked on the device, so a label error
-    // first looks for a non-finite prediction to report instead.
-    let gt = match labels_and_gt(&head, batch, job.topk) {
-        Ok((_, gt)) => gt,
-        Err(e) => {
-            check_preds_finite(feats)?;
-            return Err(e);
-        }
-    };
-    if head.grid.levels.len() > MAX_LEVELS {
-        return Err(LossError::invalid(format!(
-            "model.stride: the CUDA backend supports at most {MAX_LEVELS} levels, got {}",
-            head.grid.levels.len()
-        )));
-    }
-    // The assign kernel keeps each GT's top-k in a fixed-size per-thread list: re-checked here (not only at
-    // construction) because `cfg` is a public field a caller may change afterwards.
-    if job.topk > MAX_TOPK {
-        return Err(LossError::invalid(format!(
-            "tal_topk: the CUDA backend supports at most {MAX_TOPK}, got {}",
-            job.topk
-        )));
-    }
-    let packed = pack_gt(&head, &gt);
-    let (b, a, m) = (head.batch, head.grid.num_anchors, gt.max_labels);
-    let ba = b.checked_mul(a).filter(|&v| i32::try_from(v.div_ceil(BLOCK as usize)).is_ok()).ok_or_else(|| {
-        LossError::invalid(format!("preds: {b} images × {a} anchors is too large for the CUDA kernels"))
-    })?;
-    int("GT slots", b * m)?;
-    int("anchors", a)?;
-    let anchor_blocks = blocks_for(ba);
-    let score_blocks = anchor_blocks.min(SCORE_BLOCKS_MAX);
-    // The decode runs a thread per (image, side, anchor), the class pass one per (image, class chunk, anchor).
-    let decode_blocks = blocks_for(4 * ba);
-    let class_blocks = blocks_for(ba * head.nc.div_ceil(CLASS_CHUNK));
-    // The box pass, four threads (sides) per (image, anchor).
-    let box_blocks = decode_blocks;
-    int("decode blocks", decode_blocks)?;
-    int("class blocks", class_blocks)?;
+    let started = Instant::now();
+    let mut layout = ArenaLayout::default();
+    let stages = DetectionStages::prepare(dev, job, feats, batch, &mut layout)?;
+    let arena = dev.arena("detection work buffers", &layout)?;
+    let params = stages.params(job, &arena);
 
-    // Inputs.
-    let level_bufs: Vec<DevBuf> =
-        feats.iter().enumerate().map(|(l, f)| dev.upload(&format!("preds[{l}]"), f.data)).collect::<Result<_>>()?;
-    let mut grad_bufs: Vec<DevBuf> = Vec::new();
-    if job.want_grad {
-        for (l, f) in feats.iter().enumerate() {
-            let mut g = dev.alloc(&format!("the gradient of preds[{l}]"), std::mem::size_of_val(f.data))?;
-            if cfg!(debug_assertions) {
-                dev.fill(&mut g, 0xFF)?; // NaN everywhere: an element a kernel fails to write shows up in tests
-            }
-            grad_bufs.push(g);
-        }
-    }
-    let gt_boxes = dev.upload("the GT boxes", &packed.boxes)?;
-    let gt_ints = dev.upload("the GT classes", &packed.ints)?;
+    let mut kernels = Kernels::start(dev, job.timing)?;
+    let uploaded = Instant::now();
+    stages.launch(&mut kernels, &params)?;
+    let times = kernels.finish()?;
+    let computed = Instant::now();
 
-    // Work buffers: one zeroed (best u64 | count u32 | gt_t u32 | gt_u u32 | flags u32×4), one not
-    // (sums f64 | scalars f32×4 | dist f32×4 | claim | pos_gt | pos_t | pos_u | pos_cls | pos_score).
-    let slots = packed.slots;
-    let zero_bytes = 8 * ba + 4 * ba + 8 * slots + 16;
-    let zeroed = dev.zeros("assigner work buffers", zero_bytes)?;
-    let (best, count) = (zeroed.ptr, zeroed.ptr + 8 * ba as u64);
-    let gt_t = count + 4 * ba as u64;
-    let gt_u = gt_t + 4 * slots as u64;
-    let flags = gt_u + 4 * slots as u64;
-    let sums_len = score_blocks + class_blocks + 2 * box_blocks;
-    let work_bytes = 8 * sums_len + 16 + 4 * ba * 10;
-    let mut work = dev.alloc("detection work buffers", work_bytes)?;
-    if cfg!(debug_assertions) {
-        dev.fill(&mut work, 0xFF)?;
+    let (loss, items) = stages.loss(job, &arena, feats)?;
+    let grads = stages.levels.download_grads(into)?;
+    let timing = times.map(|(kernel_ms, stage_ms)| StageTimes {
+        kernel_ms,
+        stage_ms,
+        upload_ms: (uploaded - started).as_secs_f64() * 1e3,
+        download_ms: computed.elapsed().as_secs_f64() * 1e3,
+    });
+    let (mut num_positives, mut positives) = (None, None);
+    if job.want_assignment || job.timing != Timing::Off {
+        let (b, a) = (stages.head.batch, stages.head.grid.num_anchors);
+        let per_image = stages.assignment.download(&arena, b, a)?;
+        num_positives = Some(per_image.iter().map(Vec::len).sum());
+        positives = job.want_assignment.then_some(per_image);
     }
-    let sums = work.ptr;
-    let scalars = sums + 8 * sums_len as u64;
-    let dist = scalars + 16;
-    let per_anchor = |k: u64| dist + 16 * ba as u64 + k * 4 * ba as u64;
-
-    let mut p = DetParams {
-        levels: head.grid.levels.len() as i32,
-        batch: b as i32,
-        channels: head.channels as i32,
-        reg_max: head.reg_max as i32,
-        cls_ch0: head.cls_ch0 as i32,
-        nc: head.nc as i32,
-        anchors: a as i32,
-        max_gt: m as i32,
-        topk: job.topk as i32,
-        only_cls: job.only_cls as i32,
-        score_blocks: score_blocks as i32,
-        class_blocks: class_blocks as i32,
-        box_blocks: box_blocks as i32,
-        gain_box: job.gains[0] as f32,
-        gain_cls: job.gains[1] as f32,
-        gain_dfl: job.gains[2] as f32,
-        gt_box: gt_boxes.ptr,
-        gt_cls: gt_ints.ptr,
-        gt_valid: gt_ints.at::<i32>(slots),
-        img_bulk: gt_ints.at::<i32>(2 * slots),
-        dist,
-        best,
-        count,
-        claim: per_anchor(0),
-        pos_gt: per_anchor(1),
-        pos_t: per_anchor(2),
-        pos_u: per_anchor(3),
-        pos_cls: per_anchor(4),
-        pos_score: per_anchor(5),
-        gt_t,
-        gt_u,
-        scalars,
-        sums,
-        flags,
-        ..DetParams::default()
-    };
-    for (l, lv) in head.grid.levels.iter().enumerate() {
-        p.feat[l] = level_bufs[l].ptr;
-        p.grad[l] = grad_bufs.get(l).map_or(0, |g| g.ptr);
-        p.height[l] = lv.h as i32;
-        p.width[l] = lv.w as i32;
-        p.offset[l] = lv.offset as i32;
-        p.stride[l] = lv.stride as f32;
-    }
-
-    // Timed runs: the host time of the uploads (waited for), the events, the downloads apart.
-    let timed = job.timing != Timing::Off;
-    if timed {
-        dev.synchronize()?;
-    }
-    let uploaded = std::time::Instant::now();
-    let mut events = Vec::new();
-    if timed {
-        events.push(dev.event()?);
-    }
-    let anchor_grid = anchor_blocks as u32;
-    let assign_grid = if m > 0 { (b * m) as u32 } else { 0 };
-    let launches = [
-        (DECODE, decode_blocks as u32, BLOCK),
-        (ASSIGN, assign_grid, packed.assign_threads),
-        (RESOLVE, anchor_grid, BLOCK),
-        (SCORES, score_blocks as u32, BLOCK),
-        (CLASS, class_blocks as u32, BLOCK),
-        (BOX, box_blocks as u32, BLOCK),
-    ];
-    let last = launches.len() - 1;
-    for (k, (name, grid, threads)) in launches.into_iter().enumerate() {
-        dev.launch(name, grid, threads, &p)?;
-        if job.timing == Timing::PerKernel || (timed && k == last) {
-            events.push(dev.event()?);
-        }
-    }
-    if timed {
-        dev.synchronize()?;
-    }
-    let computed = std::time::Instant::now();
-
-    // Results: flags, S, partial sums, then the gradients.
-    let mut fl = [0u32; 4];
-    dev.download("the status flags", &zeroed, (flags - zeroed.ptr) as usize / 4, &mut fl)?;
-    if fl[0] != 0 {
-        check_preds_finite(feats)?;
-        return Err(LossError::new(
-            ErrorCode::Internal,
-            "the CUDA kernels saw a non-finite prediction that the host check does not find",
-        ));
-    }
-    let mut timing = None;
-    if let [Some(first), .., Some(last)] = events.as_slice() {
-        let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
-            a.elapsed_ms(b).map_err(|e| crate::errors::driver("reading a timing event", e))
-        };
-        let mut stage_ms = [f32::NAN; STAGES.len()];
-        if job.timing == Timing::PerKernel {
-            for (k, pair) in events.windows(2).enumerate() {
-                if let [Some(a), Some(b)] = pair {
-                    stage_ms[k] = ms(a, b)?;
-                }
-            }
-        }
-        timing = Some(StageTimes {
-            kernel_ms: ms(first, last)?,
-            stage_ms,
-            upload_ms: (uploaded - started).as_secs_f64() * 1e3,
-            download_ms: 0.0,
-        });
-    }
-    let mut sc = [0f32; 4];
-    dev.download("the score divisor", &work, (scalars - work.ptr) as usize / 4, &mut sc)?;
-    let mut partials = vec![0f64; sums_len];
-    dev.download("the loss partial sums", &work, 0, &mut partials)?;
-    let range_sum = |from: usize, len: usize| partials[from..from + len].iter().sum::<f64>();
-    let bce = range_sum(score_blocks, class_blocks);
-    let iou = range_sum(score_blocks + class_blocks, box_blocks);
-    let dfl = range_sum(score_blocks + class_blocks + box_blocks, box_blocks);
-    let s = sc[0];
-    let items: Vec<f32> = [iou, bce, dfl].iter().zip(job.gains).map(|(&v, g)| v as f32 / s * g as f32).collect();
-    let loss: Vec<f32> = items.iter().map(|&v| v * b as f32).collect();
-
-    let mut grads = Vec::new();
-    for (l, g) in grad_bufs.iter().enumerate() {
-        let what = format!("the gradient of preds[{l}]");
-        match into.as_deref_mut() {
-            Some(bufs) => dev.download(&what, g, 0, &mut *bufs[l])?,
-            None => {
-                let mut host = vec![0f32; feats[l].data.len()];
-                dev.download(&what, g, 0, &mut host)?;
-                grads.push(host);
-            }
-        }
-    }
-
-    if let Some(t) = timing.as_mut() {
-        t.download_ms = computed.elapsed().as_secs_f64() * 1e3;
-    }
-    let (mut num_positives, mut assignment) = (None, None);
-    if job.want_assignment || timed {
-        let mut pos_gt = vec![0i32; ba];
-        let mut pos_score = vec![0f32; ba];
-        dev.download("the assignment", &work, ((per_anchor(1) - work.ptr) / 4) as usize, &mut pos_gt)?;
-        dev.download("the target scores", &work, ((per_anchor(5) - work.ptr) / 4) as usize, &mut pos_score)?;
-        num_positives = Some(pos_gt.iter().filter(|&&g| g >= 0).count());
-        let per_image: Assignment = (0..b)
-            .map(|img| {
-                (0..a)
-                    .filter(|&an| pos_gt[img * a + an] >= 0)
-                    .map(|an| (an, pos_gt[img * a + an] as usize, pos_score[img * a + an]))
-                    .collect()
-            })
-            .collect();
-        assignment = job.want_assignment.then_some(per_image);
-    }
-    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment, timing, num_positives })
+    Ok(RunOut { out: LossOutput { loss, loss_items: items, grads }, assignment: positives, timing, num_positives })
 }

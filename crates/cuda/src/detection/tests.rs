@@ -72,3 +72,75 @@ fn loss_types_are_send_and_sync() {
     check::<CudaTVPDetectLoss>();
     check::<crate::DetectionLossAny>();
 }
+
+/// A digest of every output bit of the emulated kernels on every detection, E2E and TVP fixture and on the
+/// synthetic cases: loss, items and gradients of `value_and_grad`, `call`'s values, the assignment (anchor, GT
+/// slot, score bits). Refactors that leave the math alone must leave it unchanged: run this test with
+/// `--nocapture` before the change, then with `YOLO_LOSS_EMU_DIGEST=<the printed digest>` after it.
+#[cfg(yolo_cuda_emulator)]
+#[test]
+fn emulator_output_digest() {
+    use common::{config, levels, load_kind, refs, Labels};
+    use yolo_loss_core::LossOutput;
+
+    #[derive(Default)]
+    struct Fnv(u64);
+    impl Fnv {
+        fn word(&mut self, w: u64) {
+            for byte in w.to_le_bytes() {
+                self.0 = (self.0 ^ byte as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        fn floats(&mut self, v: &[f32]) {
+            self.word(v.len() as u64);
+            v.iter().for_each(|x| self.word(x.to_bits() as u64));
+        }
+        fn output(&mut self, o: &LossOutput<f32>) {
+            self.floats(&o.loss);
+            self.floats(&o.loss_items);
+            self.word(o.grads.len() as u64);
+            o.grads.iter().for_each(|g| self.floats(g));
+        }
+        fn assignment(&mut self, a: &[Vec<(usize, usize, f32)>]) {
+            for image in a {
+                self.word(image.len() as u64);
+                for &(anchor, gt, score) in image {
+                    [anchor as u64, gt as u64, score.to_bits() as u64].into_iter().for_each(|w| self.word(w));
+                }
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    for f in load_kind("v8DetectionLoss") {
+        let (feats, lab) = (levels(&f, "preds"), Labels::of(&f));
+        let loss = CudaDetectionLoss::emulated(config(&f)).unwrap();
+        h.output(&loss.value_and_grad(&refs(&feats), &lab.det()).unwrap());
+        h.output(&loss.call(&refs(&feats), &lab.det()).unwrap());
+        h.assignment(&loss.assignment(&refs(&feats), &lab.det()).unwrap());
+    }
+    for f in load_kind("E2EDetectLoss") {
+        let (o2m, o2o, lab) = (levels(&f, "preds.one2many"), levels(&f, "preds.one2one"), Labels::of(&f));
+        let loss = CudaE2EDetectLoss::emulated(config(&f)).unwrap();
+        h.output(&loss.value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap());
+        h.output(&loss.call(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap());
+        h.assignment(&loss.one2many.assignment(&refs(&o2m), &lab.det()).unwrap());
+        h.assignment(&loss.one2one.assignment(&refs(&o2o), &lab.det()).unwrap());
+    }
+    for f in load_kind("TVPDetectLoss") {
+        let (feats, lab) = (levels(&f, "preds"), Labels::of(&f));
+        let loss = CudaTVPDetectLoss::emulated(config(&f)).unwrap();
+        h.output(&loss.value_and_grad(&refs(&feats), &lab.det()).unwrap());
+        h.output(&loss.call(&refs(&feats), &lab.det()).unwrap());
+    }
+    for (seed, per_image, topk) in [(31u64, 6, 10), (32, 40, 13), (33, 3, 1)] {
+        let s = parity::synthetic(&parity::SynthSpec { seed, per_image, topk, ..Default::default() });
+        let loss = CudaDetectionLoss::emulated(s.cfg.clone()).unwrap();
+        h.output(&loss.value_and_grad(&refs(&s.levels), &s.labels.det()).unwrap());
+        h.assignment(&loss.assignment(&refs(&s.levels), &s.labels.det()).unwrap());
+    }
+    let digest = format!("{:016x}", h.0);
+    eprintln!("emulator output digest: {digest}");
+    if let Ok(want) = std::env::var("YOLO_LOSS_EMU_DIGEST") {
+        assert_eq!(digest, want.trim(), "the emulated kernels' outputs changed");
+    }
+}
