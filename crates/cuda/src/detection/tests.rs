@@ -12,7 +12,8 @@ use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
 use crate::prompts::CudaTVPDetectLoss;
 #[cfg(yolo_cuda_emulator)]
-use yolo_loss_core::Real;
+use yolo_loss_core::e2e::E2EPreds;
+use yolo_loss_core::{Real, TaskLoss};
 
 /// The emulator's makers, or None after printing why the emulator tests are skipped.
 #[cfg(yolo_cuda_emulator)]
@@ -121,8 +122,10 @@ fn emulator_output_digest() {
     for f in load_kind("E2EDetectLoss") {
         let (o2m, o2o, lab) = (levels(&f, "preds.one2many"), levels(&f, "preds.one2one"), Labels::of(&f));
         let loss = CudaE2EDetectLoss::emulated(config(&f)).unwrap();
-        h.output(&loss.value_and_grad(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap());
-        h.output(&loss.call(&refs(&o2m), &refs(&o2o), &lab.det()).unwrap());
+        let (one2many, one2one) = (refs(&o2m), refs(&o2o));
+        let preds = E2EPreds { one2many: &one2many, one2one: &one2one };
+        h.output(&loss.value_and_grad(preds, &lab.det()).unwrap());
+        h.output(&loss.call(preds, &lab.det()).unwrap());
         h.assignment(&loss.one2many.assignment(&refs(&o2m), &lab.det()).unwrap());
         h.assignment(&loss.one2one.assignment(&refs(&o2o), &lab.det()).unwrap());
     }
