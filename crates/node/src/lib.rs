@@ -24,6 +24,10 @@
 //! * Panics: every call into the core runs under [`std::panic::catch_unwind`]; a panic becomes `ERR_INTERNAL`.
 //!   (This relies on `panic = "unwind"`, the default, in the profiles that build this crate.)
 
+// napi-derive registers `#[napi]` items with Node only outside `cfg(test)`: in this crate's unit-test build the
+// exported functions and the helpers only they use have no caller, which is expected, not dead code.
+#![cfg_attr(test, allow(dead_code))]
+
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
