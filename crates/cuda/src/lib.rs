@@ -43,6 +43,7 @@
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
 pub mod backend;
+pub mod classification;
 pub mod detection;
 pub mod e2e;
 mod embedded;
@@ -66,6 +67,7 @@ pub use backend::{
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
 pub use cudarc::driver::CudaSlice;
+pub use classification::CudaClassificationLoss;
 pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
