@@ -2,9 +2,9 @@
 //! emulator in the crate's unit tests), skipped with the reason where there is no GPU (YOLO_LOSS_REQUIRE_GPU=1 makes
 //! that a failure).
 
-mod common;
 #[path = "common/classification.rs"]
 mod bodies;
+mod common;
 #[path = "common/gpu.rs"]
 mod gpu;
 

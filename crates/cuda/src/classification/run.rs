@@ -14,7 +14,12 @@ pub(crate) const XENT: &str = "yl_cls_xent";
 /// Threads per block.
 const BLOCK: u32 = 256;
 
-pub(crate) fn run(dev: Dev, logits: TensorRef<f32>, cls: &TensorRef<f32>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+pub(crate) fn run(
+    dev: Dev,
+    logits: TensorRef<f32>,
+    cls: &TensorRef<f32>,
+    grads: GradBufs<f32>,
+) -> Result<LossValues<f32>> {
     let (b, nc, classes) = checked_inputs(&logits, cls)?;
     let shape = (int("batch size", b)?, int("classes", nc)?);
     int("logits", logits.data.len())?;

@@ -20,7 +20,8 @@ fn emulator(test: &str) -> Option<&'static dyn Fn() -> yolo_loss_core::Result<Cu
     if std::env::var("YOLO_LOSS_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
         panic!("YOLO_LOSS_REQUIRE_EMULATOR=1 but the kernel emulator was not built: {why}");
     }
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("skipping emulator test {test}: {why}\n").as_bytes());
+    let _ =
+        std::io::Write::write_all(&mut std::io::stderr(), format!("skipping emulator test {test}: {why}\n").as_bytes());
     None
 }
 

@@ -57,7 +57,9 @@ pub fn fixtures<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
 /// extreme logits (exp underflows for all but the largest), `[B, 1]` class ids.
 pub fn synthetic<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
     let loss = make().unwrap();
-    for (b, nc, spread, seed) in [(1usize, 1usize, 1.0f32, 1u64), (3, 1000, 4.0, 2), (300, 10, 2.0, 3), (5, 7, 300.0, 4)] {
+    for (b, nc, spread, seed) in
+        [(1usize, 1usize, 1.0f32, 1u64), (3, 1000, 4.0, 2), (300, 10, 2.0, 3), (5, 7, 300.0, 4)]
+    {
         let mut rng = Lcg(seed);
         let logits = Owned { data: (0..b * nc).map(|_| rng.uniform(-spread, spread)).collect(), shape: vec![b, nc] };
         let cls = Owned { data: (0..b).map(|_| (rng.next_u32() as usize % nc) as f32).collect(), shape: vec![b, 1] };
