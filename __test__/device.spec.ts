@@ -23,7 +23,7 @@ import {
 import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
-import { clsCase, e2eCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
+import { clsCase, e2eCase, poseCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
 
 interface DeviceCase {
   name: string;
@@ -38,10 +38,12 @@ function cases(): DeviceCase[] {
   const e = e2eCase({ ...o, seed: 13 });
   const p = tvpCase({ ...o, nc: 3, vnc: 2, seed: 17 });
   const k = clsCase({ B: 6, nc: 9, seed: 19 });
+  const q = poseCase({ ...o, K: 17, D: 3, seed: 23 });
   return [
     { name: 'v8DetectionLoss', make: (opt) => new v8DetectionLoss(d.model, 10, opt), preds: d.preds, batch: d.batch },
     { name: 'E2EDetectLoss', make: (opt) => new E2EDetectLoss(e.model, opt), preds: e.preds, batch: e.batch },
     { name: 'TVPDetectLoss', make: (opt) => new TVPDetectLoss(p.model, opt), preds: p.preds, batch: p.batch },
+    { name: 'v8PoseLoss', make: (opt) => new v8PoseLoss(q.model, opt), preds: q.preds, batch: q.batch },
     { name: 'v8ClassificationLoss', make: (opt) => new v8ClassificationLoss(opt), preds: k.preds, batch: k.batch },
   ];
 }

@@ -12,6 +12,7 @@ export const CUDA_LOSSES: readonly string[] = [
   'v8DetectionLoss',
   'E2EDetectLoss',
   'TVPDetectLoss',
+  'v8PoseLoss',
   'v8ClassificationLoss',
 ];
 

@@ -28,6 +28,7 @@ use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8
 use crate::classification::CudaClassificationLoss;
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
+use crate::pose::CudaPoseLoss;
 use crate::prompts::CudaTVPDetectLoss;
 
 /// What the caller asked for.
@@ -195,7 +196,7 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
 }
 
 /// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss and v8ClassificationLoss";
+pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8PoseLoss and v8ClassificationLoss";
 
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
@@ -207,8 +208,8 @@ pub type TVPDetectLossAny = Selected<TVPDetectLoss, CudaTVPDetectLoss>;
 pub type SegmentationLossAny = Selected<V8SegmentationLoss, NoCuda<V8SegmentationLoss>>;
 /// TVPSegmentLoss (CPU only so far).
 pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, NoCuda<TVPSegmentLoss>>;
-/// v8PoseLoss (CPU only so far).
-pub type PoseLossAny = Selected<V8PoseLoss, NoCuda<V8PoseLoss>>;
+/// v8PoseLoss on the selected backend.
+pub type PoseLossAny = Selected<V8PoseLoss, CudaPoseLoss>;
 /// v8OBBLoss (CPU only so far).
 pub type ObbLossAny = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
 /// v8ClassificationLoss on the selected backend.

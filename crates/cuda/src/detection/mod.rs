@@ -11,7 +11,7 @@ pub(crate) mod assign;
 mod emu;
 mod host;
 pub(crate) mod inputs;
-mod params;
+pub(crate) mod params;
 pub(crate) mod passes;
 pub(crate) mod run;
 pub(crate) mod stages;
