@@ -3,8 +3,9 @@
 
 #[path = "../../tests/common/classification.rs"]
 mod bodies;
-#[path = "../../tests/common/mod.rs"]
-mod common;
+
+// What the bodies expect beside them (loaded once in the crate, by the detection tests).
+use crate::detection::tests::common;
 
 use super::CudaClassificationLoss;
 

@@ -3,14 +3,9 @@
 
 #[path = "../../tests/common/pose.rs"]
 mod bodies;
-#[path = "../../tests/common/mod.rs"]
-mod common;
-#[path = "../../tests/common/parity.rs"]
-mod parity;
 
-// What parity.rs (the synthetic detection cases) expects beside it.
-#[allow(unused_imports)]
-use crate::{detection::CudaDetectionLoss, e2e::CudaE2EDetectLoss, prompts::CudaTVPDetectLoss};
+// What the bodies expect beside them (loaded once in the crate, by the detection tests).
+use crate::detection::tests::{common, parity};
 
 use super::CudaPoseLoss;
 

@@ -113,7 +113,7 @@ pub fn synthetic_case(spec: &SynthSpec, (k, d): (usize, usize), oks_sigmas: Opti
             keypoints.push(bb[0] + rng.uniform(-0.5, 0.5) * bb[2]);
             keypoints.push(bb[1] + rng.uniform(-0.5, 0.5) * bb[3]);
             if d == 3 {
-                keypoints.push(if rng.next_u32() % 3 == 0 { 0.0 } else { 2.0 });
+                keypoints.push(if rng.next_u32().is_multiple_of(3) { 0.0 } else { 2.0 });
             }
         }
     }
@@ -142,7 +142,7 @@ fn keep_labels(c: &mut PoseCase, keep: impl Fn(usize) -> bool) {
 /// batch, an image without labels, a batch without labels, top-1.
 pub fn synthetic<L: PoseLoss>(make: Maker<L>) {
     let base = SynthSpec::default();
-    let cases: Vec<(&str, SynthSpec, (usize, usize), Option<bool>)> = vec![
+    let cases = [
         ("COCO-17, OKS sigmas", SynthSpec { seed: 51, ..base }, (17, 3), None),
         ("COCO-17, uniform sigmas", SynthSpec { seed: 52, ..base }, (17, 3), Some(false)),
         ("K 5, D 2", SynthSpec { seed: 53, ..base }, (5, 2), None),
