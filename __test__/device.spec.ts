@@ -1,5 +1,5 @@
 /**
- * Device selection of the losses with a CUDA backend (v8DetectionLoss, E2EDetectLoss, TVPDetectLoss): the default
+ * Device selection of the losses with a CUDA backend (`CUDA_LOSSES` of helpers/devices.ts): the default
  * 'auto' gives the results of 'cpu' in every form (bit for bit where it resolves to the CPU, as on a machine
  * without a usable GPU; within the fixture tolerance where it runs on CUDA), and a configuration beyond the CUDA
  * backend's limits runs on the CPU under 'auto' but is refused under 'cuda'. For every task loss: the device
@@ -20,10 +20,10 @@ import {
   type ValueAndGrad,
 } from 'yolo-loss';
 
-import { autoBackend } from './helpers/devices.js';
+import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
-import { e2eCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
+import { clsCase, e2eCase, poseCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
 
 interface DeviceCase {
   name: string;
@@ -37,10 +37,14 @@ function cases(): DeviceCase[] {
   const d = makeCase({ ...o, seed: 11 });
   const e = e2eCase({ ...o, seed: 13 });
   const p = tvpCase({ ...o, nc: 3, vnc: 2, seed: 17 });
+  const k = clsCase({ B: 6, nc: 9, seed: 19 });
+  const q = poseCase({ ...o, K: 17, D: 3, seed: 23 });
   return [
     { name: 'v8DetectionLoss', make: (opt) => new v8DetectionLoss(d.model, 10, opt), preds: d.preds, batch: d.batch },
     { name: 'E2EDetectLoss', make: (opt) => new E2EDetectLoss(e.model, opt), preds: e.preds, batch: e.batch },
     { name: 'TVPDetectLoss', make: (opt) => new TVPDetectLoss(p.model, opt), preds: p.preds, batch: p.batch },
+    { name: 'v8PoseLoss', make: (opt) => new v8PoseLoss(q.model, opt), preds: q.preds, batch: q.batch },
+    { name: 'v8ClassificationLoss', make: (opt) => new v8ClassificationLoss(opt), preds: k.preds, batch: k.batch },
   ];
 }
 
@@ -127,7 +131,7 @@ test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILAB
     const e = codeOf(t, () => make({ device: missing }));
     t.is(e.code, 'ERR_CUDA_UNAVAILABLE', `${name} with '${missing}'`);
     t.regex(e.message, /^options\.device: /, name);
-    if (!['v8DetectionLoss', 'E2EDetectLoss', 'TVPDetectLoss'].includes(name)) {
+    if (!CUDA_LOSSES.includes(name)) {
       t.true(e.message.includes(`'${missing}' was requested but ${name} has no CUDA backend yet`), e.message);
     } else if (probe.devices.length > 0) {
       t.true(e.message.includes(`${missing} does not exist: ${probe.devices.length} CUDA device`), e.message);

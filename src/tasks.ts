@@ -446,7 +446,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
  * 1-element value (not multiplied by B).
  */
 export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> {
-  /** @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet). */
+  /** @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': CUDA when usable, see {@link Options}). */
   constructor(options?: Options) {
     const device = checkDevice(options);
     super(callNative(() => new (native().NativeClassificationLoss)(device)));

@@ -20,26 +20,11 @@ impl<F: Real> TaskLoss<F> for V8ClassificationLoss {
     type Batch<'a> = TensorRef<'a, F>;
 
     fn run(&self, logits: TensorRef<F>, cls: &TensorRef<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        logits.check_rank("preds", 2, "[B, nc] logits")?;
-        let (b, nc) = (logits.shape[0], logits.shape[1]);
-        if b == 0 || nc == 0 {
-            return Err(LossError::shape(format!("preds: expected a non-empty [B, nc] tensor, got {}", fmt_shape(logits.shape))));
-        }
-        cls.check_len("batch.cls")?;
-        if cls.data.len() != b || !(cls.shape.len() == 1 || (cls.shape.len() == 2 && cls.shape[1] == 1)) {
-            return Err(LossError::shape(format!("batch.cls: expected shape [{b}] (one class id per image), got {}", fmt_shape(cls.shape))));
-        }
-        logits.check_finite("preds")?;
-        cls.check_finite("batch.cls")?;
+        let (b, nc, classes) = checked_inputs(&logits, cls)?;
         let mut grad = grads.first_mut();
         let mut total = 0.0f64;
         let inv_b = F::one() / F::from_usize_(b);
-        for (i, row) in logits.data.chunks(nc).enumerate() {
-            let c = cls.data[i];
-            if c < F::zero() || c.fract() != F::zero() || c >= F::from_usize_(nc) {
-                return Err(LossError::label(format!("batch.cls[{i}]: expected an integer class id in [0, {nc}), got {c}")));
-            }
-            let j = c.to_usize().unwrap_or(0);
+        for (i, (row, &j)) in logits.data.chunks(nc).zip(&classes).enumerate() {
             let m = row.iter().copied().fold(F::neg_infinity(), F::max);
             let sum: F = row.iter().map(|&z| (z - m).exp()).sum();
             total += (m + sum.ln() - row[j]).f64();
@@ -54,4 +39,29 @@ impl<F: Real> TaskLoss<F> for V8ClassificationLoss {
         let loss = F::c(total / b as f64);
         Ok((vec![loss], vec![loss]))
     }
+}
+
+/// The checks of the loss, in its order and with its messages: `[B, nc]` logits (non-empty), one class id per image,
+/// both finite, every class id an integer in `[0, nc)`. Returns B, nc and the class index of each image (shared with
+/// the CUDA backend, so that both refuse alike).
+pub fn checked_inputs<F: Real>(logits: &TensorRef<F>, cls: &TensorRef<F>) -> Result<(usize, usize, Vec<usize>)> {
+    logits.check_rank("preds", 2, "[B, nc] logits")?;
+    let (b, nc) = (logits.shape[0], logits.shape[1]);
+    if b == 0 || nc == 0 {
+        return Err(LossError::shape(format!("preds: expected a non-empty [B, nc] tensor, got {}", fmt_shape(logits.shape))));
+    }
+    cls.check_len("batch.cls")?;
+    if cls.data.len() != b || !(cls.shape.len() == 1 || (cls.shape.len() == 2 && cls.shape[1] == 1)) {
+        return Err(LossError::shape(format!("batch.cls: expected shape [{b}] (one class id per image), got {}", fmt_shape(cls.shape))));
+    }
+    logits.check_finite("preds")?;
+    cls.check_finite("batch.cls")?;
+    let class_index = |(i, &c): (usize, &F)| {
+        if c < F::zero() || c.fract() != F::zero() || c >= F::from_usize_(nc) {
+            return Err(LossError::label(format!("batch.cls[{i}]: expected an integer class id in [0, {nc}), got {c}")));
+        }
+        Ok(c.to_usize().unwrap_or(0))
+    };
+    let classes = cls.data.iter().enumerate().map(class_index).collect::<Result<_>>()?;
+    Ok((b, nc, classes))
 }

@@ -110,27 +110,7 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
         let det = &self.cfg.det;
         let (k, d) = self.cfg.kpt_shape;
         let head = Head::validate(feats, &det.strides, det.reg_max, det.nc)?;
-        let a = head.grid.num_anchors;
-        kpts.check_rank("kpts", 3, &format!("[B, K·D = {}, A]", k * d))?;
-        if kpts.shape != [head.batch, k * d, a] {
-            return Err(LossError::shape(format!(
-                "kpts: expected shape [{}, {}, {a}] (K·D = {k}·{d} for kpt_shape [{k}, {d}]), got {}",
-                head.batch,
-                k * d,
-                fmt_shape(kpts.shape)
-            )));
-        }
-        kpts.check_finite("kpts")?;
-        let gt_kp = batch.keypoints;
-        let n = batch.det.batch_idx.data.len();
-        gt_kp.check_len("batch.keypoints")?;
-        if gt_kp.shape != [n, k, d] {
-            return Err(LossError::shape(format!(
-                "batch.keypoints: expected shape [{n}, {k}, {d}] (one [K, D] set per label, kpt_shape [{k}, {d}]), got {}",
-                fmt_shape(gt_kp.shape)
-            )));
-        }
-        gt_kp.check_finite("batch.keypoints")?;
+        check_keypoints(self.cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch)?;
         let asg = Assigned::new(head, &batch.det, det.tal_topk)?;
         let head = &asg.head;
         let gains = [det.hyp.box_gain, det.hyp.cls, det.hyp.dfl];
@@ -144,7 +124,7 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
             rows_of_image[i].push(row);
         }
         let levels = head.levels.len();
-        let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: gt_kp.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
+        let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: batch.keypoints.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
         let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, &asg.gt, b, &asg.positives[b], scales.cls, g);
             let (iou, dfl) = box_terms(head, &asg.gt, b, &asg.positives[b], &scales, g);
@@ -159,6 +139,30 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
         }
         Ok((times_batch(&items, head.batch), items))
     }
+}
+
+/// The keypoint inputs' checks of the loss, after the head's and before the labels', in its order and with its
+/// messages: `kpts [B, K·D, A]` and `batch.keypoints [N, K, D]`, both finite. Shared with the CUDA backend.
+pub fn check_keypoints<F: Real>((k, d): (usize, usize), (b, a): (usize, usize), kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<()> {
+    kpts.check_rank("kpts", 3, &format!("[B, K·D = {}, A]", k * d))?;
+    if kpts.shape != [b, k * d, a] {
+        return Err(LossError::shape(format!(
+            "kpts: expected shape [{b}, {}, {a}] (K·D = {k}·{d} for kpt_shape [{k}, {d}]), got {}",
+            k * d,
+            fmt_shape(kpts.shape)
+        )));
+    }
+    kpts.check_finite("kpts")?;
+    let gt_kp = batch.keypoints;
+    let n = batch.det.batch_idx.data.len();
+    gt_kp.check_len("batch.keypoints")?;
+    if gt_kp.shape != [n, k, d] {
+        return Err(LossError::shape(format!(
+            "batch.keypoints: expected shape [{n}, {k}, {d}] (one [K, D] set per label, kpt_shape [{k}, {d}]), got {}",
+            fmt_shape(gt_kp.shape)
+        )));
+    }
+    gt_kp.check_finite("batch.keypoints")
 }
 
 struct KptCtx<'c, 'a, F> {

@@ -25,8 +25,10 @@ use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::V8SegmentationLoss;
 use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8DetectionLoss, V8OBBLoss};
 
+use crate::classification::CudaClassificationLoss;
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
+use crate::pose::CudaPoseLoss;
 use crate::prompts::CudaTVPDetectLoss;
 
 /// What the caller asked for.
@@ -194,7 +196,7 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
 }
 
 /// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
+pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8PoseLoss and v8ClassificationLoss";
 
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
@@ -206,12 +208,12 @@ pub type TVPDetectLossAny = Selected<TVPDetectLoss, CudaTVPDetectLoss>;
 pub type SegmentationLossAny = Selected<V8SegmentationLoss, NoCuda<V8SegmentationLoss>>;
 /// TVPSegmentLoss (CPU only so far).
 pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, NoCuda<TVPSegmentLoss>>;
-/// v8PoseLoss (CPU only so far).
-pub type PoseLossAny = Selected<V8PoseLoss, NoCuda<V8PoseLoss>>;
+/// v8PoseLoss on the selected backend.
+pub type PoseLossAny = Selected<V8PoseLoss, CudaPoseLoss>;
 /// v8OBBLoss (CPU only so far).
 pub type ObbLossAny = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
-/// v8ClassificationLoss (CPU only so far).
-pub type ClassificationLossAny = Selected<V8ClassificationLoss, NoCuda<V8ClassificationLoss>>;
+/// v8ClassificationLoss on the selected backend.
+pub type ClassificationLossAny = Selected<V8ClassificationLoss, CudaClassificationLoss>;
 
 /// `CpuLoss` for a core loss built by `new(cfg)`.
 macro_rules! cpu_loss {
@@ -258,13 +260,15 @@ mod tests {
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert_eq!(
             e.message,
-            "device: 'cuda:1' was requested but v8SegmentationLoss has no CUDA backend yet (only v8DetectionLoss, \
-             E2EDetectLoss and TVPDetectLoss have one); use 'cpu' or 'auto'"
+            format!(
+                "device: 'cuda:1' was requested but v8SegmentationLoss has no CUDA backend yet (only {CUDA_LOSSES} have \
+                 one); use 'cpu' or 'auto'"
+            )
         );
         for device in [Device::Auto, Device::Cpu] {
             assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
         }
-        assert_eq!(ClassificationLossAny::new((), Device::Auto).unwrap().backend(), Backend::Cpu);
+        assert_eq!(ObbLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Backend::Cpu);
         // An invalid configuration is the CPU constructor's error under 'auto'.
         let e = ObbLossAny::new(DetectionConfig { nc: 0, ..cfg }, Device::Auto).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");

@@ -136,6 +136,8 @@ mod tests {
         ("det_decode", &[crate::detection::run::DECODE]),
         ("det_assign", &[crate::detection::run::ASSIGN, crate::detection::run::RESOLVE, crate::detection::run::SCORES]),
         ("det_loss", &[crate::detection::run::CLASS, crate::detection::run::BOX]),
+        ("cls", &[crate::classification::run::XENT]),
+        ("pose", &[crate::pose::run::COUNT, crate::pose::run::KEYPOINTS]),
     ];
 
     #[test]

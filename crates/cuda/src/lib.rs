@@ -17,6 +17,7 @@
 //!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
+//! * `pose/`, `classification/`: [`CudaPoseLoss`] (the detection stages + cuda/pose.cu), [`CudaClassificationLoss`];
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
 //!   or the CUDA type, per instance), one alias per task ([`DetectionLossAny`], ..., [`ClassificationLossAny`]):
 //!   what the binding calls.
@@ -43,12 +44,14 @@
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
 pub mod backend;
+pub mod classification;
 pub mod detection;
 pub mod e2e;
 mod embedded;
 mod errors;
 mod gpu;
 mod launch;
+pub mod pose;
 mod probe;
 pub mod prompts;
 mod staging;
@@ -62,6 +65,7 @@ pub use backend::{
     Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, NoCuda, ObbLossAny,
     PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,
 };
+pub use classification::CudaClassificationLoss;
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
@@ -70,5 +74,6 @@ pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STA
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
 pub use gpu::{gpu, opened_gpu, Gpu};
+pub use pose::CudaPoseLoss;
 pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;

@@ -156,7 +156,7 @@ task_loss_class! {
     #[doc = " The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K)."]
     #[napi(getter)]
     pub fn sigmas(&self) -> Vec<f64> {
-        self.inner.cpu().cfg.sigmas()
+        self.inner.config().sigmas()
     }
 }
 
