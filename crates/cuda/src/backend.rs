@@ -28,6 +28,7 @@ use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
 use crate::prompts::CudaTVPDetectLoss;
+use crate::segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};
 
 /// What the caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,7 +195,7 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
 }
 
 /// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss and TVPDetectLoss";
+pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss and TVPSegmentLoss";
 
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
@@ -202,10 +203,10 @@ pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
 pub type E2EDetectLossAny = Selected<E2EDetectLoss, CudaE2EDetectLoss>;
 /// TVPDetectLoss on the selected backend.
 pub type TVPDetectLossAny = Selected<TVPDetectLoss, CudaTVPDetectLoss>;
-/// v8SegmentationLoss (CPU only so far).
-pub type SegmentationLossAny = Selected<V8SegmentationLoss, NoCuda<V8SegmentationLoss>>;
-/// TVPSegmentLoss (CPU only so far).
-pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, NoCuda<TVPSegmentLoss>>;
+/// v8SegmentationLoss on the selected backend.
+pub type SegmentationLossAny = Selected<V8SegmentationLoss, CudaSegmentationLoss>;
+/// TVPSegmentLoss on the selected backend.
+pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, CudaTVPSegmentLoss>;
 /// v8PoseLoss (CPU only so far).
 pub type PoseLossAny = Selected<V8PoseLoss, NoCuda<V8PoseLoss>>;
 /// v8OBBLoss (CPU only so far).
@@ -254,15 +255,17 @@ mod tests {
     #[test]
     fn a_task_without_cuda_backend_refuses_cuda_and_selects_the_cpu() {
         let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
-        let e = SegmentationLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
+        let e = ObbLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert_eq!(
             e.message,
-            "device: 'cuda:1' was requested but v8SegmentationLoss has no CUDA backend yet (only v8DetectionLoss, \
-             E2EDetectLoss and TVPDetectLoss have one); use 'cpu' or 'auto'"
+            format!(
+                "device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet (only {CUDA_LOSSES} have one); \
+                 use 'cpu' or 'auto'"
+            )
         );
         for device in [Device::Auto, Device::Cpu] {
-            assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
+            assert_eq!(ObbLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
         }
         assert_eq!(ClassificationLossAny::new((), Device::Auto).unwrap().backend(), Backend::Cpu);
         // An invalid configuration is the CPU constructor's error under 'auto'.

@@ -136,6 +136,7 @@ mod tests {
         ("det_decode", &[crate::detection::run::DECODE]),
         ("det_assign", &[crate::detection::run::ASSIGN, crate::detection::run::RESOLVE, crate::detection::run::SCORES]),
         ("det_loss", &[crate::detection::run::CLASS, crate::detection::run::BOX]),
+        ("seg_mask", crate::segmentation::KERNELS),
     ];
 
     #[test]

@@ -17,6 +17,8 @@
 //!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
+//! * `segmentation/`: [`CudaSegmentationLoss`] and [`CudaTVPSegmentLoss`], the detection stages plus the mask
+//!   kernels of cuda/seg_mask.cu;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
 //!   or the CUDA type, per instance), one alias per task ([`DetectionLossAny`], ..., [`ClassificationLossAny`]):
 //!   what the binding calls.
@@ -51,6 +53,7 @@ mod gpu;
 mod launch;
 mod probe;
 pub mod prompts;
+pub mod segmentation;
 mod staging;
 #[cfg(test)]
 mod test_support;
@@ -72,3 +75,4 @@ pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource
 pub use gpu::{gpu, opened_gpu, Gpu};
 pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;
+pub use segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};
