@@ -1,5 +1,5 @@
 /**
- * Device selection of the losses with a CUDA backend (v8DetectionLoss, E2EDetectLoss, TVPDetectLoss): the default
+ * Device selection of the losses with a CUDA backend (helpers/devices.ts CUDA_LOSSES): the default
  * 'auto' gives the results of 'cpu' in every form (bit for bit where it resolves to the CPU, as on a machine
  * without a usable GPU; within the fixture tolerance where it runs on CUDA), and a configuration beyond the CUDA
  * backend's limits runs on the CPU under 'auto' but is refused under 'cuda'. For every task loss: the device
@@ -20,10 +20,10 @@ import {
   type ValueAndGrad,
 } from 'yolo-loss';
 
-import { autoBackend } from './helpers/devices.js';
+import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
-import { e2eCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
+import { e2eCase, segCase, tvpCase, tvpSegCase, type AnyLoss } from './helpers/tasks.js';
 
 interface DeviceCase {
   name: string;
@@ -37,10 +37,21 @@ function cases(): DeviceCase[] {
   const d = makeCase({ ...o, seed: 11 });
   const e = e2eCase({ ...o, seed: 13 });
   const p = tvpCase({ ...o, nc: 3, vnc: 2, seed: 17 });
+  const s = segCase({ ...o, seed: 19 });
+  const sn = segCase({ ...o, overlap: false, seed: 23 });
+  const ps = tvpSegCase({ ...o, nc: 3, vnc: 2, seed: 29 });
   return [
     { name: 'v8DetectionLoss', make: (opt) => new v8DetectionLoss(d.model, 10, opt), preds: d.preds, batch: d.batch },
     { name: 'E2EDetectLoss', make: (opt) => new E2EDetectLoss(e.model, opt), preds: e.preds, batch: e.batch },
     { name: 'TVPDetectLoss', make: (opt) => new TVPDetectLoss(p.model, opt), preds: p.preds, batch: p.batch },
+    { name: 'v8SegmentationLoss', make: (opt) => new v8SegmentationLoss(s.model, opt), preds: s.preds, batch: s.batch },
+    {
+      name: 'v8SegmentationLoss (overlap_mask false)',
+      make: (opt) => new v8SegmentationLoss(sn.model, opt),
+      preds: sn.preds,
+      batch: sn.batch,
+    },
+    { name: 'TVPSegmentLoss', make: (opt) => new TVPSegmentLoss(ps.model, opt), preds: ps.preds, batch: ps.batch },
   ];
 }
 
@@ -54,7 +65,7 @@ for (const c of cases()) {
     const cpu = c.make({ device: 'cpu' });
     const auto = c.make();
     t.is(cpu.device, 'cpu');
-    t.is(auto.device, autoBackend(c.name));
+    t.is(auto.device, autoBackend(c.name.split(' ')[0]));
     const want = cpu.valueAndGrad(c.preds as never, c.batch as never);
     const [wantLoss, wantItems] = cpu.call(c.preds as never, c.batch as never);
     const got = [
@@ -127,7 +138,7 @@ test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILAB
     const e = codeOf(t, () => make({ device: missing }));
     t.is(e.code, 'ERR_CUDA_UNAVAILABLE', `${name} with '${missing}'`);
     t.regex(e.message, /^options\.device: /, name);
-    if (!['v8DetectionLoss', 'E2EDetectLoss', 'TVPDetectLoss'].includes(name)) {
+    if (!CUDA_LOSSES.includes(name)) {
       t.true(e.message.includes(`'${missing}' was requested but ${name} has no CUDA backend yet`), e.message);
     } else if (probe.devices.length > 0) {
       t.true(e.message.includes(`${missing} does not exist: ${probe.devices.length} CUDA device`), e.message);
@@ -136,6 +147,25 @@ test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILAB
       t.true(probe.reason !== undefined && e.message.endsWith(probe.reason), `${e.message} / ${probe.reason}`);
     }
   }
+});
+
+test("every loss with a CUDA backend: 'cuda' runs on CUDA, or is ERR_CUDA_UNAVAILABLE with the driver's reason", (t) => {
+  const probe = cudaAvailability();
+  for (const [name, make] of MAKERS.filter(([n]) => CUDA_LOSSES.includes(n))) {
+    if (probe.available) {
+      t.is(make({ device: 'cuda' }).device, 'cuda', name);
+    } else {
+      const e = codeOf(t, () => make({ device: 'cuda' }));
+      t.is(e.code, 'ERR_CUDA_UNAVAILABLE', name);
+      t.true(probe.reason !== undefined && e.message.endsWith(probe.reason), `${name}: ${e.message} / ${probe.reason}`);
+      t.false(e.message.includes('no CUDA backend'), `${name}: ${e.message}`);
+    }
+  }
+  t.deepEqual(
+    MAKERS.map(([n]) => n).filter((n) => CUDA_LOSSES.includes(n)).sort(),
+    [...CUDA_LOSSES].sort(),
+    'every loss of CUDA_LOSSES is tested',
+  );
 });
 
 test("'cuda' and 'cuda:0' are the same device", (t) => {

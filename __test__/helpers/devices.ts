@@ -1,5 +1,5 @@
 /**
- * Which backend a loss runs on. v8DetectionLoss, E2EDetectLoss and TVPDetectLoss have a CUDA backend: with
+ * Which backend a loss runs on. The losses of CUDA_LOSSES below have a CUDA backend: with
  * `device: 'auto'` (the default) they run on CUDA when the probe finds it usable, within the CUDA backend's limits
  * (tal_topk ≤ 32, at most 8 levels), else on the CPU. The other losses run on the CPU.
  *
@@ -8,7 +8,7 @@
 import { cudaAvailability } from 'yolo-loss';
 
 /** The losses with a CUDA backend, by their public names. */
-export const CUDA_LOSSES: readonly string[] = ['v8DetectionLoss', 'E2EDetectLoss', 'TVPDetectLoss'];
+export const CUDA_LOSSES: readonly string[] = ['v8DetectionLoss', 'E2EDetectLoss', 'TVPDetectLoss', 'v8SegmentationLoss', 'TVPSegmentLoss'];
 
 /** What `device` reports for `device: 'auto'`: 'cuda' for a loss with a CUDA backend where CUDA is usable. */
 export function autoBackend(loss = 'v8DetectionLoss'): 'cpu' | 'cuda' {
