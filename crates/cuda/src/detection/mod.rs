@@ -16,7 +16,7 @@ pub(crate) mod passes;
 pub(crate) mod run;
 pub(crate) mod stages;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TaskLoss, TensorRef, V8DetectionLoss};

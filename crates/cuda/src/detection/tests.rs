@@ -2,11 +2,12 @@
 //! backend and the reference fixtures: the same bodies as the GPU tests (tests/detection.rs), so every CI run
 //! checks the kernels' logic even without a GPU. Slow-ish (every GPU thread is a fiber): small cases only.
 
+// Crate-visible: the segmentation tests reuse them (a file included twice would be two copies of one module).
 #[path = "../../tests/common/mod.rs"]
-mod common;
+pub(crate) mod common;
 #[path = "../../tests/common/parity.rs"]
 #[macro_use]
-mod parity;
+pub(crate) mod parity;
 
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;

@@ -1,19 +1,12 @@
 //! The segmentation kernels on the CPU emulator, against the CPU backend and the reference fixtures: the same
 //! bodies as the GPU tests (tests/segmentation.rs). Slow-ish (every GPU thread is a fiber): small cases only.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-#[path = "../../tests/common/parity.rs"]
-#[macro_use]
-mod parity;
 #[path = "../../tests/common/seg_parity.rs"]
 #[macro_use]
 mod seg_parity;
 
-// parity.rs (whose synthetic cases the segmentation bodies reuse) names the detection losses.
-use crate::detection::CudaDetectionLoss;
-use crate::e2e::CudaE2EDetectLoss;
-use crate::prompts::CudaTVPDetectLoss;
+// The detection tests' shared helpers and bodies, which the segmentation bodies build on.
+use crate::detection::tests::{common, parity};
 use crate::segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};
 
 /// The emulator's makers, or None after printing why the emulator tests are skipped.
