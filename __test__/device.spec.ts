@@ -23,7 +23,7 @@ import {
 import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
-import { clsCase, e2eCase, poseCase, tvpCase, type AnyLoss } from './helpers/tasks.js';
+import { clsCase, e2eCase, poseCase, segCase, tvpCase, tvpSegCase, type AnyLoss } from './helpers/tasks.js';
 
 interface DeviceCase {
   name: string;
@@ -39,12 +39,23 @@ function cases(): DeviceCase[] {
   const p = tvpCase({ ...o, nc: 3, vnc: 2, seed: 17 });
   const k = clsCase({ B: 6, nc: 9, seed: 19 });
   const q = poseCase({ ...o, K: 17, D: 3, seed: 23 });
+  const s = segCase({ ...o, seed: 19 });
+  const sn = segCase({ ...o, overlap: false, seed: 23 });
+  const ps = tvpSegCase({ ...o, nc: 3, vnc: 2, seed: 29 });
   return [
     { name: 'v8DetectionLoss', make: (opt) => new v8DetectionLoss(d.model, 10, opt), preds: d.preds, batch: d.batch },
     { name: 'E2EDetectLoss', make: (opt) => new E2EDetectLoss(e.model, opt), preds: e.preds, batch: e.batch },
     { name: 'TVPDetectLoss', make: (opt) => new TVPDetectLoss(p.model, opt), preds: p.preds, batch: p.batch },
     { name: 'v8PoseLoss', make: (opt) => new v8PoseLoss(q.model, opt), preds: q.preds, batch: q.batch },
     { name: 'v8ClassificationLoss', make: (opt) => new v8ClassificationLoss(opt), preds: k.preds, batch: k.batch },
+    { name: 'v8SegmentationLoss', make: (opt) => new v8SegmentationLoss(s.model, opt), preds: s.preds, batch: s.batch },
+    {
+      name: 'v8SegmentationLoss (overlap_mask false)',
+      make: (opt) => new v8SegmentationLoss(sn.model, opt),
+      preds: sn.preds,
+      batch: sn.batch,
+    },
+    { name: 'TVPSegmentLoss', make: (opt) => new TVPSegmentLoss(ps.model, opt), preds: ps.preds, batch: ps.batch },
   ];
 }
 
@@ -58,7 +69,7 @@ for (const c of cases()) {
     const cpu = c.make({ device: 'cpu' });
     const auto = c.make();
     t.is(cpu.device, 'cpu');
-    t.is(auto.device, autoBackend(c.name));
+    t.is(auto.device, autoBackend(c.name.split(' ')[0]));
     const want = cpu.valueAndGrad(c.preds as never, c.batch as never);
     const [wantLoss, wantItems] = cpu.call(c.preds as never, c.batch as never);
     const got = [
@@ -140,6 +151,25 @@ test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILAB
       t.true(probe.reason !== undefined && e.message.endsWith(probe.reason), `${e.message} / ${probe.reason}`);
     }
   }
+});
+
+test("every loss with a CUDA backend: 'cuda' runs on CUDA, or is ERR_CUDA_UNAVAILABLE with the driver's reason", (t) => {
+  const probe = cudaAvailability();
+  for (const [name, make] of MAKERS.filter(([n]) => CUDA_LOSSES.includes(n))) {
+    if (probe.available) {
+      t.is(make({ device: 'cuda' }).device, 'cuda', name);
+    } else {
+      const e = codeOf(t, () => make({ device: 'cuda' }));
+      t.is(e.code, 'ERR_CUDA_UNAVAILABLE', name);
+      t.true(probe.reason !== undefined && e.message.endsWith(probe.reason), `${name}: ${e.message} / ${probe.reason}`);
+      t.false(e.message.includes('no CUDA backend'), `${name}: ${e.message}`);
+    }
+  }
+  t.deepEqual(
+    MAKERS.map(([n]) => n).filter((n) => CUDA_LOSSES.includes(n)).sort(),
+    [...CUDA_LOSSES].sort(),
+    'every loss of CUDA_LOSSES is tested',
+  );
 });
 
 test("'cuda' and 'cuda:0' are the same device", (t) => {

@@ -12,6 +12,8 @@ export const CUDA_LOSSES: readonly string[] = [
   'v8DetectionLoss',
   'E2EDetectLoss',
   'TVPDetectLoss',
+  'v8SegmentationLoss',
+  'TVPSegmentLoss',
   'v8PoseLoss',
   'v8ClassificationLoss',
 ];

@@ -98,7 +98,7 @@ impl V8SegmentationLoss {
         let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
         let mh = validate_mask_head(&head, pred_masks, proto)?;
         let asg = Assigned::new(head, &batch.det, cfg.tal_topk)?;
-        let gtm = validate_gt_masks(&asg, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw)?;
+        let gtm = validate_gt_masks(asg.head.batch, &asg.labels.image, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw)?;
         let head = &asg.head;
         let gains = [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl];
         let mut scales = GradScales::new(head.batch, gains, asg.s);
@@ -152,6 +152,31 @@ impl<F: Real> TaskLoss<F> for V8SegmentationLoss {
     }
 }
 
+/// The mask inputs as another backend needs them, checked exactly as the CPU backend checks them (same order,
+/// codes and messages): `(nm, Hm, Wm)` of `proto` (after checking it and `pred_masks` against `head`, finiteness
+/// included).
+pub fn check_mask_head<F: Real>(head: &Head<F>, pred_masks: TensorRef<F>, proto: TensorRef<F>) -> Result<(usize, usize, usize)> {
+    let m = validate_mask_head(head, pred_masks, proto)?;
+    Ok((m.nm, m.mh, m.mw))
+}
+
+/// How the GT masks are read at the prototype size, for another backend: the nearest source row of each prototype
+/// row and source column of each prototype column, and per label (in batch order) the mask it reads: its row of
+/// `masks` when not `overlap`, else its image's index map, where it is the value (its index in the image) + 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GtMaskIndex {
+    pub rows: Vec<usize>,
+    pub cols: Vec<usize>,
+    /// Per image, the label rows of its labels in order (the GT slots of the image).
+    pub rows_of_image: Vec<Vec<usize>>,
+}
+
+/// `batch.masks` checked as the CPU backend checks it (`label_image`: each label's image, in batch order).
+pub fn check_gt_masks<F: Real>(batch: usize, label_image: &[usize], masks: TensorRef<F>, overlap: bool, mh: usize, mw: usize) -> Result<GtMaskIndex> {
+    let g = validate_gt_masks(batch, label_image, masks, overlap, mh, mw)?;
+    Ok(GtMaskIndex { rows: g.rows, cols: g.cols, rows_of_image: g.rows_of_image })
+}
+
 fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Result<MaskHead<'a, F>> {
     proto.check_rank("proto", 4, "[B, nm, Hm, Wm]")?;
     let (b, nm, mh, mw) = (proto.shape[0], proto.shape[1], proto.shape[2], proto.shape[3]);
@@ -172,9 +197,8 @@ fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>,
     Ok(MaskHead { nm, mh, mw, pred_masks: pred_masks.data, proto: proto.data })
 }
 
-fn validate_gt_masks<'a, F: Real>(asg: &Assigned<F>, masks: TensorRef<'a, F>, overlap: bool, mh: usize, mw: usize) -> Result<GtMasks<'a, F>> {
-    let bsz = asg.head.batch;
-    let n = asg.labels.len();
+fn validate_gt_masks<'a, F: Real>(bsz: usize, label_image: &[usize], masks: TensorRef<'a, F>, overlap: bool, mh: usize, mw: usize) -> Result<GtMasks<'a, F>> {
+    let n = label_image.len();
     let lead = if overlap { bsz } else { n };
     masks.check_rank("batch.masks", 3, if overlap { "[B, H, W] index maps (overlap_mask)" } else { "[N, H, W] one mask per label" })?;
     if masks.shape[0] != lead || masks.shape[1] == 0 || masks.shape[2] == 0 {
@@ -188,7 +212,7 @@ fn validate_gt_masks<'a, F: Real>(asg: &Assigned<F>, masks: TensorRef<'a, F>, ov
     let (h, w) = (masks.shape[1], masks.shape[2]);
     let mut counts = vec![0usize; bsz];
     let mut rows_of_image = vec![Vec::new(); bsz];
-    for (k, &i) in asg.labels.image.iter().enumerate() {
+    for (k, &i) in label_image.iter().enumerate() {
         counts[i] += 1;
         rows_of_image[i].push(k);
     }

@@ -30,6 +30,7 @@ use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
 use crate::pose::CudaPoseLoss;
 use crate::prompts::CudaTVPDetectLoss;
+use crate::segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};
 
 /// What the caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -196,7 +197,8 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
 }
 
 /// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8PoseLoss and v8ClassificationLoss";
+pub const CUDA_LOSSES: &str =
+    "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss and v8ClassificationLoss";
 
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
@@ -204,10 +206,10 @@ pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
 pub type E2EDetectLossAny = Selected<E2EDetectLoss, CudaE2EDetectLoss>;
 /// TVPDetectLoss on the selected backend.
 pub type TVPDetectLossAny = Selected<TVPDetectLoss, CudaTVPDetectLoss>;
-/// v8SegmentationLoss (CPU only so far).
-pub type SegmentationLossAny = Selected<V8SegmentationLoss, NoCuda<V8SegmentationLoss>>;
-/// TVPSegmentLoss (CPU only so far).
-pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, NoCuda<TVPSegmentLoss>>;
+/// v8SegmentationLoss on the selected backend.
+pub type SegmentationLossAny = Selected<V8SegmentationLoss, CudaSegmentationLoss>;
+/// TVPSegmentLoss on the selected backend.
+pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, CudaTVPSegmentLoss>;
 /// v8PoseLoss on the selected backend.
 pub type PoseLossAny = Selected<V8PoseLoss, CudaPoseLoss>;
 /// v8OBBLoss (CPU only so far).
@@ -256,19 +258,18 @@ mod tests {
     #[test]
     fn a_task_without_cuda_backend_refuses_cuda_and_selects_the_cpu() {
         let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
-        let e = SegmentationLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
+        let e = ObbLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert_eq!(
             e.message,
             format!(
-                "device: 'cuda:1' was requested but v8SegmentationLoss has no CUDA backend yet (only {CUDA_LOSSES} have \
-                 one); use 'cpu' or 'auto'"
+                "device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet (only {CUDA_LOSSES} have one); \
+                 use 'cpu' or 'auto'"
             )
         );
         for device in [Device::Auto, Device::Cpu] {
-            assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
+            assert_eq!(ObbLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
         }
-        assert_eq!(ObbLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Backend::Cpu);
         // An invalid configuration is the CPU constructor's error under 'auto'.
         let e = ObbLossAny::new(DetectionConfig { nc: 0, ..cfg }, Device::Auto).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");

@@ -138,6 +138,7 @@ mod tests {
         ("det_loss", &[crate::detection::run::CLASS, crate::detection::run::BOX]),
         ("cls", &[crate::classification::run::XENT]),
         ("pose", &[crate::pose::run::COUNT, crate::pose::run::KEYPOINTS]),
+        ("seg_mask", crate::segmentation::KERNELS),
     ];
 
     #[test]

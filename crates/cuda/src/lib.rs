@@ -18,6 +18,8 @@
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
 //! * `pose/`, `classification/`: [`CudaPoseLoss`] (the detection stages + cuda/pose.cu), [`CudaClassificationLoss`];
+//! * `segmentation/`: [`CudaSegmentationLoss`] and [`CudaTVPSegmentLoss`], the detection stages plus the mask
+//!   kernels of cuda/seg_mask.cu;
 //! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
 //!   or the CUDA type, per instance), one alias per task ([`DetectionLossAny`], ..., [`ClassificationLossAny`]):
 //!   what the binding calls.
@@ -54,6 +56,7 @@ mod launch;
 pub mod pose;
 mod probe;
 pub mod prompts;
+pub mod segmentation;
 mod staging;
 #[cfg(test)]
 mod test_support;
@@ -77,3 +80,4 @@ pub use gpu::{gpu, opened_gpu, Gpu};
 pub use pose::CudaPoseLoss;
 pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;
+pub use segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};

@@ -49,7 +49,7 @@ impl KernelTiming {
 #[derive(Clone)]
 pub struct CudaDetectionLoss {
     pub cfg: DetectionConfig,
-    dev: Dev,
+    pub(crate) dev: Dev,
 }
 
 impl std::fmt::Debug for CudaDetectionLoss {

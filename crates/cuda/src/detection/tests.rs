@@ -2,7 +2,8 @@
 //! backend and the reference fixtures: the same bodies as the GPU tests (tests/detection.rs), so every CI run
 //! checks the kernels' logic even without a GPU. Slow-ish (every GPU thread is a fiber): small cases only.
 
-// Loaded once in the crate: the other tasks' emulator tests use these two from here.
+// Loaded once in the crate: the other tasks' emulator tests use these two from here (a file included twice would
+// be two copies of one module).
 #[path = "../../tests/common/mod.rs"]
 pub(crate) mod common;
 #[path = "../../tests/common/parity.rs"]
