@@ -102,16 +102,17 @@ fn after_preds_finite<T>(feats: &[TensorRef<f32>], r: Result<T>) -> Result<T> {
     r
 }
 
-/// Checks and uploads the mask inputs (the CPU backend's checks in its order, see `run`).
+/// Checks the GT masks (the CPU backend's last check, see `run`) and uploads the mask inputs; `(nm, mh, mw)`: the
+/// checked mask head's sizes.
 fn mask_inputs(
     dev: Dev,
     job: &SegJob,
     head: &Head<f32>,
+    (nm, mh, mw): (usize, usize, usize),
     preds: &SegPreds<f32>,
     batch: &SegBatch<f32>,
     per_image: usize,
 ) -> Result<MaskInputs> {
-    let (nm, mh, mw) = check_mask_head(head, preds.pred_masks, preds.proto)?;
     let (labels, _) = labels_and_gt(head, &batch.det, job.det.topk)?;
     let index =
         after_preds_finite(preds.feats, check_gt_masks(head.batch, &labels.image, batch.masks, job.overlap, mh, mw))?;
@@ -156,10 +157,10 @@ pub(crate) fn run(
     let feats = preds.feats;
     // The CPU backend's order: level shapes (finiteness on the device), the mask head, labels, GT masks.
     let head = Head::validate_shapes(feats, d.strides, d.reg_max, d.channels, d.cls_ch0, d.nc)?;
-    after_preds_finite(feats, check_mask_head(&head, preds.pred_masks, preds.proto))?;
+    let sizes = after_preds_finite(feats, check_mask_head(&head, preds.pred_masks, preds.proto))?;
     let mut layout = ArenaLayout::default();
     let stages = DetectionStages::prepare(dev, d, feats, &batch.det, &mut layout)?;
-    let inputs = mask_inputs(dev, job, &stages.head, &preds, batch, stages.gt.per_image())?;
+    let inputs = mask_inputs(dev, job, &stages.head, sizes, &preds, batch, stages.gt.per_image())?;
     let parts = MaskParts::plan(&mut layout, &stages.head, &inputs, d.want_grad);
     let (b, a) = (stages.head.batch, stages.head.grid.num_anchors);
     let mask_blocks = (b * a).min(MASK_BLOCKS_MAX) as u32;
