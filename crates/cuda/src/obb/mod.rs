@@ -11,7 +11,7 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::obb::{ObbBatch, ObbPreds};
 use yolo_loss_core::{DetectionConfig, Result, TaskLoss, V8OBBLoss};
 
-use crate::backend::CudaLoss;
+use crate::backend::{CudaLoss, Selected};
 use crate::detection::check_cuda_limits;
 use crate::gpu::gpu;
 use crate::launch::Dev;
@@ -76,5 +76,16 @@ impl TaskLoss<f32> for CudaObbLoss {
 impl CudaLoss<V8OBBLoss> for CudaObbLoss {
     fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
         Self::on_device(cfg, ordinal)
+    }
+}
+
+impl Selected<V8OBBLoss, CudaObbLoss> {
+    /// The CPU type of this configuration, on either backend: for its helpers that need nothing else (the
+    /// binding's `bbox_decode` and `preprocess`).
+    pub fn cpu_loss(&self) -> V8OBBLoss {
+        match self {
+            Self::Cpu(c) => c.clone(),
+            Self::Cuda(g) => V8OBBLoss { cfg: g.cfg.clone() },
+        }
     }
 }
