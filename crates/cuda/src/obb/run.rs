@@ -13,6 +13,7 @@
 //! download:        S, partial sums, gradients
 //! ```
 
+use yolo_loss_core::detection::Head;
 use yolo_loss_core::labels::GtTable;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::obb::{corner_bounds, decodes_all_up_front_rotated, ObbBatch, ObbGtTable, ObbPreds, OBB_TOPK};
@@ -24,7 +25,6 @@ use crate::detection::passes::class_pass;
 use crate::detection::run::{Job, Kernels, Timing, DECODE, SCORES};
 use crate::detection::stages::{DetectionStages, BLOCK};
 use crate::launch::{int, ArenaLayout, Dev};
-use yolo_loss_core::detection::Head;
 
 /// The kernels of cuda/obb.cu, in launch order.
 pub(crate) const ASSIGN: &str = "yl_obb_assign";
