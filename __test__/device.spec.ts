@@ -23,7 +23,7 @@ import {
 import { CUDA_LOSSES, autoBackend } from './helpers/devices.js';
 import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
-import { clsCase, e2eCase, poseCase, segCase, tvpCase, tvpSegCase, type AnyLoss } from './helpers/tasks.js';
+import { clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase, type AnyLoss } from './helpers/tasks.js';
 
 interface DeviceCase {
   name: string;
@@ -42,6 +42,7 @@ function cases(): DeviceCase[] {
   const s = segCase({ ...o, seed: 19 });
   const sn = segCase({ ...o, overlap: false, seed: 23 });
   const ps = tvpSegCase({ ...o, nc: 3, vnc: 2, seed: 29 });
+  const r = obbCase({ ...o, seed: 31 });
   return [
     { name: 'v8DetectionLoss', make: (opt) => new v8DetectionLoss(d.model, 10, opt), preds: d.preds, batch: d.batch },
     { name: 'E2EDetectLoss', make: (opt) => new E2EDetectLoss(e.model, opt), preds: e.preds, batch: e.batch },
@@ -56,6 +57,7 @@ function cases(): DeviceCase[] {
       batch: sn.batch,
     },
     { name: 'TVPSegmentLoss', make: (opt) => new TVPSegmentLoss(ps.model, opt), preds: ps.preds, batch: ps.batch },
+    { name: 'v8OBBLoss', make: (opt) => new v8OBBLoss(r.model, opt), preds: r.preds, batch: r.batch },
   ];
 }
 
@@ -142,9 +144,8 @@ test("every task loss: 'cuda:N' of a GPU that is not there is ERR_CUDA_UNAVAILAB
     const e = codeOf(t, () => make({ device: missing }));
     t.is(e.code, 'ERR_CUDA_UNAVAILABLE', `${name} with '${missing}'`);
     t.regex(e.message, /^options\.device: /, name);
-    if (!CUDA_LOSSES.includes(name)) {
-      t.true(e.message.includes(`'${missing}' was requested but ${name} has no CUDA backend yet`), e.message);
-    } else if (probe.devices.length > 0) {
+    t.true(CUDA_LOSSES.includes(name), `${name} has a CUDA backend`);
+    if (probe.devices.length > 0) {
       t.true(e.message.includes(`${missing} does not exist: ${probe.devices.length} CUDA device`), e.message);
     } else {
       // No driver or no GPU: that is the reason, whichever ordinal was asked for.

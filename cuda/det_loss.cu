@@ -88,44 +88,6 @@ extern "C" __global__ void __launch_bounds__(256) yl_det_class(const DetParams P
 
 namespace {
 
-// The DFL term of one side (returned) and, when `gs` is given, the gradient of its R logits: the two-bin cross
-// entropy against the target distance y, and the soft-argmax's share g_dist·∂d/∂z (d = this side's distance).
-// The exponentials are computed again rather than kept from soft_argmax: kept, 16 more live registers per thread
-// cost more occupancy than the recomputation costs time (measured on an H200).
-template <class Z>
-__device__ __forceinline__ float dfl_side(const Z& z, int R, float y_raw, float hi, float m, float sum, float d,
-                                          float up, float g_dist, float* gs, int64_t hw) {
-    const float y = fminf(fmaxf(y_raw, 0.0f), hi);
-    int left = static_cast<int>(floorf(y));
-    if (left > R - 2) left = R - 2;
-    const float w_left = static_cast<float>(left + 1) - y;
-    const float w_right = 1.0f - w_left;
-    // log Σ exp(z) with the accurate exp/log, as dfl.rs logsumexp (m is the maximum of the same logits).
-    float se = 0.0f;
-#pragma unroll
-    for (int k = 0; k < R; ++k) se += expf(z(k) - m);
-    const float lse = m + logf(se);
-    float z_left = 0.0f, z_right = 0.0f;
-#pragma unroll
-    for (int k = 0; k < R; ++k) {
-        if (k == left) z_left = z(k);
-        if (k == left + 1) z_right = z(k);
-    }
-    if (gs != nullptr) {
-        const float wsum = w_left + w_right;
-#pragma unroll
-        for (int k = 0; k < R; ++k) {
-            const float p = yl::exp_neg(z(k) - m) / sum;
-            float g = up * wsum * p;
-            if (k == left) g -= up * w_left;
-            if (k == left + 1) g -= up * w_right;
-            g += g_dist * p * (static_cast<float>(k) - d);
-            gs[k * hw] = g;
-        }
-    }
-    return (lse - z_left) * w_left + (lse - z_right) * w_right;
-}
-
 // The whole thread: `pos` says whether (image, anchor) i is a positive (GT slot gi). Every thread of the warp
 // runs the shuffles (the four side-threads of an anchor are four neighbouring lanes), positives or not.
 template <int RC>
@@ -170,7 +132,7 @@ __device__ __forceinline__ void box_thread(const DetParams& P, int64_t i, int s,
             const float hi = static_cast<float>(static_cast<double>(R - 1) - 0.01);
             const float ltrb[4] = {ax - target[0], ay - target[1], target[2] - ax, target[3] - ay};
             const float y_raw = fminf(fmaxf(ltrb[s], 0.0f), hi);
-            dfl_s = dfl_side(z, R, y_raw, hi, m, sum, d, P.scalars[3] * w / 4.0f, g_dist, gs, ia.hw);
+            dfl_s = yl::dfl_side(z, R, y_raw, hi, m, sum, d, P.scalars[3] * w / 4.0f, g_dist, gs, ia.hw);
         }
     }
     // The DFL term of the anchor: its four sides added in order (as the CPU does), by the side-0 thread.

@@ -328,6 +328,15 @@ __device__ __forceinline__ ImageAnchor image_anchor(const DetParams& P, int64_t 
     return r;
 }
 
+// The align metric t = √σ(logit of class cls at the anchor) · u⁶ of overlap u.
+__device__ __forceinline__ float align_metric(const DetParams& P, int b, const AnchorAt& at, int cls, float u) {
+    const int64_t hw = static_cast<int64_t>(P.height[at.level]) * P.width[at.level];
+    const float x = P.feat[at.level][(static_cast<int64_t>(b) * P.channels + P.cls_ch0 + cls) * hw + at.cell];
+    const float sigma = 1.0f / (1.0f + expf(-x));
+    const float u2 = u * u;
+    return sqrtf(sigma) * (u2 * u2 * u2);
+}
+
 // The assigner's view of (GT g of image b, anchor a): overlap u = max(CIoU(gt, predicted pixel box), 0) and
 // align metric t = √σ(logit of the GT class) · u⁶. `gt_atan` is aspect_atan(gt).
 __device__ __forceinline__ void pair_metric(const DetParams& P, int b, int a, const float gt[4], float gt_atan, int cls,
@@ -339,11 +348,45 @@ __device__ __forceinline__ void pair_metric(const DetParams& P, int b, int a, co
     const float pred[4] = {(ax - d[0]) * s, (ay - d[1]) * s, (ax + d[2]) * s, (ay + d[3]) * s};
     const Ciou f = ciou_forward(gt, pred, gt_atan, aspect_atan(pred));
     u = fmaxf(f.value, 0.0f);
-    const int64_t hw = static_cast<int64_t>(P.height[at.level]) * P.width[at.level];
-    const float x = P.feat[at.level][(static_cast<int64_t>(b) * P.channels + P.cls_ch0 + cls) * hw + at.cell];
-    const float sigma = 1.0f / (1.0f + expf(-x));
-    const float u2 = u * u;
-    t = sqrtf(sigma) * (u2 * u2 * u2);
+    t = align_metric(P, b, at, cls, u);
+}
+
+// The DFL term of one side (returned) and, when `gs` is given, the gradient of its R logits: the two-bin cross
+// entropy against the target distance y, and the soft-argmax's share g_dist·∂d/∂z (d = this side's distance).
+// The exponentials are computed again rather than kept from soft_argmax: kept, 16 more live registers per thread
+// cost more occupancy than the recomputation costs time (measured on an H200).
+template <class Z>
+__device__ __forceinline__ float dfl_side(const Z& z, int R, float y_raw, float hi, float m, float sum, float d,
+                                          float up, float g_dist, float* gs, int64_t hw) {
+    const float y = fminf(fmaxf(y_raw, 0.0f), hi);
+    int left = static_cast<int>(floorf(y));
+    if (left > R - 2) left = R - 2;
+    const float w_left = static_cast<float>(left + 1) - y;
+    const float w_right = 1.0f - w_left;
+    // log Σ exp(z) with the accurate exp/log, as dfl.rs logsumexp (m is the maximum of the same logits).
+    float se = 0.0f;
+#pragma unroll
+    for (int k = 0; k < R; ++k) se += expf(z(k) - m);
+    const float lse = m + logf(se);
+    float z_left = 0.0f, z_right = 0.0f;
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        if (k == left) z_left = z(k);
+        if (k == left + 1) z_right = z(k);
+    }
+    if (gs != nullptr) {
+        const float wsum = w_left + w_right;
+#pragma unroll
+        for (int k = 0; k < R; ++k) {
+            const float p = exp_neg(z(k) - m) / sum;
+            float g = up * wsum * p;
+            if (k == left) g -= up * w_left;
+            if (k == left + 1) g -= up * w_right;
+            g += g_dist * p * (static_cast<float>(k) - d);
+            gs[k * hw] = g;
+        }
+    }
+    return (lse - z_left) * w_left + (lse - z_right) * w_right;
 }
 
 }  // namespace yl

@@ -49,13 +49,12 @@ export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 
 export interface Options {
   /**
-   * Default 'auto'. v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss
-   * and v8ClassificationLoss have a CUDA backend: 'auto' runs them on CUDA (cuda:0) when it is usable
-   * (`cudaAvailability()`) and the configuration is within its limits (detection family: tal_topk ≤ 32, at most 8
-   * levels), else on the CPU; 'cuda' / 'cuda:N' throws `ERR_CUDA_UNAVAILABLE` (with the reason; for a GPU that is
-   * not there, how many there are) when it cannot run. The other losses run on the CPU: 'auto' is the CPU and 'cuda'
-   * throws `ERR_CUDA_UNAVAILABLE`. Any other string is `ERR_INVALID_ARGUMENT`. `device` on the instance says which
-   * backend runs ('cpu' or 'cuda').
+   * Default 'auto'. Every loss has a CUDA backend (v8DetectionLoss, E2EDetectLoss, TVPDetectLoss,
+   * v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss, v8OBBLoss and v8ClassificationLoss): 'auto' runs it on CUDA
+   * (cuda:0) when it is usable (`cudaAvailability()`) and the configuration is within its limits (detection family:
+   * tal_topk ≤ 32, at most 8 levels), else on the CPU; 'cuda' / 'cuda:N' throws `ERR_CUDA_UNAVAILABLE` (with the
+   * reason; for a GPU that is not there, how many there are) when it cannot run. Any other string is
+   * `ERR_INVALID_ARGUMENT`. `device` on the instance says which backend runs ('cpu' or 'cuda').
    */
   device?: Device;
 }

@@ -15,6 +15,7 @@ export const CUDA_LOSSES: readonly string[] = [
   'v8SegmentationLoss',
   'TVPSegmentLoss',
   'v8PoseLoss',
+  'v8OBBLoss',
   'v8ClassificationLoss',
 ];
 

@@ -19,6 +19,7 @@
 #include <algorithm>
 
 using std::isfinite;
+using std::isnan;
 // CUDA's integer min/max.
 using std::max;
 using std::min;

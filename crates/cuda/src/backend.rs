@@ -28,6 +28,7 @@ use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8
 use crate::classification::CudaClassificationLoss;
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
+use crate::obb::CudaObbLoss;
 use crate::pose::CudaPoseLoss;
 use crate::prompts::CudaTVPDetectLoss;
 use crate::segmentation::{CudaSegmentationLoss, CudaTVPSegmentLoss};
@@ -197,8 +198,8 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
 }
 
 /// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str =
-    "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss and v8ClassificationLoss";
+pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss, TVPSegmentLoss, \
+                                v8PoseLoss, v8OBBLoss and v8ClassificationLoss";
 
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
@@ -212,8 +213,8 @@ pub type SegmentationLossAny = Selected<V8SegmentationLoss, CudaSegmentationLoss
 pub type TVPSegmentLossAny = Selected<TVPSegmentLoss, CudaTVPSegmentLoss>;
 /// v8PoseLoss on the selected backend.
 pub type PoseLossAny = Selected<V8PoseLoss, CudaPoseLoss>;
-/// v8OBBLoss (CPU only so far).
-pub type ObbLossAny = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
+/// v8OBBLoss on the selected backend.
+pub type ObbLossAny = Selected<V8OBBLoss, CudaObbLoss>;
 /// v8ClassificationLoss on the selected backend.
 pub type ClassificationLossAny = Selected<V8ClassificationLoss, CudaClassificationLoss>;
 
@@ -253,12 +254,13 @@ mod tests {
     use super::*;
     use yolo_loss_core::ErrorCode;
 
-    /// A task without a CUDA backend: 'cuda:N' is refused naming the task and those that have one, 'auto' and 'cpu'
-    /// are the CPU backend.
+    /// A task without a CUDA backend (every task has one now: v8OBBLoss paired with [`NoCuda`] stands in for the
+    /// next one): 'cuda:N' is refused naming the task and those that have one, 'auto' and 'cpu' are the CPU backend.
     #[test]
     fn a_task_without_cuda_backend_refuses_cuda_and_selects_the_cpu() {
+        type CpuOnly = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
         let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
-        let e = ObbLossAny::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
+        let e = CpuOnly::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert_eq!(
             e.message,
@@ -268,9 +270,11 @@ mod tests {
             )
         );
         for device in [Device::Auto, Device::Cpu] {
-            assert_eq!(ObbLossAny::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
+            assert_eq!(CpuOnly::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
         }
-        // An invalid configuration is the CPU constructor's error under 'auto'.
+        // An invalid configuration is the CPU constructor's error under 'auto', on either pairing.
+        let e = CpuOnly::new(DetectionConfig { nc: 0, ..cfg.clone() }, Device::Auto).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
         let e = ObbLossAny::new(DetectionConfig { nc: 0, ..cfg }, Device::Auto).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
     }

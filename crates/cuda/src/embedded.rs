@@ -139,6 +139,7 @@ mod tests {
         ("cls", &[crate::classification::run::XENT]),
         ("pose", &[crate::pose::run::COUNT, crate::pose::run::KEYPOINTS]),
         ("seg_mask", crate::segmentation::KERNELS),
+        ("obb", &[crate::obb::run::ASSIGN, crate::obb::run::RESOLVE, crate::obb::run::BOX]),
     ];
 
     #[test]

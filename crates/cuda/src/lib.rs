@@ -17,6 +17,7 @@
 //!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
+//! * `obb/`: [`CudaObbLoss`] (the detection decode and class passes + cuda/obb.cu: rotated assignment, box terms);
 //! * `pose/`, `classification/`: [`CudaPoseLoss`] (the detection stages + cuda/pose.cu), [`CudaClassificationLoss`];
 //! * `segmentation/`: [`CudaSegmentationLoss`] and [`CudaTVPSegmentLoss`], the detection stages plus the mask
 //!   kernels of cuda/seg_mask.cu;
@@ -53,6 +54,7 @@ mod embedded;
 mod errors;
 mod gpu;
 mod launch;
+pub mod obb;
 pub mod pose;
 mod probe;
 pub mod prompts;
@@ -77,6 +79,7 @@ pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STA
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
 pub use gpu::{gpu, opened_gpu, Gpu};
+pub use obb::CudaObbLoss;
 pub use pose::CudaPoseLoss;
 pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;

@@ -646,8 +646,13 @@ mod tests {
                 )
             );
         }
+        // A task without a CUDA backend (none is left: v8OBBLoss paired with NoCuda stands in) names itself.
+        type CpuOnly = yolo_loss_cuda::Selected<
+            yolo_loss_core::V8OBBLoss,
+            yolo_loss_cuda::NoCuda<yolo_loss_core::V8OBBLoss>,
+        >;
         let e = cuda_refused(
-            yolo_loss_cuda::ObbLossAny::new(
+            CpuOnly::new(
                 DetectionConfig {
                     nc: 1,
                     reg_max: 16,

@@ -93,6 +93,12 @@ fn estimated_candidates<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 5]>]) -> usize
     cells_covered(&head.grid, sizes)
 }
 
+/// Whether the rotated assigner decodes every anchor of the image up front (the vectorised soft-argmax form)
+/// rather than its candidates one by one; the CUDA backend makes the same choice per image.
+pub fn decodes_all_up_front_rotated<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 5]>]) -> bool {
+    estimated_candidates(head, gts) * 16 > head.grid.num_anchors
+}
+
 /// Runs the rotated assigner on every image (in parallel).
 pub(super) fn assign_batch_rotated<'a, F: Real>(head: &Head<'a, F>, angle: &'a [F], gt: &ObbGtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
     (0..head.batch)
@@ -100,7 +106,7 @@ pub(super) fn assign_batch_rotated<'a, F: Real>(head: &Head<'a, F>, angle: &'a [
         .map(|b| {
             let gts = gt.gt_boxes(b);
             let mut preds = RotatedPreds::new(head, angle, b);
-            if estimated_candidates(head, &gts) * 16 > head.grid.num_anchors {
+            if decodes_all_up_front_rotated(head, &gts) {
                 preds.inner.decode_all();
             }
             assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)

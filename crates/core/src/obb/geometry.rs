@@ -57,7 +57,7 @@ pub fn center_in_rotated_box<F: Real>(p: [F; 2], b: [F; 5]) -> bool {
 
 /// Axis-aligned bounding rectangle (x1, y1, x2, y2) of a rotated box's corners.
 #[inline]
-pub(super) fn corner_bounds<F: Real>(b: [F; 5]) -> [F; 4] {
+pub fn corner_bounds<F: Real>(b: [F; 5]) -> [F; 4] {
     let k = xywhr_corners(b);
     let mut r = [k[0][0], k[0][1], k[0][0], k[0][1]];
     for c in &k[1..] {

@@ -48,7 +48,8 @@ impl V8OBBLoss {
         preprocess_obb(targets, batch_size, scale)
     }
 
-    pub(super) fn prepare<'a, F: Real>(&self, feats: &[TensorRef<'a, F>], angle: TensorRef<'a, F>, batch: &DetBatch<F>) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
+    /// The CPU backend's checks in its order, then the head and the rotated GT table (the CUDA backend's too).
+    pub fn prepare<'a, F: Real>(&self, feats: &[TensorRef<'a, F>], angle: TensorRef<'a, F>, batch: &DetBatch<F>) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
         let cfg = &self.cfg;
         let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
         let a = head.grid.num_anchors;

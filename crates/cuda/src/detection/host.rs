@@ -43,6 +43,12 @@ impl PackedGt {
 }
 
 pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {
+    pack_gt_with_forms(head, gt, (0..head.batch).map(|b| decodes_all_up_front(&head.grid, &gt.gt_boxes(b))))
+}
+
+/// [`pack_gt`] with the images' soft-argmax forms given (true: the vectorised form), for an assigner whose choice
+/// differs from the axis-aligned one's.
+pub(crate) fn pack_gt_with_forms(head: &Head<f32>, gt: &GtTable<f32>, bulk: impl Iterator<Item = bool>) -> PackedGt {
     let slots = gt.boxes.len();
     let mut boxes = Vec::with_capacity(slots * 4);
     for b in &gt.boxes {
@@ -52,6 +58,6 @@ pub(crate) fn pack_gt(head: &Head<f32>, gt: &GtTable<f32>) -> PackedGt {
     // Class ids were validated to be in [0, nc); the assigner truncates them (`.long()`).
     ints.extend(gt.cls.iter().map(|&c| c.trunc() as i32));
     ints.extend(gt.valid.iter().map(|&v| v as i32));
-    ints.extend((0..head.batch).map(|b| decodes_all_up_front(&head.grid, &gt.gt_boxes(b)) as i32));
+    ints.extend(bulk.map(i32::from));
     PackedGt { boxes, ints, slots, per_image: gt.max_labels, assign_threads: assign_threads(head, gt) }
 }

@@ -9,7 +9,7 @@
 pub(crate) mod assign;
 #[cfg(all(test, yolo_cuda_emulator))]
 mod emu;
-mod host;
+pub(crate) mod host;
 pub(crate) mod inputs;
 pub(crate) mod params;
 pub(crate) mod passes;

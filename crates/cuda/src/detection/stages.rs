@@ -7,7 +7,7 @@ use yolo_loss_core::labels::GtTable;
 use yolo_loss_core::{LossError, Result, TensorRef};
 
 use super::assign::AssignmentParts;
-use super::host::pack_gt;
+use super::host::{pack_gt, PackedGt};
 use super::inputs::{DeviceGt, Levels};
 use super::params::{DetParams, CLASS_CHUNK, MAX_LEVELS, MAX_TOPK};
 use super::passes::{box_pass, class_pass, Accumulators};
@@ -41,7 +41,20 @@ impl<'a> DetectionStages<'a> {
         layout: &mut ArenaLayout,
     ) -> Result<Self> {
         let (head, gt) = checked_inputs(job, feats, batch)?;
-        let gt = DeviceGt::upload(dev, pack_gt(&head, &gt))?;
+        let packed = pack_gt(&head, &gt);
+        Self::with_gt(dev, job, head, packed, feats, layout)
+    }
+
+    /// The stages of a head and GT table that the caller checked and packed (a task with labels of its own kind).
+    pub fn with_gt(
+        dev: Dev,
+        job: &Job,
+        head: Head<'a, f32>,
+        packed: PackedGt,
+        feats: &[TensorRef<'a, f32>],
+        layout: &mut ArenaLayout,
+    ) -> Result<Self> {
+        let gt = DeviceGt::upload(dev, packed)?;
         let grids = Grids::new(&head, &gt)?;
         let levels = Levels::upload(dev, feats, job.want_grad)?;
         let assignment = AssignmentParts::plan(layout, head.batch * head.grid.num_anchors, gt.slots());

@@ -183,7 +183,7 @@ task_loss_class! {
                     arg("predDist", &pred_dist),
                     arg("predAngle", &pred_angle),
                 ],
-                |v| self.inner.cpu().bbox_decode(v[0], v[1], v[2]),
+                |v| self.inner.cpu_loss().bbox_decode(v[0], v[1], v[2]),
             )
         })?;
         out_tensor(&env, &data, &dims).map_err(to_js)
@@ -199,7 +199,7 @@ task_loss_class! {
         scale: Vec<f64>,
     ) -> napi::Result<NativeTensor, Code> {
         preprocess_table(&env, &targets, batch_size, &scale, 6, |t, b, s| {
-            self.inner.cpu().preprocess(t, b, s)
+            self.inner.cpu_loss().preprocess(t, b, s)
         })
     }
 }

@@ -1,0 +1,91 @@
+//! v8OBBLoss on the GPU (docs/spec.md §13): the same inputs, outputs and errors as
+//! `yolo_loss_core::obb::V8OBBLoss`, computed by the detection kernels (decode, scores, class pass) and the rotated
+//! assignment and box pass of cuda/obb.cu (see `run.rs`).
+
+mod params;
+pub(crate) mod run;
+#[cfg(test)]
+mod tests;
+
+use yolo_loss_core::loss::{GradBufs, LossValues};
+use yolo_loss_core::obb::{ObbBatch, ObbPreds};
+use yolo_loss_core::{DetectionConfig, Result, TaskLoss, V8OBBLoss};
+
+use crate::backend::{CudaLoss, Selected};
+use crate::detection::check_cuda_limits;
+use crate::gpu::gpu;
+use crate::launch::Dev;
+
+#[derive(Clone)]
+pub struct CudaObbLoss {
+    pub cfg: DetectionConfig,
+    dev: Dev,
+}
+
+impl std::fmt::Debug for CudaObbLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let device = match self.dev {
+            Dev::Gpu(g) => g.device_name(),
+            #[cfg(all(test, yolo_cuda_emulator))]
+            Dev::Emu => "CPU emulator",
+        };
+        f.debug_struct("CudaObbLoss").field("cfg", &self.cfg).field("device", &device).finish()
+    }
+}
+
+impl CudaObbLoss {
+    /// On the GPU `cuda:0`.
+    pub fn new(cfg: DetectionConfig) -> Result<Self> {
+        Self::on_device(cfg, 0)
+    }
+
+    /// Validates `cfg` as the CPU backend does (top-k fixed at 10), then opens the GPU `cuda:<ordinal>`:
+    /// `ERR_CUDA_UNAVAILABLE` (with the reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration
+    /// beyond the CUDA limits.
+    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Self::on(cfg, || Ok(Dev::Gpu(gpu(ordinal)?)))
+    }
+
+    /// The same loss on the CPU emulator of the kernels (tests of this crate).
+    #[cfg(all(test, yolo_cuda_emulator))]
+    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
+        Self::on(cfg, || Ok(Dev::Emu))
+    }
+
+    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
+        let cfg = V8OBBLoss::new(cfg)?.cfg;
+        check_cuda_limits(&cfg)?;
+        Ok(Self { cfg, dev: dev()? })
+    }
+}
+
+/// As the CPU type: gradients, one per level then the angle's, downloaded whole.
+impl TaskLoss<f32> for CudaObbLoss {
+    type Preds<'a> = ObbPreds<'a, f32>;
+    type Batch<'a> = ObbBatch<'a, f32>;
+
+    fn run(&self, preds: ObbPreds<f32>, batch: &ObbBatch<f32>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+        run::run(self.dev, &self.cfg, preds, batch, grads)
+    }
+
+    fn overwrites_grads(&self) -> bool {
+        true
+    }
+}
+
+impl CudaLoss<V8OBBLoss> for CudaObbLoss {
+    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+        Self::on_device(cfg, ordinal)
+    }
+}
+
+impl Selected<V8OBBLoss, CudaObbLoss> {
+    /// The CPU type of this configuration, on either backend: for its helpers that need nothing else (the
+    /// binding's `bbox_decode` and `preprocess`).
+    pub fn cpu_loss(&self) -> V8OBBLoss {
+        match self {
+            Self::Cpu(c) => c.clone(),
+            Self::Cuda(g) => V8OBBLoss { cfg: g.cfg.clone() },
+        }
+    }
+}
