@@ -198,18 +198,21 @@ impl<'c, 'a, F: Real> KptCtx<'c, 'a, F> {
                 let den = (2.0 * self.sigmas[kk]).powi(2) * (area + 1e-9) * 2.0;
                 let ex = (-(dist / den)).exp();
                 pose += factor * (1.0 - ex) * v;
+                // Each element belongs to one positive (one per anchor), so it is stored once into the zero-filled
+                // buffer as `0 + v` (the bits of `+=`) rather than read first: a fresh page whose first touch is a
+                // read maps the shared zero page, and the write that follows costs a second fault (see box_terms).
                 if let Some(gr) = grad.as_deref_mut() {
                     // ∂/∂raw = 2·∂/∂X; ∂e/∂X = 2(X − gx)/den.
                     let c = self.scales.0 * factor * v * ex * 2.0 / den * 2.0;
-                    gr[(kk * d) * a_total + p.anchor] += F::c(c * (x - gx));
-                    gr[(kk * d + 1) * a_total + p.anchor] += F::c(c * (y - gy));
+                    gr[(kk * d) * a_total + p.anchor] = F::zero() + F::c(c * (x - gx));
+                    gr[(kk * d + 1) * a_total + p.anchor] = F::zero() + F::c(c * (y - gy));
                 }
                 if d == 3 {
                     let z = raw(2).f64();
                     kobj += z.max(0.0) - z * v + (-z.abs()).exp().ln_1p();
                     if let Some(gr) = grad.as_deref_mut() {
                         let sig = 1.0 / (1.0 + (-z).exp());
-                        gr[(kk * d + 2) * a_total + p.anchor] += F::c(self.scales.1 * (sig - v));
+                        gr[(kk * d + 2) * a_total + p.anchor] = F::zero() + F::c(self.scales.1 * (sig - v));
                     }
                 }
             }

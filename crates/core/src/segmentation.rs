@@ -274,8 +274,9 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
         }
         total += sum / map_area.f64() / area.f64();
         if let Some(gc_all) = g_coef.as_deref_mut() {
+            // One positive per anchor: stored as `0 + v` (the bits of `+=`) without reading the fresh page first.
             for (j, &gc) in gcoef.iter().enumerate() {
-                gc_all[j * a_total + p.anchor] += gc;
+                gc_all[j * a_total + p.anchor] = F::zero() + gc;
             }
         }
     }
