@@ -6,8 +6,8 @@
  * `plan.warmup` times, then times `iterations(plan, first)` calls end to end (from the input `Float32Array`s to the
  * returned loss and gradient arrays). Between timed calls (outside the timed region) it drops the result, runs the
  * garbage collector (`--expose-gc`) and lets the event loop turn so the finalizers of the returned buffers run: a
- * call never pays for the previous call's garbage and the peak RSS reflects one live set of outputs. Prints one
- * JSON line on stdout.
+ * call never pays for the previous call's garbage and the peak RSS reflects one live set of outputs. Then it times
+ * the memory-traffic floor of the same inputs with the same thread count (floor.ts). Prints one JSON line on stdout.
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import * as lib from '../index';
 import { CLASS_OF, type CaseDef } from './cases';
 import { readTensor, type Manifest } from './data';
+import { measureFloor, oursThreads } from './floor';
 import { iterations, stats, type IterPlan } from './timing';
 
 type AnyTensor = { data: Float32Array; shape: number[] };
@@ -129,6 +130,8 @@ async function main(): Promise<void> {
     await settle();
   }
   const ru = process.resourceUsage();
+  // After ours and after reading the peak RSS (the floor's shared copies of the inputs must not count in ours).
+  const floor = await measureFloor(gradArrays(preds), oursThreads(), plan);
   console.log(
     JSON.stringify({
       status: 'ok',
@@ -144,6 +147,7 @@ async function main(): Promise<void> {
       threads: process.env['RAYON_NUM_THREADS'] ?? 'all cores (rayon default)',
       gc_between_calls: gc !== undefined,
       device: (crit as unknown as { device?: string }).device ?? 'cpu',
+      floor,
     }),
   );
 }
