@@ -19,7 +19,7 @@ use crate::hyp::Hyp;
 use crate::iou::{aspect_atan, bbox_iou_grad_alpha, ciou_with_atans, IouKind, IOU_EPS};
 use crate::labels::{validate_labels, GtTable};
 use crate::real::Real;
-use crate::tensor::{fmt_shape, TensorRef};
+use crate::tensor::{all_finite_parallel, fmt_shape, TensorRef};
 
 /// What Ultralytics reads from the model and the constructor arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +149,7 @@ impl<'a, F: Real> Head<'a, F> {
         (0..self.levels.len()).all(|l| {
             let hw = self.grid.levels[l].len();
             let d = self.image_level(b, l);
-            F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
+            all_finite_parallel(&d[..self.cls_ch0 * hw]) && all_finite_parallel(&d[(self.cls_ch0 + self.nc) * hw..])
         })
     }
 
@@ -829,7 +829,8 @@ pub(crate) fn class_terms<F: Real, const W: usize>(head: &Head<F>, gt: &GtTable<
     for l in 0..head.grid.levels.len() {
         let hw = head.grid.levels[l].len();
         let x = &head.image_level(b, l)[c0 * hw..(c0 + nc) * hw];
-        total += F::bce_zero(x, grads.get_mut(l).map(|g| &mut g[c0 * hw..(c0 + nc) * hw]), scale);
+        // On every thread (same sum): when the batch has fewer images than threads, this pass would leave some idle.
+        total += F::bce_zero_par(x, grads.get_mut(l).map(|g| &mut g[c0 * hw..(c0 + nc) * hw]), scale);
     }
     for p in positives {
         let pos = head.grid.locate(p.anchor);

@@ -65,6 +65,11 @@ pub trait Real:
         total
     }
 
+    /// [`bce_zero`](Self::bce_zero) with the same result, on every thread where the type has a parallel form (`f32`).
+    fn bce_zero_par(x: &[Self], grad: Option<&mut [Self]>, scale: Self) -> f64 {
+        Self::bce_zero(x, grad, scale)
+    }
+
     /// True when every value is finite.
     fn all_finite(x: &[Self]) -> bool {
         x.iter().all(|v| v.is_finite())
@@ -108,6 +113,9 @@ pub trait Real:
 impl Real for f32 {
     fn bce_zero(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
         crate::fastmath::bce_zero_f32(x, grad, scale)
+    }
+    fn bce_zero_par(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+        crate::fastmath::bce_zero_par_f32(x, grad, scale)
     }
     fn all_finite(x: &[f32]) -> bool {
         crate::fastmath::all_finite_f32(x)
