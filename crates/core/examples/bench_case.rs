@@ -3,12 +3,14 @@
 //! bench`:
 //!
 //! ```sh
-//! cargo run --release -p yolo-loss-core --example bench_case -- DIR [CALLS] [into]
+//! cargo run --release -p yolo-loss-core --example bench_case -- DIR [CALLS] [into|over]
 //! ```
 //!
 //! Prints the median time of CALLS calls of `value_and_grad` (default 5; `into`: `value_and_grad_into` with
-//! buffers reused across calls, zeroed between calls outside the timing) and a digest of the last call's loss,
-//! items and every gradient bit, which must stay the same across a refactor that keeps the per-element math.
+//! buffers reused across calls, zeroed between calls outside the timing; `over`, detection only:
+//! `value_and_grad_overwrite` into the buffers as the last call left them) and a digest of the last call's loss,
+//! items and every gradient bit, which must stay the same across a refactor that keeps the per-element math (and
+//! be the same in every mode).
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -32,7 +34,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("usage: bench_case DIR [CALLS] [into]");
     let calls: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let into = args.next().as_deref() == Some("into");
+    let mode = args.next().unwrap_or_default();
+    let (into, over) = (mode == "into" || mode == "over", mode == "over");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&dir).join("manifest.json")).unwrap()).unwrap();
     let c = &manifest["case"];
     let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -47,11 +50,14 @@ fn main() {
     let feats: Vec<TensorRef<f32>> = (0..strides.len()).map(|l| t[&format!("preds.{l}")].r()).collect();
     let det = DetBatch { batch_idx: t["batch.batch_idx"].r(), cls: t["batch.cls"].r(), bboxes: t["batch.bboxes"].r() };
     let mut inputs: Vec<&[f32]> = feats.iter().map(|f| f.data).collect();
-    let run: Box<dyn Fn(Option<&mut [&mut [f32]]>) -> LossOutput<f32>> = match c["task"].as_str().unwrap() {
+    let task = c["task"].as_str().unwrap();
+    assert!(!over || task == "detect", "`over` runs the detection loss only");
+    let run: Box<dyn Fn(Option<&mut [&mut [f32]]>) -> LossOutput<f32>> = match task {
         "detect" => {
             let crit = V8DetectionLoss::new(cfg).unwrap();
             Box::new(move |g| match g {
                 None => crit.value_and_grad(&feats, &det).unwrap(),
+                Some(g) if over => values(crit.value_and_grad_overwrite(&feats, &det, g).unwrap()),
                 Some(g) => values(crit.value_and_grad_into(&feats, &det, g).unwrap()),
             })
         }
@@ -88,11 +94,12 @@ fn main() {
         }
         other => panic!("unknown task {other}"),
     };
-    let mut bufs: Vec<Vec<f32>> = inputs.iter().map(|i| vec![0.0; i.len()]).collect();
+    // Leftovers in the buffers for `over` (it must write every element); zeros for `into`.
+    let mut bufs: Vec<Vec<f32>> = inputs.iter().map(|i| vec![if over { f32::NAN } else { 0.0 }; i.len()]).collect();
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..calls.max(1) {
-        if into {
+        if into && !over {
             bufs.iter_mut().for_each(|b| b.fill(0.0));
         }
         let t0 = Instant::now();
@@ -110,7 +117,7 @@ fn main() {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let out = last.unwrap();
-    println!("{}: median {:.2} ms (min {:.2}) over {} calls{}; digest {:016x}; loss {:?}", c["id"].as_str().unwrap(), times[times.len() / 2], times[0], times.len(), if into { " (into)" } else { "" }, digest(&out), out.loss);
+    println!("{}: median {:.2} ms (min {:.2}) over {} calls{}; digest {:016x}; loss {:?}", c["id"].as_str().unwrap(), times[times.len() / 2], times[0], times.len(), if into { format!(" ({mode})") } else { String::new() }, digest(&out), out.loss);
 }
 
 fn values((loss, loss_items): (Vec<f32>, Vec<f32>)) -> LossOutput<f32> {

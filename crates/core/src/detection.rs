@@ -566,6 +566,16 @@ impl V8DetectionLoss {
         self.run(feats, batch, grads)
     }
 
+    /// As [`value_and_grad_into`](Self::value_and_grad_into) into buffers of any contents (a training loop's buffers
+    /// from its last step): every element is written, so the caller need not zero them first. The channels that only
+    /// positives write (the box channels) are zeroed by the call itself, after every check; the class channels are
+    /// stored whole by the class pass anyway, so they cost no extra pass. Same numbers as `value_and_grad`, bit for bit.
+    pub fn value_and_grad_overwrite<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        check_grad_buffers(grads, &datas(feats))?;
+        let c = self.cfg.reg_max * 4;
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false, GradInit::Any)
+    }
+
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
     pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
         bbox_decode(anchor_points, pred_dist, self.cfg.reg_max)
@@ -574,14 +584,14 @@ impl V8DetectionLoss {
     /// The loss, and the gradients when `grads` is not empty (checked by the caller).
     pub(crate) fn run<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let c = self.cfg.reg_max * 4;
-        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false, GradInit::Zeroed)
     }
 
     /// The loss over a window of class channels (`nc` classes from channel `cls_ch0` of `channels`);
     /// with `only_cls`, the gradient is that of the cls component alone and the loss is `[cls]`
     /// (TVPDetectLoss back-propagates only that one).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
+    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool, init: GradInit) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
         // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite), and the
@@ -592,6 +602,9 @@ impl V8DetectionLoss {
         let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
         if !finite {
             check_preds_finite(feats)?;
+        }
+        if init == GradInit::Any {
+            clear_outside_class_window(&asg.head, grads);
         }
         let (mut loss, items, bce_sum) = self.losses_with_scales(&asg, grads, None, only_cls);
         if !bce_sum.is_finite() {
@@ -618,6 +631,29 @@ impl V8DetectionLoss {
         let sums = per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
         (times_batch(&items, head.batch), items, sums.bce)
+    }
+}
+
+/// What the gradient buffers of a call hold when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GradInit {
+    /// Zeros (fresh buffers, or a caller's zero-filled ones): only the elements that are not zero are written.
+    Zeroed,
+    /// Anything: every element is written.
+    Any,
+}
+
+/// Zeroes, in every level's gradient, the channels outside the class window (the box channels, and the unused prompt
+/// channels of a TVP head): the elements a call writes at positives only. The class window needs no clearing: the
+/// class pass stores every element of it. One task per image and level, on every thread.
+fn clear_outside_class_window<F: Real>(head: &Head<F>, grads: GradBufs<F>) {
+    let (c0, c1) = (head.cls_ch0, head.cls_ch0 + head.nc);
+    for (l, g) in grads.iter_mut().enumerate().take(head.levels.len()) {
+        let hw = head.grid.levels[l].len();
+        g.par_chunks_mut(head.channels * hw).for_each(|image| {
+            image[..c0 * hw].fill(F::zero());
+            image[c1 * hw..].fill(F::zero());
+        });
     }
 }
 
@@ -937,6 +973,47 @@ mod tests {
     use crate::iou::ciou_alpha;
 
     use crate::testing::{random_levels, Lcg};
+
+    /// `value_and_grad_overwrite` into buffers full of leftovers (NaN, large values) gives `value_and_grad`'s numbers
+    /// bit for bit: every element of every level gradient is written. With a TVP-like head whose channels go past the
+    /// class window, so that channels on both sides of it need clearing.
+    #[test]
+    fn overwrite_writes_every_gradient_element() {
+        for (reg_max, nc) in [(16usize, 5usize), (1, 3)] {
+            let crit = V8DetectionLoss::new(DetectionConfig { nc, reg_max, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 }).unwrap();
+            let c = 4 * reg_max + nc;
+            let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
+            let mut rng = Lcg(11 + reg_max as u64);
+            let levels = random_levels(&mut rng, &shapes, reg_max, 1.0);
+            let (bi, cls) = ([0.0f32, 0.0, 1.0], [1.0f32, 2.0, 0.0]);
+            let boxes = [0.4f32, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];
+            let (s1, s2, s4) = ([3usize], [3usize, 1usize], [3usize, 4usize]);
+            let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+            let levels: Vec<Vec<f32>> = levels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
+            let feats: Vec<TensorRef<f32>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
+            let fresh = crit.value_and_grad(&feats, &batch).unwrap();
+            assert!(fresh.grads.iter().flatten().any(|&g| g != 0.0));
+            let mut bufs: Vec<Vec<f32>> = levels.iter().map(|l| (0..l.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
+            let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            let (loss, items) = crit.value_and_grad_overwrite(&feats, &batch, &mut slices).unwrap();
+            assert_eq!((loss, items), (fresh.loss.clone(), fresh.loss_items.clone()));
+            for (l, (got, want)) in bufs.iter().zip(&fresh.grads).enumerate() {
+                assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "reg_max {reg_max}, level {l}");
+            }
+            // The class window of a wider head (channels after it, as TVP's unused prompts): cleared too.
+            let head = Head::validate_channels(&feats, &[8.0, 16.0], reg_max, c, 4 * reg_max, nc - 1).unwrap();
+            let mut dirty: Vec<Vec<f32>> = levels.iter().map(|l| vec![f32::NAN; l.len()]).collect();
+            let mut slices: Vec<&mut [f32]> = dirty.iter_mut().map(|v| v.as_mut_slice()).collect();
+            clear_outside_class_window(&head, &mut slices);
+            for (l, g) in dirty.iter().enumerate() {
+                let hw = head.grid.levels[l].len();
+                for (i, v) in g.iter().enumerate() {
+                    let ch = (i / hw) % c;
+                    assert_eq!(v.is_nan(), (4 * reg_max..c - 1).contains(&ch), "level {l}, element {i} (channel {ch})");
+                }
+            }
+        }
+    }
 
     /// Central differences in f64 of the loss with the assignment held fixed, against the analytic
     /// gradient, for every logit of a small case with overlapping boxes (reg_max 16 and 1).

@@ -1,7 +1,7 @@
 //! The text/visual-prompt losses of YOLOE (SPEC §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
-use crate::detection::{check_grad_buffers, datas, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, LossOutput, LossValues, V8DetectionLoss};
+use crate::detection::{check_grad_buffers, datas, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradInit, LossOutput, LossValues, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::segmentation::{seg_inputs, SegBatch, V8SegmentationLoss};
@@ -61,7 +61,7 @@ impl TVPDetectLoss {
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
             None => Ok(zero_values(3)),
-            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true),
+            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true, GradInit::Zeroed),
         }
     }
 }
