@@ -161,6 +161,14 @@ impl<'a, F: Real> Head<'a, F> {
     }
 }
 
+/// An error met before the level tensors are known to be finite, as the validation in one go would report it: the
+/// first non-finite element's error when there is one (that check comes first there), else `e`. For the losses that
+/// check finiteness by parts, as [`V8DetectionLoss`] does (the class window in the class pass, the other channels
+/// image by image in the assignment), so that no separate pass reads the level tensors.
+pub(crate) fn preds_error_first<F: Real>(feats: &[TensorRef<F>], e: LossError) -> LossError {
+    check_preds_finite(feats).err().unwrap_or(e)
+}
+
 /// Every prediction tensor must be finite; the error names the first bad one as `preds[l]` (the last check of
 /// [`Head::validate_channels`]).
 pub fn check_preds_finite<F: Real>(feats: &[TensorRef<F>]) -> Result<()> {
@@ -599,7 +607,7 @@ impl V8DetectionLoss {
         // error met before then, and a non-finite result of either part, defer to the full check, so the error is
         // the one the validation in one go gives: the first non-finite element, before any label error.
         let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
+        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
         if !finite {
             check_preds_finite(feats)?;
         }
@@ -715,6 +723,7 @@ pub(crate) struct Assigned<'a, F> {
 impl<'a, F: Real> Assigned<'a, F> {
     /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
     /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
+    #[cfg(test)]
     pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
         Ok(Self::new_checking(head, batch, topk, false)?.0)
     }

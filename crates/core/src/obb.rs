@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::assigner::{assign_image, AnchorSource, AssignerConfig, GtBox, Positive};
 use crate::blocks::{assign_dense_with, bbox_loss_with, expect_shape, BboxLossInputs, BboxLossOutput, DenseAssignment};
-use crate::detection::{cells_covered, check_grad_buffers, class_terms, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
+use crate::detection::{cells_covered, check_grad_buffers, check_preds_finite, class_terms, preds_error_first, per_image_grads, score_divisor, sigmoid, times_batch, with_extra, with_fresh_grads, without_grads, DetBatch, DetectionConfig, GradBufs, GradScales, Head, ImagePreds, LossOutput, LossValues, TermSums, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::geometry::{bbox2dist, xywh2xyxy};
@@ -235,18 +235,23 @@ fn estimated_candidates<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 5]>]) -> usize
 }
 
 /// Runs the rotated assigner on every image (in parallel).
-fn assign_batch_rotated<'a, F: Real>(head: &Head<'a, F>, angle: &'a [F], gt: &ObbGtTable<F>, cfg: &AssignerConfig) -> Vec<Vec<Positive<F>>> {
-    (0..head.batch)
+/// Each image's channels outside the class window are checked for finiteness first (then in cache for the decode);
+/// the flag is whether all were finite.
+fn assign_batch_rotated<'a, F: Real>(head: &Head<'a, F>, angle: &'a [F], gt: &ObbGtTable<F>, cfg: &AssignerConfig) -> (Vec<Vec<Positive<F>>>, bool) {
+    let per_image: Vec<(Vec<Positive<F>>, bool)> = (0..head.batch)
         .into_par_iter()
         .map(|b| {
+            let finite = head.image_finite_outside_class_window(b);
             let gts = gt.gt_boxes(b);
             let mut preds = RotatedPreds::new(head, angle, b);
             if estimated_candidates(head, &gts) > head.grid.num_anchors {
                 preds.inner.decode_all();
             }
-            assign_image(cfg, head.grid.num_anchors, &gts, &mut preds)
+            (assign_image(cfg, head.grid.num_anchors, &gts, &mut preds), finite)
         })
-        .collect()
+        .collect();
+    let finite = per_image.iter().all(|(_, f)| *f);
+    (per_image.into_iter().map(|(p, _)| p).collect(), finite)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -298,9 +303,19 @@ impl V8OBBLoss {
         preprocess_obb(targets, batch_size, scale)
     }
 
+    /// The validated head and GT table. The level tensors' finiteness is checked by parts as in
+    /// `V8DetectionLoss::run_window` (class window in the class pass, other channels in the assignment; see `run`),
+    /// errors in the order of the validation in one go.
     fn prepare<'a, F: Real>(&self, feats: &[TensorRef<'a, F>], angle: TensorRef<'a, F>, batch: &DetBatch<F>) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
         let cfg = &self.cfg;
-        let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, 4 * cfg.reg_max + cfg.nc, 4 * cfg.reg_max, cfg.nc)?;
+        let gt = self.prepare_labels(&head, angle, batch).map_err(|e| preds_error_first(feats, e))?;
+        Ok((head, gt))
+    }
+
+    /// The angle's shape and finiteness, the labels and the GT table of [`prepare`](Self::prepare).
+    fn prepare_labels<F: Real>(&self, head: &Head<F>, angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<ObbGtTable<F>> {
+        let cfg = &self.cfg;
         let a = head.grid.num_anchors;
         angle.check_len("preds.angle")?;
         if angle.shape != [head.batch, 1, a] {
@@ -318,19 +333,26 @@ impl V8OBBLoss {
         if gt.max_labels > 0 && a < OBB_TOPK {
             return Err(LossError::shape(format!("preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)")));
         }
-        Ok((head, gt))
+        Ok(gt)
     }
 
     fn run<F: Real>(&self, feats: &[TensorRef<F>], angle: TensorRef<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let (head, gt) = self.prepare(feats, angle, batch)?;
-        let positives = assign_batch_rotated(&head, angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        let (positives, finite) = assign_batch_rotated(&head, angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        if !finite {
+            check_preds_finite(feats)?;
+        }
         let s = score_divisor::<F>(&positives);
-        Ok(self.losses_into(&head, angle.data, &gt, &positives, s, grads))
+        let (values, bce_sum) = self.losses_into(&head, angle.data, &gt, &positives, s, grads);
+        if !bce_sum.is_finite() {
+            check_preds_finite(feats)?;
+        }
+        Ok(values)
     }
 
     /// The loss terms and gradients for a fixed assignment and divisor S (the function autograd
-    /// differentiates: the assigner and S are constants).
-    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> LossValues<F> {
+    /// differentiates: the assigner and S are constants), and the raw class sum (non-finite when a class logit is).
+    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> (LossValues<F>, f64) {
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, s);
         let sums = per_image_grads(grads, head.batch, |b, g| {
@@ -340,13 +362,13 @@ impl V8OBBLoss {
         });
         // No positives: box = Σ(θ·0) = 0 (θ is finite), with a zero gradient.
         let items: Vec<F> = [sums.iou, sums.bce, sums.dfl].iter().zip(gains).map(|(&v, g)| F::c(v) / s * F::c(g)).collect();
-        (times_batch(&items, head.batch), items)
+        ((times_batch(&items, head.batch), items), sums.bce)
     }
 
     /// [`losses_into`](Self::losses_into) with fresh buffers (or none), for the finite-difference tests.
     #[cfg(test)]
     fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> LossOutput<F> {
-        let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g));
+        let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g).0);
         let out = if want_grad { with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { without_grads(run) };
         out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
     }
@@ -617,7 +639,7 @@ mod tests {
             let ashape = [2usize, 1, na];
             let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let (head, gt) = crit.prepare(&feats, TensorRef::new(&angle, &ashape), &batch).unwrap();
-            let positives = assign_batch_rotated(&head, &angle, &gt, &AssignerConfig::for_loss(OBB_TOPK, nc));
+            let (positives, _) = assign_batch_rotated(&head, &angle, &gt, &AssignerConfig::for_loss(OBB_TOPK, nc));
             assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 10, "the case must have positives");
             let s = score_divisor::<f64>(&positives);
             let base = crit.losses_given_assignment(&head, &angle, &gt, &positives, s, true);

@@ -2,7 +2,7 @@
 //! the reference does so for the 17 COCO keypoints (float64 OKS sigmas, Project decision 1), and for
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
-use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_extra, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, check_grad_buffers, check_preds_finite, class_terms, preds_error_first, per_image_grads, times_batch, with_extra, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -97,10 +97,9 @@ impl V8PoseLoss {
         self.run(feats, kpts, batch, grads)
     }
 
-    fn run<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let det = &self.cfg.det;
+    /// The predicted and labelled keypoints' shapes and finiteness.
+    fn check_keypoints<F: Real>(&self, head: &Head<F>, kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<()> {
         let (k, d) = self.cfg.kpt_shape;
-        let head = Head::validate(feats, &det.strides, det.reg_max, det.nc)?;
         let a = head.grid.num_anchors;
         kpts.check_rank("kpts", 3, &format!("[B, K·D = {}, A]", k * d))?;
         if kpts.shape != [head.batch, k * d, a] {
@@ -122,7 +121,20 @@ impl V8PoseLoss {
             )));
         }
         gt_kp.check_finite("batch.keypoints")?;
-        let asg = Assigned::new(head, &batch.det, det.tal_topk)?;
+        Ok(())
+    }
+
+    fn run<F: Real>(&self, feats: &[TensorRef<F>], kpts: TensorRef<F>, batch: &PoseBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let det = &self.cfg.det;
+        let (k, d) = self.cfg.kpt_shape;
+        // The level tensors' finiteness checked by parts as in `V8DetectionLoss::run_window` (class window in the class
+        // pass, other channels in the assignment), errors in the order of the validation in one go.
+        let head = Head::validate_shapes(feats, &det.strides, det.reg_max, 4 * det.reg_max + det.nc, 4 * det.reg_max, det.nc)?;
+        self.check_keypoints(&head, kpts, batch).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) = Assigned::new_checking(head, &batch.det, det.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        if !finite {
+            check_preds_finite(feats)?;
+        }
         let head = &asg.head;
         let gains = [det.hyp.box_gain, det.hyp.cls, det.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, asg.s);
@@ -135,7 +147,7 @@ impl V8PoseLoss {
             rows_of_image[i].push(row);
         }
         let levels = head.levels.len();
-        let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: gt_kp.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
+        let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: batch.keypoints.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
         let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, &asg.gt, b, &asg.positives[b], scales.cls, g);
             let (iou, dfl) = box_terms(head, &asg.gt, b, &asg.positives[b], &scales, g);
@@ -143,6 +155,9 @@ impl V8PoseLoss {
             Sums([iou, pose, kobj, bce, dfl])
         })
         .0;
+        if !sums[3].is_finite() {
+            check_preds_finite(feats)?;
+        }
         let mut items = asg.items(&[sums[0], 0.0, 0.0, sums[3], sums[4]], &[gains[0], 0.0, 0.0, gains[1], gains[2]]);
         if p > 0 {
             items[1] = F::c(sums[1] / pk * det.hyp.pose);

@@ -2,7 +2,7 @@
 //! its crop box only (exact: the crop zeroes everything outside it), so nothing of size
 //! (positives × H_m × W_m) is ever allocated.
 
-use crate::detection::{box_terms, check_grad_buffers, class_terms, per_image_grads, times_batch, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
+use crate::detection::{box_terms, check_grad_buffers, check_preds_finite, class_terms, preds_error_first, per_image_grads, times_batch, with_fresh_grads, without_grads, Assigned, DetBatch, DetectionConfig, GradBufs, GradScales, Head, LossOutput, LossValues, Sums, V8DetectionLoss};
 use crate::error::{LossError, Result};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -107,10 +107,15 @@ impl V8SegmentationLoss {
     ) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         let channels = feats.first().and_then(|f| f.shape.get(1).copied()).unwrap_or(0).max(cls_ch0 + nc);
-        let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let mh = validate_mask_head(&head, pred_masks, proto)?;
-        let asg = Assigned::new(head, &batch.det, cfg.tal_topk)?;
-        let gtm = validate_gt_masks(&asg, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw)?;
+        // The level tensors' finiteness checked by parts as in `V8DetectionLoss::run_window` (class window in the class
+        // pass, other channels in the assignment), errors in the order of the validation in one go.
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
+        let mh = validate_mask_head(&head, pred_masks, proto).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) = Assigned::new_checking(head, &batch.det, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        if !finite {
+            check_preds_finite(feats)?;
+        }
+        let gtm = validate_gt_masks(&asg, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw).map_err(|e| preds_error_first(feats, e))?;
         let head = &asg.head;
         let gains = [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl];
         let mut scales = GradScales::new(head.batch, gains, asg.s);
@@ -131,6 +136,9 @@ impl V8SegmentationLoss {
             Sums([iou, mask, bce, dfl])
         })
         .0;
+        if !sums[2].is_finite() {
+            check_preds_finite(feats)?;
+        }
         let mut items = asg.items(&[sums[0], 0.0, sums[2], sums[3]], &[gains[0], 0.0, gains[1], gains[2]]);
         if p > 0 {
             items[1] = F::c(sums[1]) / F::from_usize_(p) * F::c(cfg.hyp.box_gain);
