@@ -543,7 +543,7 @@ function main(): void {
   console.log(`  load average: ${l0.map((x) => x.toFixed(2)).join(' ')} at start, ${l1.map((x) => x.toFixed(2)).join(' ')} at the end`);
   const targets = evaluateTargets(results);
   console.log('');
-  console.log('Targets (benchmark goals of issue 5, not tests):');
+  console.log('Targets (benchmark goals of issues 5 and 13, not tests):');
   for (const t of targets) console.log(`  [${t.verdict}] ${t.name}: ${t.detail}`);
 
   // Files
