@@ -8,8 +8,8 @@
  * garbage collector (`--expose-gc`) and lets the event loop turn so the finalizers of the returned buffers run: a
  * call never pays for the previous call's garbage and the peak RSS reflects one live set of outputs. Then, as the
  * `out` entry, the same timing of `valueAndGrad(preds, batch, { out })` into one set of caller-owned buffers
- * allocated before (after the peak RSS above is read, so that stays the fresh form's). Prints one JSON line on
- * stdout.
+ * allocated before (after the peak RSS above is read, so that stays the fresh form's). Then it times the
+ * memory-traffic floor of the same inputs with the same thread count (floor.ts). Prints one JSON line on stdout.
  *
  * SPDX-License-Identifier: AGPL-3.0-only
  */
@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import * as lib from '../index';
 import { CLASS_OF, type CaseDef } from './cases';
 import { readTensor, type Manifest } from './data';
+import { measureFloor, oursThreads } from './floor';
 import { iterations, stats, type IterPlan } from './timing';
 
 type AnyTensor = { data: Float32Array; shape: number[] };
@@ -139,6 +140,8 @@ async function main(): Promise<void> {
   }
   const ru = process.resourceUsage();
   const withOut = await timeOut(crit, preds, batch, plan, n, settle);
+  // After ours and after reading the peak RSS (the floor's shared copies of the inputs must not count in ours).
+  const floor = await measureFloor(gradArrays(preds), oursThreads(), plan);
   console.log(
     JSON.stringify({
       status: 'ok',
@@ -155,6 +158,7 @@ async function main(): Promise<void> {
       gc_between_calls: gc !== undefined,
       device: (crit as unknown as { device?: string }).device ?? 'cpu',
       out: { ...withOut, same_grad_norm: withOut.grad_norm === gradNorm },
+      floor,
     }),
   );
 }

@@ -10,7 +10,10 @@
 use crate::assigner::Positive;
 use crate::dfl::softmax_expectation;
 use crate::error::{LossError, Result};
+use rayon::prelude::*;
+
 use crate::family::assigned::Assigned;
+use crate::family::head::preds_error_first;
 use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, TermSums};
 use crate::geometry::dist2bbox;
 use crate::hyp::Hyp;
@@ -83,7 +86,7 @@ impl V8DetectionLoss {
     /// with `only_cls`, the gradient is that of the cls component alone and the loss is `[cls]`
     /// (TVPDetectLoss back-propagates only that one).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool) -> Result<LossValues<F>> {
+    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool, init: GradInit) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
         // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite), and the
@@ -91,9 +94,12 @@ impl V8DetectionLoss {
         // error met before then, and a non-finite result of either part, defer to the full check, so the error is
         // the one the validation in one go gives: the first non-finite element, before any label error.
         let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| check_preds_finite(feats).err().unwrap_or(e))?;
+        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
         if !finite {
             check_preds_finite(feats)?;
+        }
+        if init == GradInit::Any {
+            clear_outside_class_window(&asg.head, grads);
         }
         let (mut loss, items, bce_sum) = self.losses_with_scales(&asg, grads, None, only_cls);
         if !bce_sum.is_finite() {
@@ -130,7 +136,38 @@ impl<F: Real> TaskLoss<F> for V8DetectionLoss {
 
     fn run(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let c = self.cfg.reg_max * 4;
-        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false)
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false, GradInit::Zeroed)
+    }
+
+    /// Into buffers of any contents: the call zeroes only the channels that positives alone write (the box
+    /// channels), after every check; the class channels are stored whole by the class pass anyway, so they cost no
+    /// extra pass.
+    fn run_overwrite(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        let c = self.cfg.reg_max * 4;
+        self.run_window(feats, batch, grads, c + self.cfg.nc, c, self.cfg.nc, false, GradInit::Any)
+    }
+}
+
+/// What the gradient buffers of a call hold when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GradInit {
+    /// Zeros (fresh buffers, or a caller's zero-filled ones): only the elements that are not zero are written.
+    Zeroed,
+    /// Anything: every element is written.
+    Any,
+}
+
+/// Zeroes, in every level's gradient, the channels outside the class window (the box channels, and the unused prompt
+/// channels of a TVP head): the elements a call writes at positives only. The class window needs no clearing: the
+/// class pass stores every element of it. One task per image and level, on every thread.
+fn clear_outside_class_window<F: Real>(head: &Head<F>, grads: GradBufs<F>) {
+    let (c0, c1) = (head.cls_ch0, head.cls_ch0 + head.nc);
+    for (l, g) in grads.iter_mut().enumerate().take(head.levels.len()) {
+        let hw = head.grid.levels[l].len();
+        g.par_chunks_mut(head.channels * hw).for_each(|image| {
+            image[..c0 * hw].fill(F::zero());
+            image[c1 * hw..].fill(F::zero());
+        });
     }
 }
 
@@ -180,6 +217,47 @@ mod tests {
     use crate::loss::zero_grads;
 
     use crate::testing::{random_levels, Lcg};
+
+    /// `value_and_grad_overwrite` into buffers full of leftovers (NaN, large values) gives `value_and_grad`'s numbers
+    /// bit for bit: every element of every level gradient is written. With a TVP-like head whose channels go past the
+    /// class window, so that channels on both sides of it need clearing.
+    #[test]
+    fn overwrite_writes_every_gradient_element() {
+        for (reg_max, nc) in [(16usize, 5usize), (1, 3)] {
+            let crit = V8DetectionLoss::new(DetectionConfig { nc, reg_max, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 }).unwrap();
+            let c = 4 * reg_max + nc;
+            let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
+            let mut rng = Lcg(11 + reg_max as u64);
+            let levels = random_levels(&mut rng, &shapes, reg_max, 1.0);
+            let (bi, cls) = ([0.0f32, 0.0, 1.0], [1.0f32, 2.0, 0.0]);
+            let boxes = [0.4f32, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];
+            let (s1, s2, s4) = ([3usize], [3usize, 1usize], [3usize, 4usize]);
+            let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+            let levels: Vec<Vec<f32>> = levels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
+            let feats: Vec<TensorRef<f32>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
+            let fresh = crit.value_and_grad(&feats, &batch).unwrap();
+            assert!(fresh.grads.iter().flatten().any(|&g| g != 0.0));
+            let mut bufs: Vec<Vec<f32>> = levels.iter().map(|l| (0..l.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
+            let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            let (loss, items) = crit.value_and_grad_overwrite(&feats, &batch, &mut slices).unwrap();
+            assert_eq!((loss, items), (fresh.loss.clone(), fresh.loss_items.clone()));
+            for (l, (got, want)) in bufs.iter().zip(&fresh.grads).enumerate() {
+                assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "reg_max {reg_max}, level {l}");
+            }
+            // The class window of a wider head (channels after it, as TVP's unused prompts): cleared too.
+            let head = Head::validate_channels(&feats, &[8.0, 16.0], reg_max, c, 4 * reg_max, nc - 1).unwrap();
+            let mut dirty: Vec<Vec<f32>> = levels.iter().map(|l| vec![f32::NAN; l.len()]).collect();
+            let mut slices: Vec<&mut [f32]> = dirty.iter_mut().map(|v| v.as_mut_slice()).collect();
+            clear_outside_class_window(&head, &mut slices);
+            for (l, g) in dirty.iter().enumerate() {
+                let hw = head.grid.levels[l].len();
+                for (i, v) in g.iter().enumerate() {
+                    let ch = (i / hw) % c;
+                    assert_eq!(v.is_nan(), (4 * reg_max..c - 1).contains(&ch), "level {l}, element {i} (channel {ch})");
+                }
+            }
+        }
+    }
 
     /// Central differences in f64 of the loss with the assignment held fixed, against the analytic
     /// gradient, for every logit of a small case with overlapping boxes (reg_max 16 and 1).

@@ -46,12 +46,24 @@ impl<F: Real> TaskLoss<F> for E2EDetectLoss {
     type Batch<'a> = DetBatch<'a, F>;
 
     fn run(&self, preds: E2EPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        self.branches(preds, grads, |loss, feats, g| loss.run(feats, batch, g))
+    }
+
+    /// Each branch's own (V8DetectionLoss clears only its box channels).
+    fn run_overwrite(&self, preds: E2EPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        self.branches(preds, grads, |loss, feats, g| loss.run_overwrite(feats, batch, g))
+    }
+}
+
+impl E2EDetectLoss {
+    /// `run` on each branch with its own gradient buffers, one2many first; the values summed.
+    fn branches<F: Real>(&self, preds: E2EPreds<F>, grads: GradBufs<F>, run: impl Fn(&V8DetectionLoss, &[TensorRef<F>], GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossValues<F>> {
         let E2EPreds { one2many, one2one } = preds;
         // Without gradients both halves are empty; with them, the first len(one2many) are that branch's.
         let split = if grads.is_empty() { 0 } else { one2many.len() };
         let (g_many, g_one) = grads.split_at_mut(split);
-        let (l1, i1) = self.one2many.run(one2many, batch, g_many).map_err(|e| prefix(e, "one2many"))?;
-        let (l2, i2) = self.one2one.run(one2one, batch, g_one).map_err(|e| prefix(e, "one2one"))?;
+        let (l1, i1) = run(&self.one2many, one2many, g_many).map_err(|e| prefix(e, "one2many"))?;
+        let (l2, i2) = run(&self.one2one, one2one, g_one).map_err(|e| prefix(e, "one2one"))?;
         let add = |x: &[F], y: &[F]| x.iter().zip(y).map(|(&p, &q)| p + q).collect::<Vec<F>>();
         Ok((add(&l1, &l2), add(&i1, &i2)))
     }

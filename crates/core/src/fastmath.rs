@@ -72,15 +72,31 @@ pub(crate) fn bce_sigmoid(x: f32) -> (f32, f32) {
 /// Σ BCE(x, 0) over `x`, and, when `grad` is given, `grad[i] = σ(x[i])·scale`. The sum is NaN or infinite when
 /// `x` holds a non-finite value (the check of the inputs rides along; see [`bce_zero_loop`]).
 /// Eight independent lanes (one AVX2 register) in f32 per 1024-element block, blocks summed in f64.
+/// (The portable build as one total: what the tests compare the SIMD builds with.)
+#[cfg(test)]
 #[inline(always)]
 fn bce_zero_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+    let mut total = 0.0f64;
+    bce_zero_blocks_body::<GROUP>(x, grad, scale, &mut |block| total += block);
+    total
+}
+
+/// As [`bce_zero_body`], handing the sum of every 1024-element block (and of the tail) to `block`, in order: the
+/// total is their running sum from 0, so a caller that splits `x` at multiples of 1024 and adds the blocks of the
+/// parts in order gets the very same total.
+#[inline(always)]
+fn bce_zero_blocks_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale: f32, block: &mut dyn FnMut(f64)) {
     match grad {
-        Some(g) => bce_zero_loop::<GROUP>(x, |i, s| {
-            for (gv, &sv) in g[i..i + s.len()].iter_mut().zip(s) {
-                *gv = sv * scale;
-            }
-        }),
-        None => bce_zero_loop::<GROUP>(x, |_, _| {}),
+        Some(g) => bce_zero_loop::<GROUP>(
+            x,
+            |i, s| {
+                for (gv, &sv) in g[i..i + s.len()].iter_mut().zip(s) {
+                    *gv = sv * scale;
+                }
+            },
+            block,
+        ),
+        None => bce_zero_loop::<GROUP>(x, |_, _| {}, block),
     }
 }
 
@@ -95,11 +111,10 @@ fn bce_zero_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale:
 /// and NaN, so a non-finite input shows in the sum at the cost of two operations per register instead of a
 /// separate pass over the data.
 #[inline(always)]
-fn bce_zero_loop<const GROUP: usize>(x: &[f32], mut sigmoid: impl FnMut(usize, &[f32])) -> f64 {
-    let mut total = 0.0f64;
+fn bce_zero_loop<const GROUP: usize>(x: &[f32], mut sigmoid: impl FnMut(usize, &[f32]), block: &mut dyn FnMut(f64)) {
     let mut lanes = [0.0f32; 8];
     let mut flush = |lanes: &mut [f32; 8]| {
-        total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+        block(lanes.iter().map(|&v| v as f64).sum::<f64>());
         *lanes = [0.0; 8];
     };
     let grouped = x.len() / GROUP * GROUP;
@@ -139,7 +154,6 @@ fn bce_zero_loop<const GROUP: usize>(x: &[f32], mut sigmoid: impl FnMut(usize, &
     }
     sigmoid(x.len() - rest.len(), &s[..rest.len()]);
     flush(&mut lanes);
-    total
 }
 
 /// Steps of four registers for AVX2 and SSE2 (AVX2's sixteen registers spill beyond that), of four AVX-512
@@ -149,14 +163,14 @@ const GROUP_512: usize = 64;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bce_zero_avx2(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
-    bce_zero_body::<GROUP_256>(x, grad, scale)
+unsafe fn bce_zero_avx2(x: &[f32], grad: Option<&mut [f32]>, scale: f32, block: &mut dyn FnMut(f64)) {
+    bce_zero_blocks_body::<GROUP_256>(x, grad, scale, block)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn bce_zero_avx512(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
-    bce_zero_body::<GROUP_512>(x, grad, scale)
+unsafe fn bce_zero_avx512(x: &[f32], grad: Option<&mut [f32]>, scale: f32, block: &mut dyn FnMut(f64)) {
+    bce_zero_blocks_body::<GROUP_512>(x, grad, scale, block)
 }
 
 /// Whether this CPU runs the AVX-512 builds (checked once per call; the check is a cached load).
@@ -172,18 +186,53 @@ fn has_avx2() -> bool {
 
 /// Dispatches to the AVX-512 or the AVX2 build when the CPU has it.
 pub fn bce_zero_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+    let mut total = 0.0f64;
+    bce_zero_blocks_f32(x, grad, scale, &mut |block| total += block);
+    total
+}
+
+/// [`bce_zero_f32`] as its block sums (see [`bce_zero_blocks_body`]), in the build this CPU runs.
+fn bce_zero_blocks_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32, block: &mut dyn FnMut(f64)) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
             // SAFETY: the features the function was compiled for are present on this CPU.
-            return unsafe { bce_zero_avx512(x, grad, scale) };
+            return unsafe { bce_zero_avx512(x, grad, scale, block) };
         }
         if has_avx2() {
             // SAFETY: as above.
-            return unsafe { bce_zero_avx2(x, grad, scale) };
+            return unsafe { bce_zero_avx2(x, grad, scale, block) };
         }
     }
-    bce_zero_body::<GROUP_256>(x, grad, scale)
+    bce_zero_blocks_body::<GROUP_256>(x, grad, scale, block)
+}
+
+/// Elements per task of [`bce_zero_par_f32`]: 64 blocks of 1024 (256 KiB of logits).
+const BCE_CHUNK: usize = 64 * 1024;
+
+/// [`bce_zero_f32`] on every thread: chunks of [`BCE_CHUNK`] elements (a multiple of the 1024-element block) run in
+/// parallel, and their block sums are added in order afterwards, so the total has the bits of the one-thread pass
+/// (a chunk's last, empty block adds +0 to a total ≥ 0 or NaN). The class pass of one image is most of a small
+/// batch's work: at B = 1 it would otherwise run on one thread while the others wait.
+pub fn bce_zero_par_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+    use rayon::prelude::*;
+    if x.len() <= BCE_CHUNK {
+        return bce_zero_f32(x, grad, scale);
+    }
+    let blocks_of = |xc: &[f32], gc: Option<&mut [f32]>| {
+        let mut blocks = Vec::with_capacity(BCE_CHUNK / 1024 + 1);
+        bce_zero_blocks_f32(xc, gc, scale, &mut |b| blocks.push(b));
+        blocks
+    };
+    let blocks: Vec<Vec<f64>> = match grad {
+        Some(g) => x.par_chunks(BCE_CHUNK).zip(g.par_chunks_mut(BCE_CHUNK)).map(|(xc, gc)| blocks_of(xc, Some(gc))).collect(),
+        None => x.par_chunks(BCE_CHUNK).map(|xc| blocks_of(xc, None)).collect(),
+    };
+    let mut total = 0.0f64;
+    for b in blocks.iter().flatten() {
+        total += b;
+    }
+    total
 }
 
 /// Soft-argmax of one side for every cell of a level: `z` holds the side's R bins as rows of `hw`
@@ -315,16 +364,53 @@ pub fn softmax_run_f32(z: &[f32], hw: usize, r: usize, c0: usize, n: usize, out:
     softmax_run_body(z, hw, r, c0, n, out)
 }
 
-/// True when every value is finite; one vectorisable pass (x·0 is NaN exactly for ±inf and NaN).
-#[inline]
+/// True when every value is finite; one vectorisable pass (x·0 is NaN exactly for ±inf and NaN), in the AVX-512 or
+/// AVX2 build when the CPU has it: the portable build (SSE2, four registers of sums) read about 15 GB/s on one core, well
+/// below the memory's speed, and this check reads every prediction tensor (a fifth of a pose call).
 pub fn all_finite_f32(x: &[f32]) -> bool {
-    let mut acc = [0.0f32; 16];
-    for c in x.chunks(16) {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v * 0.0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the features the function was compiled for are present on this CPU.
+            return unsafe { all_finite_avx512(x) };
+        }
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { all_finite_avx2(x) };
         }
     }
+    all_finite_body::<16>(x)
+}
+
+/// LANES independent sums of x·0 (so that the additions do not wait for each other): all ±0 exactly when every x is
+/// finite.
+#[inline(always)]
+fn all_finite_body<const LANES: usize>(x: &[f32]) -> bool {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] += c[j] * 0.0;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v * 0.0;
+    }
     acc.iter().all(|a| *a == 0.0)
+}
+
+/// Eight AVX2 registers of sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn all_finite_avx2(x: &[f32]) -> bool {
+    all_finite_body::<64>(x)
+}
+
+/// Eight AVX-512 registers of sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn all_finite_avx512(x: &[f32]) -> bool {
+    all_finite_body::<128>(x)
 }
 
 #[cfg(test)]
@@ -369,11 +455,35 @@ mod tests {
             }
         }
         assert!(all_finite_f32(&x));
-        let mut y = x.clone();
-        y[4321] = f32::NAN;
-        assert!(!all_finite_f32(&y));
-        y[4321] = f32::NEG_INFINITY;
-        assert!(!all_finite_f32(&y));
+        // Every build, a bad value in the vector part and in the tail, at the first and the last element.
+        for at in [0, 127, 128, 4321, 4999] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut y = x.clone();
+                y[at] = bad;
+                assert!(!all_finite_f32(&y), "{bad} at {at}");
+                assert!(!all_finite_body::<16>(&y), "portable, {bad} at {at}");
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2() {
+                    // SAFETY: AVX2 and FMA are present (checked).
+                    assert!(!unsafe { all_finite_avx2(&y) }, "avx2, {bad} at {at}");
+                }
+            }
+        }
+        assert!(all_finite_body::<16>(&x) && all_finite_f32(&x[..4999]) && all_finite_f32(&[]));
+    }
+
+    /// The parallel class pass gives the one-thread pass's sum and σ bit for bit, for lengths around its chunk size.
+    #[test]
+    fn parallel_pass_matches_the_one_thread_pass_bit_for_bit() {
+        let x: Vec<f32> = (0..3 * BCE_CHUNK + 777).map(|i| ((i * 7919) % 4001) as f32 / 50.0 - 60.0).collect();
+        for n in [BCE_CHUNK, BCE_CHUNK + 1, 2 * BCE_CHUNK, 3 * BCE_CHUNK + 777] {
+            let x = &x[..n];
+            let (mut want, mut got) = (vec![0.0f32; n], vec![1.0f32; n]);
+            let sum = bce_zero_f32(x, Some(&mut want), 0.37);
+            assert_eq!(bce_zero_par_f32(x, Some(&mut got), 0.37).to_bits(), sum.to_bits(), "sum, n {n}");
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "σ, n {n}");
+            assert_eq!(bce_zero_par_f32(x, None, 0.37).to_bits(), sum.to_bits(), "sum without σ, n {n}");
+        }
     }
 
     /// The SIMD builds promise the portable build's numbers: every σ bit for bit, and the same sum (same lanes,
@@ -389,12 +499,16 @@ mod tests {
             let mut got = vec![0.0f32; n];
             if has_avx2() {
                 // SAFETY: AVX2 and FMA are present (checked).
-                assert_eq!(unsafe { bce_zero_avx2(x, Some(&mut got), 0.37) }.to_bits(), sum.to_bits(), "avx2 sum, n {n}");
+                let mut total = 0.0f64;
+                unsafe { bce_zero_avx2(x, Some(&mut got), 0.37, &mut |b| total += b) };
+                assert_eq!(total.to_bits(), sum.to_bits(), "avx2 sum, n {n}");
                 assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "avx2 σ, n {n}");
             }
             if has_avx512() {
                 // SAFETY: AVX-512F, AVX2 and FMA are present (checked).
-                assert_eq!(unsafe { bce_zero_avx512(x, Some(&mut got), 0.37) }.to_bits(), sum.to_bits(), "avx512 sum, n {n}");
+                let mut total = 0.0f64;
+                unsafe { bce_zero_avx512(x, Some(&mut got), 0.37, &mut |b| total += b) };
+                assert_eq!(total.to_bits(), sum.to_bits(), "avx512 sum, n {n}");
                 assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "avx512 σ, n {n}");
             }
         }

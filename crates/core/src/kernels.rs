@@ -9,6 +9,9 @@ impl Real for f32 {
     fn bce_zero(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
         crate::fastmath::bce_zero_f32(x, grad, scale)
     }
+    fn bce_zero_par(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 {
+        crate::fastmath::bce_zero_par_f32(x, grad, scale)
+    }
     fn all_finite(x: &[f32]) -> bool {
         crate::fastmath::all_finite_f32(x)
     }

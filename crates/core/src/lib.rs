@@ -10,7 +10,8 @@
 //! (a list of level tensors, or a struct of named tensors where a task has several: [`segmentation::SegPreds`],
 //! [`pose::PosePreds`], [`obb::ObbPreds`], [`e2e::E2EPreds`]; [`Predictions::tensors`] lists them in the order of
 //! their gradients), and one [`TaskLoss::run`] computes the loss and, when given buffers, the gradients into them.
-//! `call`, `value_and_grad` and `value_and_grad_into` are the trait's default methods, written once. The trait is
+//! `call`, `value_and_grad`, `value_and_grad_into` and `value_and_grad_overwrite` (into buffers of any contents, with
+//! the hook [`TaskLoss::run_overwrite`]) are the trait's default methods, written once. The trait is
 //! generic over the float type ([`Real`]: `f32`, and `f64` for the finite-difference tests); another backend
 //! implements it for `f32` with the same predictions and batch (the CUDA crate does, and selects between the two per
 //! instance), so that callers are written once over the trait.

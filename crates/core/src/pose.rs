@@ -4,7 +4,7 @@
 
 use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
 use crate::family::assigned::Assigned;
-use crate::family::head::Head;
+use crate::family::head::{check_preds_finite, preds_error_first, Head};
 use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
 use crate::error::{LossError, Result};
 use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
@@ -109,9 +109,14 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
         let PosePreds { feats, kpts } = preds;
         let det = &self.cfg.det;
         let (k, d) = self.cfg.kpt_shape;
-        let head = Head::validate(feats, &det.strides, det.reg_max, det.nc)?;
-        check_keypoints(self.cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch)?;
-        let asg = Assigned::new(head, &batch.det, det.tal_topk)?;
+        // The level tensors' finiteness checked by parts as in `V8DetectionLoss::run_window` (class window in the class
+        // pass, other channels in the assignment), errors in the order of the validation in one go.
+        let head = Head::validate_shapes(feats, &det.strides, det.reg_max, 4 * det.reg_max + det.nc, 4 * det.reg_max, det.nc)?;
+        check_keypoints(self.cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) = Assigned::new_checking(head, &batch.det, det.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        if !finite {
+            check_preds_finite(feats)?;
+        }
         let head = &asg.head;
         let gains = [det.hyp.box_gain, det.hyp.cls, det.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, asg.s);
@@ -132,6 +137,9 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
             Sums([iou, pose, kobj, bce, dfl])
         })
         .0;
+        if !sums[3].is_finite() {
+            check_preds_finite(feats)?;
+        }
         let mut items = asg.items(&[sums[0], 0.0, 0.0, sums[3], sums[4]], &[gains[0], 0.0, 0.0, gains[1], gains[2]]);
         if p > 0 {
             items[1] = F::c(sums[1] / pk * det.hyp.pose);
@@ -211,18 +219,21 @@ impl<'c, 'a, F: Real> KptCtx<'c, 'a, F> {
                 let den = (2.0 * self.sigmas[kk]).powi(2) * (area + 1e-9) * 2.0;
                 let ex = (-(dist / den)).exp();
                 pose += factor * (1.0 - ex) * v;
+                // Each element belongs to one positive (one per anchor), so it is stored once into the zero-filled
+                // buffer as `0 + v` (the bits of `+=`) rather than read first: a fresh page whose first touch is a
+                // read maps the shared zero page, and the write that follows costs a second fault (see box_terms).
                 if let Some(gr) = grad.as_deref_mut() {
                     // ∂/∂raw = 2·∂/∂X; ∂e/∂X = 2(X − gx)/den.
                     let c = self.scales.0 * factor * v * ex * 2.0 / den * 2.0;
-                    gr[(kk * d) * a_total + p.anchor] += F::c(c * (x - gx));
-                    gr[(kk * d + 1) * a_total + p.anchor] += F::c(c * (y - gy));
+                    gr[(kk * d) * a_total + p.anchor] = F::zero() + F::c(c * (x - gx));
+                    gr[(kk * d + 1) * a_total + p.anchor] = F::zero() + F::c(c * (y - gy));
                 }
                 if d == 3 {
                     let z = raw(2).f64();
                     kobj += z.max(0.0) - z * v + (-z.abs()).exp().ln_1p();
                     if let Some(gr) = grad.as_deref_mut() {
                         let sig = 1.0 / (1.0 + (-z).exp());
-                        gr[(kk * d + 2) * a_total + p.anchor] += F::c(self.scales.1 * (sig - v));
+                        gr[(kk * d + 2) * a_total + p.anchor] = F::zero() + F::c(self.scales.1 * (sig - v));
                     }
                 }
             }

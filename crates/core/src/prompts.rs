@@ -1,9 +1,9 @@
 //! The text/visual-prompt losses of YOLOE (docs/spec.md §15): the class channels are text prompts then visual
 //! prompts; the loss runs on the visual-prompt channels only and back-propagates the cls component.
 
-use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::detection::{DetBatch, DetectionConfig, GradInit, V8DetectionLoss};
 use crate::error::{LossError, Result};
-use crate::loss::{GradBufs, LossValues, TaskLoss};
+use crate::loss::{zero_fill, GradBufs, LossValues, TaskLoss};
 use crate::real::Real;
 use crate::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
 use crate::tensor::{fmt_shape, TensorRef};
@@ -42,6 +42,21 @@ impl TVPDetectLoss {
     pub fn new(cfg: DetectionConfig) -> Result<Self> {
         Ok(Self { vp: V8DetectionLoss::new(cfg)? })
     }
+
+    /// The loss over the VP window, into gradient buffers that hold what `init` says.
+    fn run_init<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, init: GradInit) -> Result<LossValues<F>> {
+        let cfg = &self.vp.cfg;
+        match vp_window(feats, cfg.reg_max, cfg.nc)? {
+            None => {
+                // No VP channels: the gradient is zero everywhere, which leftovers in the buffers are not.
+                if init == GradInit::Any {
+                    zero_fill(grads);
+                }
+                Ok(zero_values(3))
+            }
+            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true, init),
+        }
+    }
 }
 
 /// The level tensors `[B, 4·reg_max + nc + vnc, H_l, W_l]`. Loss: `[B·cls·g_cls]` of the VP branch (or `[3]` zeros
@@ -51,11 +66,12 @@ impl<F: Real> TaskLoss<F> for TVPDetectLoss {
     type Batch<'a> = DetBatch<'a, F>;
 
     fn run(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        let cfg = &self.vp.cfg;
-        match vp_window(feats, cfg.reg_max, cfg.nc)? {
-            None => Ok(zero_values(3)),
-            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true),
-        }
+        self.run_init(feats, batch, grads, GradInit::Zeroed)
+    }
+
+    /// As V8DetectionLoss's: only the channels outside the VP window are cleared (all of them without VP channels).
+    fn run_overwrite(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+        self.run_init(feats, batch, grads, GradInit::Any)
     }
 }
 

@@ -67,6 +67,11 @@ pub trait Real:
         total
     }
 
+    /// [`bce_zero`](Self::bce_zero) with the same result, on every thread where the type has a parallel form (`f32`).
+    fn bce_zero_par(x: &[Self], grad: Option<&mut [Self]>, scale: Self) -> f64 {
+        Self::bce_zero(x, grad, scale)
+    }
+
     /// True when every value is finite.
     fn all_finite(x: &[Self]) -> bool {
         x.iter().all(|v| v.is_finite())

@@ -4,7 +4,7 @@
 
 use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
 use crate::family::assigned::Assigned;
-use crate::family::head::Head;
+use crate::family::head::{check_preds_finite, preds_error_first, Head};
 use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
 use crate::error::{LossError, Result};
 use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
@@ -95,10 +95,15 @@ impl V8SegmentationLoss {
     ) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         let channels = feats.first().and_then(|f| f.shape.get(1).copied()).unwrap_or(0).max(cls_ch0 + nc);
-        let head = Head::validate_channels(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let mh = validate_mask_head(&head, pred_masks, proto)?;
-        let asg = Assigned::new(head, &batch.det, cfg.tal_topk)?;
-        let gtm = validate_gt_masks(asg.head.batch, &asg.labels.image, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw)?;
+        // The level tensors' finiteness checked by parts as in `V8DetectionLoss::run_window` (class window in the class
+        // pass, other channels in the assignment), errors in the order of the validation in one go.
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
+        let mh = validate_mask_head(&head, pred_masks, proto).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) = Assigned::new_checking(head, &batch.det, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        if !finite {
+            check_preds_finite(feats)?;
+        }
+        let gtm = validate_gt_masks(asg.head.batch, &asg.labels.image, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw).map_err(|e| preds_error_first(feats, e))?;
         let head = &asg.head;
         let gains = [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl];
         let mut scales = GradScales::new(head.batch, gains, asg.s);
@@ -119,6 +124,9 @@ impl V8SegmentationLoss {
             Sums([iou, mask, bce, dfl])
         })
         .0;
+        if !sums[2].is_finite() {
+            check_preds_finite(feats)?;
+        }
         let mut items = asg.items(&[sums[0], 0.0, sums[2], sums[3]], &[gains[0], 0.0, gains[1], gains[2]]);
         if p > 0 {
             items[1] = F::c(sums[1]) / F::from_usize_(p) * F::c(cfg.hyp.box_gain);
@@ -256,9 +264,9 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
     };
     let mut total = 0.0f64;
     let mut coef = vec![F::zero(); nm];
-    let mut gcoef = vec![F::zero(); nm];
-    let mut m = vec![F::zero(); ww];
-    let mut g = vec![F::zero(); ww];
+    // Per coefficient, LANES partial sums of ∂/∂coef over the crop (see `Lanes`).
+    let mut gcoef = vec![[F::zero(); LANES]; nm];
+    let (mut m, mut g, mut t) = (vec![F::zero(); ww], vec![F::zero(); ww], vec![F::zero(); ww]);
     let (mwf, mhf) = (F::from_usize_(ww), F::from_usize_(hh));
     let map_area = F::from_usize_(hh * ww);
     for p in positives {
@@ -271,11 +279,11 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
         for (j, cj) in coef.iter_mut().enumerate() {
             *cj = coef_all[j * a_total + p.anchor];
         }
-        gcoef.iter_mut().for_each(|v| *v = F::zero());
+        gcoef.iter_mut().for_each(|v| *v = [F::zero(); LANES]);
         let up = scale / (map_area * area);
         let mut sum = 0.0f64;
         for r in r0..r1 {
-            let (m, g) = (&mut m[c0..c1], &mut g[c0..c1]);
+            let (m, g, t) = (&mut m[c0..c1], &mut g[c0..c1], &mut t[c0..c1]);
             m.iter_mut().for_each(|v| *v = F::zero());
             for (j, &cj) in coef.iter().enumerate() {
                 let row = &proto[(j * hh + r) * ww + c0..(j * hh + r) * ww + c1];
@@ -283,35 +291,87 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
                     *mv += cj * pv;
                 }
             }
-            let mut acc = F::zero();
-            for (k, (gv, &mv)) in g.iter_mut().zip(m.iter()).enumerate() {
-                let t = gtm.value(b, p.gt, r, c0 + k);
-                let (bce0, sig) = mv.bce_sigmoid();
-                acc += bce0 - mv * t;
-                *gv = (sig - t) * up;
+            for (k, tv) in t.iter_mut().enumerate() {
+                *tv = gtm.value(b, p.gt, r, c0 + k);
             }
-            sum += acc.f64();
+            sum += bce_row(m, t, up, g).f64();
             if let Some(gp_all) = g_proto.as_deref_mut() {
                 for (j, &cj) in coef.iter().enumerate() {
                     let base = (j * hh + r) * ww + c0;
-                    let row = &proto[base..base + (c1 - c0)];
-                    let mut dot = F::zero();
-                    for ((&gv, &pv), gp) in g.iter().zip(row).zip(gp_all[base..base + (c1 - c0)].iter_mut()) {
-                        dot += gv * pv;
-                        *gp += gv * cj;
-                    }
-                    gcoef[j] += dot;
+                    dot_axpy_row(g, &proto[base..base + (c1 - c0)], cj, &mut gp_all[base..base + (c1 - c0)], &mut gcoef[j]);
                 }
             }
         }
         total += sum / map_area.f64() / area.f64();
         if let Some(gc_all) = g_coef.as_deref_mut() {
-            for (j, &gc) in gcoef.iter().enumerate() {
-                gc_all[j * a_total + p.anchor] += gc;
+            // One positive per anchor: stored as `0 + v` (the bits of `+=`) without reading the fresh page first.
+            for (j, dot) in gcoef.iter().enumerate() {
+                gc_all[j * a_total + p.anchor] = F::zero() + lane_total(dot);
             }
         }
     }
     total
+}
+
+/// Partial sums per reduction of the mask term. A single running sum over a crop row is a chain of additions, each
+/// waiting for the last (a third of a segmentation call went to the coefficient gradients' dot products); element i
+/// of a row goes to partial sum i mod LANES instead, the partial sums are independent (the compiler keeps them in
+/// vector registers) and are added in a fixed order at the end: the same numbers on every machine.
+const LANES: usize = 16;
+
+/// Σ_i BCE(m_i, t_i) over a crop row (element i into partial sum i mod LANES), and g_i = (σ(m_i) − t_i)·up.
+#[inline(always)]
+fn bce_row<F: Real>(m: &[F], t: &[F], up: F, g: &mut [F]) -> F {
+    let n = m.len();
+    let (m, t, g) = (&m[..n], &t[..n], &mut g[..n]);
+    let mut acc = [F::zero(); LANES];
+    let step = |acc: &mut [F], m: &[F], t: &[F], g: &mut [F]| {
+        for k in 0..m.len() {
+            let (bce0, sig) = m[k].bce_sigmoid();
+            acc[k] += bce0 - m[k] * t[k];
+            g[k] = (sig - t[k]) * up;
+        }
+    };
+    let (mc, tc, mut gc) = (m.chunks_exact(LANES), t.chunks_exact(LANES), g.chunks_exact_mut(LANES));
+    let (mr, tr) = (mc.remainder(), tc.remainder());
+    for ((mb, tb), gb) in mc.zip(tc).zip(&mut gc) {
+        step(&mut acc[..], mb, tb, gb);
+    }
+    step(&mut acc[..mr.len()], mr, tr, gc.into_remainder());
+    lane_total(&acc)
+}
+
+/// Over a crop row: dot[i mod LANES] += g_i·p_i (the coefficient's gradient) and gp_i += g_i·c (the prototype's).
+#[inline(always)]
+fn dot_axpy_row<F: Real>(g: &[F], p: &[F], c: F, gp: &mut [F], dot: &mut [F; LANES]) {
+    let n = g.len();
+    let (g, p, gp) = (&g[..n], &p[..n], &mut gp[..n]);
+    let step = |dot: &mut [F], g: &[F], p: &[F], gp: &mut [F]| {
+        for k in 0..g.len() {
+            dot[k] += g[k] * p[k];
+            gp[k] += g[k] * c;
+        }
+    };
+    let (gc, pc, mut gpc) = (g.chunks_exact(LANES), p.chunks_exact(LANES), gp.chunks_exact_mut(LANES));
+    let (gr, pr) = (gc.remainder(), pc.remainder());
+    for ((gb, pb), gpb) in gc.zip(pc).zip(&mut gpc) {
+        step(&mut dot[..], gb, pb, gpb);
+    }
+    step(&mut dot[..gr.len()], gr, pr, gpc.into_remainder());
+}
+
+/// The sum of LANES partial sums, as a balanced tree (a fixed order).
+#[inline(always)]
+fn lane_total<F: Real>(lanes: &[F; LANES]) -> F {
+    let mut v = *lanes;
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            v[k] += v[k + width];
+        }
+    }
+    v[0]
 }
 
 /// Integer indices i in [0, n) with lo ≤ i < hi (crop_mask's selector along one axis).

@@ -125,3 +125,64 @@ fn non_finite_class_logits_are_reported_as_by_one_full_check() {
     c.lv[0][CLS0..CLS0 + NC * HW0].iter_mut().for_each(|v| *v = 3e38);
     assert!(c.with(|feats, batch| crit().value_and_grad(feats, batch)).is_ok());
 }
+
+/// Pose, OBB and segmentation check the level tensors by parts too (class window in the class pass, the other
+/// channels in the assignment): a non-finite logit is still reported as one full check in order reports it (the
+/// first non-finite element of the first bad level), before an error of the task's other tensors or labels.
+#[test]
+fn task_losses_report_non_finite_logits_as_by_one_full_check() {
+    use yolo_loss_core::obb::ObbPreds;
+    use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
+    use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
+    use yolo_loss_core::V8OBBLoss;
+    let cfg = DetectionConfig { nc: NC, reg_max: R, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 };
+    let (hw0, a) = (16usize, 20usize);
+    let cls0 = 4 * R * hw0;
+    // (level, element) set to NaN / inf, and whether the task's own tensor is broken too.
+    let cases: [(usize, usize, f32, bool); 5] = [
+        (0, cls0 + 5, f32::NEG_INFINITY, false),
+        (0, cls0 + 3, f32::NAN, true),
+        (1, 2, f32::INFINITY, false),
+        (1, 7, f32::NAN, true),
+        (1, 4 * R * 4 + 4 * NC - 1, f32::NAN, true),
+    ];
+    for (i, &(l, at, bad, break_task)) in cases.iter().enumerate() {
+        let mut c = Case::valid();
+        c.lv[l][at] = bad;
+        let want = c.with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err())).unwrap();
+        let check = |task: &str, got: yolo_loss_core::LossError| assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}, {task}");
+        // Pose: kpt_shape [2, 3]; broken: keypoints of the wrong shape.
+        let kp_shape = [1usize, 6, if break_task { a - 1 } else { a }];
+        let kp = vec![0.1f32; kp_shape.iter().product()];
+        let gk = [0.5f32, 0.5, 2.0, 0.4, 0.6, 2.0];
+        let gk_shape = [1usize, 2, 3];
+        let pose = V8PoseLoss::new(PoseConfig { det: cfg.clone(), kpt_shape: (2, 3), oks_sigmas: None }).unwrap();
+        let got = c.with(|feats, det| {
+            pose.value_and_grad(PosePreds { feats, kpts: TensorRef::new(&kp, &kp_shape) }, &PoseBatch { det: *det, keypoints: TensorRef::new(&gk, &gk_shape) }).unwrap_err()
+        });
+        check("pose", got);
+        // OBB: broken: a non-finite angle.
+        let mut angle = vec![0.2f32; a];
+        if break_task {
+            angle[0] = f32::NAN;
+        }
+        let ang_shape = [1usize, 1, a];
+        let obb_box = [0.5f32, 0.5, 0.3, 0.3, 0.4];
+        let obb = V8OBBLoss::new(cfg.clone()).unwrap();
+        let got = c.with(|feats, det| {
+            let det = DetBatch { bboxes: TensorRef::new(&obb_box, &[1, 5]), ..*det };
+            obb.value_and_grad(ObbPreds { feats, angle: TensorRef::new(&angle, &ang_shape) }, &det).unwrap_err()
+        });
+        check("obb", got);
+        // Segmentation: nm 2, 8×8 prototypes; broken: a mask index beyond the image's labels.
+        let (pm, pr) = (vec![0.3f32; 2 * a], vec![0.1f32; 2 * 64]);
+        let mut masks = vec![0.0f32; 64];
+        masks[9] = if break_task { 5.0 } else { 1.0 };
+        let seg = V8SegmentationLoss::new(cfg.clone()).unwrap();
+        let got = c.with(|feats, det| {
+            let batch = SegBatch { det: *det, masks: TensorRef::new(&masks, &[1, 8, 8]) };
+            seg.value_and_grad(SegPreds { feats, pred_masks: TensorRef::new(&pm, &[1, 2, a]), proto: TensorRef::new(&pr, &[1, 2, 8, 8]) }, &batch).unwrap_err()
+        });
+        check("segmentation", got);
+    }
+}

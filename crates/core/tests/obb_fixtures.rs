@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Labels, Owned};
+use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels, Owned};
 use yolo_loss_core::obb::{assign_dense_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss, ObbPreds};
 use yolo_loss_core::{TaskLoss, TensorRef, V8OBBLoss};
 
@@ -23,6 +23,7 @@ fn v8_obb_loss_matches_reference() {
         let mut names = grad_names("grad.preds", lv.len());
         names.push("grad.angle".to_string());
         check_loss_output(&f.name, &f, &out, &names);
+        check_overwrite(&f.name, &crit, ObbPreds { feats: &feats, angle }, &batch, &out);
         let plain = crit.call(ObbPreds { feats: &feats, angle }, &batch).unwrap();
         assert_eq!(plain.loss, out.loss, "{}: call and value_and_grad disagree", f.name);
         assert!(plain.grads.is_empty());

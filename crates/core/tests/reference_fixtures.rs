@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Labels};
+use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels};
 use yolo_loss_core::blocks::{assign_dense, bbox_loss, dfl_loss};
 use yolo_loss_core::geometry::{bbox2dist, dist2bbox, AnchorGrid};
 use yolo_loss_core::iou::{bbox_iou_grad, IouKind};
@@ -24,6 +24,7 @@ fn v8_detection_loss_matches_reference() {
         let (loss, items) = crit.value_and_grad_into(&feats, &batch, &mut slices).unwrap();
         assert_eq!((loss, items), (out.loss.clone(), out.loss_items.clone()), "{}: value_and_grad_into values", f.name);
         assert_eq!(bufs, out.grads, "{}: value_and_grad_into gradients", f.name);
+        check_overwrite(&f.name, &crit, &feats, &batch, &out);
         // `call` returns the same values without gradients.
         let plain = crit.call(&feats, &batch).unwrap();
         assert_eq!(plain.loss, out.loss, "{}: call and value_and_grad disagree", f.name);

@@ -2,35 +2,39 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
+use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
 use yolo_loss_core::focal::{focal_loss, varifocal_loss};
 use yolo_loss_core::pose::{keypoint_loss, PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
-use yolo_loss_core::{LossOutput, TaskLoss, TensorRef};
+use yolo_loss_core::TaskLoss;
 
-/// Runs a segmentation-shaped loss (`value_and_grad(SegPreds { feats, pred_masks, proto }, batch)`) on every fixture
-/// of `kind` and checks loss, items and the level, coefficient and prototype gradients.
-fn check_segmentation_kind(kind: &str, run: impl Fn(&Fixture, &[TensorRef<f32>], TensorRef<f32>, TensorRef<f32>, &SegBatch<f32>) -> LossOutput<f32>) {
+/// Runs a segmentation-shaped loss, built by `make` for each fixture of `kind`, as `value_and_grad(SegPreds { feats,
+/// pred_masks, proto }, batch)` and checks loss, items and the level, coefficient and prototype gradients.
+fn check_segmentation_kind<L>(kind: &str, make: impl Fn(&Fixture) -> L)
+where
+    L: for<'a> TaskLoss<f32, Preds<'a> = SegPreds<'a, f32>, Batch<'a> = SegBatch<'a, f32>>,
+{
     for f in load_kind(kind) {
         let feats = levels(&f, "preds");
         let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
         let lab = Labels::of(&f);
         let batch = SegBatch { det: lab.det(), masks: masks.r() };
-        let out = run(&f, &refs(&feats), pm.r(), pr.r(), &batch);
+        let crit = make(&f);
+        let preds = SegPreds { feats: &refs(&feats), pred_masks: pm.r(), proto: pr.r() };
+        let out = crit.value_and_grad(preds, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         let mut names = grad_names("grad.preds", feats.len());
         names.extend(["grad.pred_masks".to_string(), "grad.proto".to_string()]);
         check_loss_output(&f.name, &f, &out, &names);
+        check_overwrite(&f.name, &crit, preds, &batch, &out);
     }
 }
 
 #[test]
 fn v8_segmentation_loss_matches_reference() {
-    check_segmentation_kind("v8SegmentationLoss", |f, feats, pm, pr, batch| {
-        V8SegmentationLoss::new(config(f)).unwrap().value_and_grad(SegPreds { feats, pred_masks: pm, proto: pr }, batch).unwrap_or_else(|e| panic!("{}: {e}", f.name))
-    });
+    check_segmentation_kind("v8SegmentationLoss", |f| V8SegmentationLoss::new(config(f)).unwrap());
 }
 
 #[test]
@@ -44,10 +48,12 @@ fn v8_pose_loss_matches_reference() {
         let (kp, gk) = (Owned::of(&f, "preds.kpts"), Owned::of(&f, "batch.keypoints"));
         let lab = Labels::of(&f);
         let batch = PoseBatch { det: lab.det(), keypoints: gk.r() };
-        let out = crit.value_and_grad(PosePreds { feats: &refs(&feats), kpts: kp.r() }, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let preds = PosePreds { feats: &refs(&feats), kpts: kp.r() };
+        let out = crit.value_and_grad(preds, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         let mut names = grad_names("grad.preds", feats.len());
         names.push("grad.kpts".to_string());
         check_loss_output(&f.name, &f, &out, &names);
+        check_overwrite(&f.name, &crit, preds, &batch, &out);
     }
 }
 
@@ -55,8 +61,10 @@ fn v8_pose_loss_matches_reference() {
 fn v8_classification_loss_matches_reference() {
     for f in load_kind("v8ClassificationLoss") {
         let (lg, cls) = (Owned::of(&f, "preds.logits"), Owned::of(&f, "batch.cls"));
-        let out = V8ClassificationLoss::new().value_and_grad(lg.r(), &cls.r()).unwrap();
+        let crit = V8ClassificationLoss::new();
+        let out = crit.value_and_grad(lg.r(), &cls.r()).unwrap();
         check_loss_output(&f.name, &f, &out, &["grad.logits".to_string()]);
+        check_overwrite(&f.name, &crit, lg.r(), &cls.r(), &out);
     }
 }
 
@@ -66,10 +74,12 @@ fn e2e_detect_loss_matches_reference() {
         let crit = E2EDetectLoss::new(config(&f)).unwrap();
         let (o2m, o2o) = (levels(&f, "preds.one2many"), levels(&f, "preds.one2one"));
         let lab = Labels::of(&f);
-        let out = crit.value_and_grad(E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) }, &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let preds = E2EPreds { one2many: &refs(&o2m), one2one: &refs(&o2o) };
+        let out = crit.value_and_grad(preds, &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         let mut names = grad_names("grad.one2many", o2m.len());
         names.extend(grad_names("grad.one2one", o2o.len()));
         check_loss_output(&f.name, &f, &out, &names);
+        check_overwrite(&f.name, &crit, preds, &lab.det(), &out);
     }
 }
 
@@ -81,14 +91,13 @@ fn tvp_detect_loss_matches_reference() {
         let lab = Labels::of(&f);
         let out = crit.value_and_grad(&refs(&feats), &lab.det()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         check_loss_output(&f.name, &f, &out, &grad_names("grad.preds", feats.len()));
+        check_overwrite(&f.name, &crit, &refs(&feats), &lab.det(), &out);
     }
 }
 
 #[test]
 fn tvp_segment_loss_matches_reference() {
-    check_segmentation_kind("TVPSegmentLoss", |f, feats, pm, pr, batch| {
-        TVPSegmentLoss::new(config(f)).unwrap().value_and_grad(SegPreds { feats, pred_masks: pm, proto: pr }, batch).unwrap_or_else(|e| panic!("{}: {e}", f.name))
-    });
+    check_segmentation_kind("TVPSegmentLoss", |f| TVPSegmentLoss::new(config(f)).unwrap());
 }
 
 #[test]

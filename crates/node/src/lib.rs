@@ -15,7 +15,8 @@
 //!   until the event loop turns: a loop that never yields kept every result.)
 //! * Caller-owned outputs: `valueAndGrad(..., out)` and its asynchronous form write the gradients into the caller's
 //!   own `Float32Array`s instead (`tasks::CallerGrads`), after refusing any that do not fit or that share memory
-//!   with an input or with each other; nothing is allocated for the gradients.
+//!   with an input or with each other; nothing is allocated for the gradients, and the core writes every element
+//!   (`value_and_grad_overwrite`), so they need no zeroing pass first.
 //! * Outputs of the asynchronous methods: `Float32Array`s that take ownership of the core's `Vec<f32>` (external
 //!   `ArrayBuffer`s, no copy). Their finalizers run on the event loop, which an asynchronous caller turns between
 //!   calls by awaiting.
@@ -337,25 +338,31 @@ fn js_copy(env: &Env, data: &[f32]) -> CoreResult<Float32Array> {
 /// [`GradBuffer::as_mut_slice`] before the call returns it.
 pub(crate) struct JsGrad(Float32Array);
 
-/// A gradient output the core writes into: a zero-filled buffer as long as its prediction tensor, fresh or the
+/// A gradient output the core writes into, as long as its prediction tensor: a fresh zero-filled buffer, or the
 /// caller's own `out`.
 pub(crate) trait GradBuffer {
+    /// Whether the buffer holds zeros when the core gets it (fresh), or anything (a caller's `out`, which holds the
+    /// previous step's gradients: the core then writes every element, zeroing only what the loss does not write).
+    const ZEROED: bool;
     fn as_mut_slice(&mut self) -> &mut [f32];
 }
 
 impl GradBuffer for Vec<f32> {
+    const ZEROED: bool = true;
     fn as_mut_slice(&mut self) -> &mut [f32] {
         self
     }
 }
 
 impl GradBuffer for &mut [f32] {
+    const ZEROED: bool = false;
     fn as_mut_slice(&mut self) -> &mut [f32] {
         self
     }
 }
 
 impl GradBuffer for JsGrad {
+    const ZEROED: bool = true;
     fn as_mut_slice(&mut self) -> &mut [f32] {
         // SAFETY: the array was created by this native call and no JavaScript has seen it yet; none runs before the
         // call returns, so nothing else reads or writes the memory while this borrow lives. Its backing store is

@@ -26,6 +26,7 @@ pub(crate) struct Assigned<'a, F> {
 impl<'a, F: Real> Assigned<'a, F> {
     /// Validates the labels against `head` (class ids index the head's `nc` loss classes), builds the
     /// padded GT table in pixels and runs the task-aligned assigner with `topk`.
+    #[cfg(test)]
     pub fn new(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize) -> Result<Self> {
         Ok(Self::new_checking(head, batch, topk, false)?.0)
     }

@@ -3,7 +3,7 @@
 use crate::error::{LossError, Result};
 use crate::geometry::AnchorGrid;
 use crate::real::Real;
-use crate::tensor::{fmt_shape, TensorRef};
+use crate::tensor::{all_finite_parallel, fmt_shape, TensorRef};
 
 /// Validated view of the head outputs: B, the anchor grid and the per-level data.
 ///
@@ -98,7 +98,7 @@ impl<'a, F: Real> Head<'a, F> {
         (0..self.levels.len()).all(|l| {
             let hw = self.grid.levels[l].len();
             let d = self.image_level(b, l);
-            F::all_finite(&d[..self.cls_ch0 * hw]) && F::all_finite(&d[(self.cls_ch0 + self.nc) * hw..])
+            all_finite_parallel(&d[..self.cls_ch0 * hw]) && all_finite_parallel(&d[(self.cls_ch0 + self.nc) * hw..])
         })
     }
 
@@ -108,6 +108,14 @@ impl<'a, F: Real> Head<'a, F> {
         let n = self.channels * self.grid.levels[l].len();
         &self.levels[l][b * n..(b + 1) * n]
     }
+}
+
+/// An error met before the level tensors are known to be finite, as the validation in one go would report it: the
+/// first non-finite element's error when there is one (that check comes first there), else `e`. For the losses that
+/// check finiteness by parts, as [`V8DetectionLoss`](crate::V8DetectionLoss) does (the class window in the class
+/// pass, the other channels image by image in the assignment), so that no separate pass reads the level tensors.
+pub(crate) fn preds_error_first<F: Real>(feats: &[TensorRef<F>], e: LossError) -> LossError {
+    check_preds_finite(feats).err().unwrap_or(e)
 }
 
 /// Every prediction tensor must be finite; the error names the first bad one as `preds[l]` (the last check of

@@ -96,7 +96,8 @@ pub(crate) fn class_terms<F: Real, const W: usize>(head: &Head<F>, gt: &GtTable<
     for l in 0..head.grid.levels.len() {
         let hw = head.grid.levels[l].len();
         let x = &head.image_level(b, l)[c0 * hw..(c0 + nc) * hw];
-        total += F::bce_zero(x, grads.get_mut(l).map(|g| &mut g[c0 * hw..(c0 + nc) * hw]), scale);
+        // On every thread (same sum): when the batch has fewer images than threads, this pass would leave some idle.
+        total += F::bce_zero_par(x, grads.get_mut(l).map(|g| &mut g[c0 * hw..(c0 + nc) * hw]), scale);
     }
     for p in positives {
         let pos = head.grid.locate(p.anchor);

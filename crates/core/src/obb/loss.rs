@@ -11,7 +11,7 @@ use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
 use crate::dfl::{dfl_side_grad_acc, dfl_side_loss, softmax_expectation_grad_acc, DflTarget};
 use crate::error::{LossError, Result};
 use crate::family::assigned::score_divisor;
-use crate::family::head::Head;
+use crate::family::head::{check_preds_finite, preds_error_first, Head};
 use crate::family::image_preds::ImagePreds;
 use crate::family::terms::{class_terms, per_image_grads, times_batch, GradScales, TermSums};
 use crate::geometry::{bbox2dist, xywh2xyxy};
@@ -48,10 +48,20 @@ impl V8OBBLoss {
         preprocess_obb(targets, batch_size, scale)
     }
 
-    /// The CPU backend's checks in its order, then the head and the rotated GT table (the CUDA backend's too).
+    /// The validated head and GT table: the CPU backend's checks in its order, and the CUDA backend's. The level
+    /// tensors' finiteness is checked by parts as in `V8DetectionLoss::run_window` (class window in the class pass,
+    /// other channels in the assignment; see `run`), errors in the order of the validation in one go; a caller
+    /// without those passes (the CUDA backend) checks the level tensors itself afterwards.
     pub fn prepare<'a, F: Real>(&self, feats: &[TensorRef<'a, F>], angle: TensorRef<'a, F>, batch: &DetBatch<F>) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
         let cfg = &self.cfg;
-        let head = Head::validate(feats, &cfg.strides, cfg.reg_max, cfg.nc)?;
+        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, 4 * cfg.reg_max + cfg.nc, 4 * cfg.reg_max, cfg.nc)?;
+        let gt = self.prepare_labels(&head, angle, batch).map_err(|e| preds_error_first(feats, e))?;
+        Ok((head, gt))
+    }
+
+    /// The angle's shape and finiteness, the labels and the GT table of [`prepare`](Self::prepare).
+    fn prepare_labels<F: Real>(&self, head: &Head<F>, angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<ObbGtTable<F>> {
+        let cfg = &self.cfg;
         let a = head.grid.num_anchors;
         angle.check_len("preds.angle")?;
         if angle.shape != [head.batch, 1, a] {
@@ -69,12 +79,12 @@ impl V8OBBLoss {
         if gt.max_labels > 0 && a < OBB_TOPK {
             return Err(LossError::shape(format!("preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)")));
         }
-        Ok((head, gt))
+        Ok(gt)
     }
 
     /// The loss terms and gradients for a fixed assignment and divisor S (the function autograd
-    /// differentiates: the assigner and S are constants).
-    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> LossValues<F> {
+    /// differentiates: the assigner and S are constants), and the raw class sum (non-finite when a class logit is).
+    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> (LossValues<F>, f64) {
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, s);
         let sums = per_image_grads(grads, head.batch, |b, g| {
@@ -84,13 +94,13 @@ impl V8OBBLoss {
         });
         // No positives: box = Σ(θ·0) = 0 (θ is finite), with a zero gradient.
         let items: Vec<F> = [sums.iou, sums.bce, sums.dfl].iter().zip(gains).map(|(&v, g)| F::c(v) / s * F::c(g)).collect();
-        (times_batch(&items, head.batch), items)
+        ((times_batch(&items, head.batch), items), sums.bce)
     }
 
     /// [`losses_into`](Self::losses_into) with fresh buffers (or none), for the finite-difference tests.
     #[cfg(test)]
     pub(super) fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> crate::detection::LossOutput<F> {
-        let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g));
+        let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g).0);
         let out = if want_grad { crate::loss::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { crate::loss::without_grads(run) };
         out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
     }
@@ -117,9 +127,16 @@ impl<F: Real> TaskLoss<F> for V8OBBLoss {
 
     fn run(&self, preds: ObbPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let (head, gt) = self.prepare(preds.feats, preds.angle, batch)?;
-        let positives = assign_batch_rotated(&head, preds.angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        let (positives, finite) = assign_batch_rotated(&head, preds.angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        if !finite {
+            check_preds_finite(preds.feats)?;
+        }
         let s = score_divisor::<F>(&positives);
-        Ok(self.losses_into(&head, preds.angle.data, &gt, &positives, s, grads))
+        let (values, bce_sum) = self.losses_into(&head, preds.angle.data, &gt, &positives, s, grads);
+        if !bce_sum.is_finite() {
+            check_preds_finite(preds.feats)?;
+        }
+        Ok(values)
     }
 }
 
@@ -135,7 +152,7 @@ fn rotated_box_terms<F: Real>(head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, b
     let mut z = vec![F::zero(); r];
     let mut gz = vec![F::zero(); r];
     let eps = F::c(PROBIOU_EPS);
-    for p in positives {
+    for (pi, p) in positives.iter().enumerate() {
         let pos = head.grid.locate(p.anchor);
         let hw = head.grid.levels[pos.level].len();
         let w = p.score;
@@ -145,21 +162,25 @@ fn rotated_box_terms<F: Real>(head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, b
         let target = [tb[0] / stride, tb[1] / stride, tb[2] / stride, tb[3] / stride, tb[4]];
         let anchor = head.grid.point::<F>(pos);
         let theta = theta_img[p.anchor];
-        let dist = preds.distances(pos);
+        // The positives come in increasing anchor order: decoded by runs, with the bits of `distances`.
+        let dist = preds.run_distances(pos, positives[pi..].iter().map(|q| q.anchor));
         let rb = dist2rbox(dist, theta, anchor);
         let pred = [rb[0], rb[1], rb[2], rb[3], theta];
         let (iou, gp, _) = probiou_grad(pred, target, eps, -sc.iou * w);
         iou_sum += ((F::one() - iou) * w).f64();
         let want = !grads.is_empty();
         let (g_dist, g_theta) = dist2rbox_grad(dist, theta, [gp[0], gp[1], gp[2], gp[3]]);
+        // Each gradient element below belongs to one positive (one per anchor): stored once into the zero-filled
+        // buffer as `0 + v` (the bits of `+=`) rather than read first, which would map the shared zero page and fault
+        // again on the write (see detection's box_terms).
         if want {
-            grads[nl][p.anchor] += g_theta + gp[4];
+            grads[nl][p.anchor] = F::zero() + (g_theta + gp[4]);
         }
         if r == 1 {
             if want {
                 let g = &mut grads[pos.level];
                 for (s, gd) in g_dist.iter().enumerate() {
-                    g[s * hw + pos.cell] += *gd;
+                    g[s * hw + pos.cell] = F::zero() + *gd;
                 }
             }
             continue;
@@ -180,7 +201,7 @@ fn rotated_box_terms<F: Real>(head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, b
                 softmax_expectation_grad_acc(probs, dist[s], g_dist[s], &mut gz);
                 let g = &mut grads[pos.level];
                 for (k, v) in gz.iter().enumerate() {
-                    g[(s * r + k) * hw + pos.cell] += *v;
+                    g[(s * r + k) * hw + pos.cell] = F::zero() + *v;
                 }
             }
         }

@@ -43,7 +43,7 @@ fn gradient_matches_finite_differences_with_frozen_assignment() {
         let ashape = [2usize, 1, na];
         let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
         let (head, gt) = crit.prepare(&feats, TensorRef::new(&angle, &ashape), &batch).unwrap();
-        let positives = assign_batch_rotated(&head, &angle, &gt, &AssignerConfig::for_loss(OBB_TOPK, nc));
+        let (positives, _) = assign_batch_rotated(&head, &angle, &gt, &AssignerConfig::for_loss(OBB_TOPK, nc));
         assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 10, "the case must have positives");
         let s = score_divisor::<f64>(&positives);
         let base = crit.losses_given_assignment(&head, &angle, &gt, &positives, s, true);

@@ -5,6 +5,21 @@
 
 pub use yolo_loss_testkit::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
 
+use yolo_loss_core::{LossOutput, TaskLoss};
+
+/// `value_and_grad_overwrite` into buffers full of leftovers (NaN, 1e30: a training loop's from its last step) gives
+/// `out`, the same call's `value_and_grad`, bit for bit: every element of every gradient is written, whether the loss
+/// clears what it does not write itself (the detection losses) or gets its buffers zero-filled first (the default).
+pub fn check_overwrite<L: TaskLoss<f32>>(name: &str, crit: &L, preds: L::Preds<'_>, batch: &L::Batch<'_>, out: &LossOutput<f32>) {
+    let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| (0..g.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
+    let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+    let (loss, items) = crit.value_and_grad_overwrite(preds, batch, &mut slices).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!((&loss, &items), (&out.loss, &out.loss_items), "{name}: value_and_grad_overwrite values");
+    for (i, (got, want)) in bufs.iter().zip(&out.grads).enumerate() {
+        assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: value_and_grad_overwrite gradient {i}");
+    }
+}
+
 /// Runs a dense assigner (`TaskAlignedAssigner` or its rotated variant) on every fixture of `kind`
 /// and checks the five outputs: masks and indices exactly, boxes and scores within tolerance.
 pub fn check_assigner_kind(

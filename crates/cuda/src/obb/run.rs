@@ -13,7 +13,7 @@
 //! download:        S, partial sums, gradients
 //! ```
 
-use yolo_loss_core::detection::Head;
+use yolo_loss_core::detection::{check_preds_finite, Head};
 use yolo_loss_core::labels::GtTable;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::obb::{corner_bounds, decodes_all_up_front_rotated, ObbBatch, ObbGtTable, ObbPreds, OBB_TOPK};
@@ -54,6 +54,8 @@ pub(crate) fn run(
 ) -> Result<LossValues<f32>> {
     let ObbPreds { feats, angle } = preds;
     let (head, gt) = V8OBBLoss { cfg: cfg.clone() }.prepare(feats, angle, batch)?;
+    // `prepare` leaves the level tensors' finiteness to the CPU's own passes; no kernel here checks it.
+    check_preds_finite(feats)?;
     int("preds.angle", angle.data.len())?;
     let want_grad = !grads.is_empty();
     let job = Job {

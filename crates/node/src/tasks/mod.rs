@@ -95,18 +95,16 @@ trait Labels {
 /// so that [`LossTask`] holds any of them).
 pub(crate) trait Eval: Send + Sync + 'static {
     /// `t` holds the tensors in the order the native class packed them; `groups` the level-list sizes. Without
-    /// `grads` this is `call`; with them, `value_and_grad_into`: one buffer per prediction tensor (the front of `t`),
-    /// as long as it, zero-filled unless [`Eval::overwrites_grads`].
+    /// `grads` this is `call`; with them, one buffer per prediction tensor (the front of `t`), as long as it:
+    /// `value_and_grad_into` where they are `zeroed` (fresh), else `value_and_grad_overwrite` (a caller's `out` of
+    /// any contents, which the core zeroes only where the loss does not write it).
     fn eval(
         &self,
         t: &[TensorRef<'_, f32>],
         groups: &[usize],
         grads: Option<GradBufs<'_, '_, f32>>,
+        zeroed: bool,
     ) -> CoreResult<LossValues<f32>>;
-
-    /// Whether `eval` writes every element of its gradient buffers, so that a caller's `out` needs no zeroing
-    /// first (the core's [`TaskLoss::overwrites_grads`]).
-    fn overwrites_grads(&self) -> bool;
 }
 
 /// How the packed tensors of a task's native class become the task's predictions and batch; implemented on the
@@ -135,17 +133,15 @@ where
         t: &[TensorRef<'_, f32>],
         groups: &[usize],
         grads: Option<GradBufs<'_, '_, f32>>,
+        zeroed: bool,
     ) -> CoreResult<LossValues<f32>> {
         let (preds, batch) = C::unpack(t, groups);
         match grads {
             None => self.call(preds, &batch).map(|o| (o.loss, o.loss_items)),
-            Some(bufs) => self.value_and_grad_into(preds, &batch, bufs),
+            Some(bufs) if zeroed => self.value_and_grad_into(preds, &batch, bufs),
+            Some(bufs) => self.value_and_grad_overwrite(preds, &batch, bufs),
         }
         .map_err(C::rename)
-    }
-
-    fn overwrites_grads(&self) -> bool {
-        TaskLoss::overwrites_grads(self)
     }
 }
 
@@ -165,12 +161,12 @@ fn run_packed<L: Eval + ?Sized, G: GradBuffer>(
     guarded(what, || {
         with_views(args, |views| {
             if !want_grad {
-                return Ok((loss.eval(views, groups, None)?, Vec::new()));
+                return Ok((loss.eval(views, groups, None, true)?, Vec::new()));
             }
             let mut bufs = grads(&views[..preds])?;
             let values = {
                 let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(G::as_mut_slice).collect();
-                loss.eval(views, groups, Some(&mut slices))?
+                loss.eval(views, groups, Some(&mut slices), G::ZEROED)?
             };
             Ok((values, bufs))
         })
@@ -220,7 +216,7 @@ fn run_sync<L: Eval + ?Sized>(
                 &packed.groups,
                 packed.preds,
                 want_grad,
-                |_| Ok(out.for_loss(loss)),
+                |_| Ok(out.slices()),
             )
             .map_err(to_js)?;
             (values, items, Vec::new())

@@ -1,15 +1,15 @@
 //! The caller's `out` of `valueAndGrad(preds, batch, { out })`: its checks, and its buffers handed to the core.
 
 use napi::bindgen_prelude::Float32Array;
-use rayon::prelude::*;
 use yolo_loss_core::LossError;
 
-use super::{Eval, Packed};
+use super::Packed;
 use crate::{invalid, CoreResult};
 
 /// The caller's `out`: one `Float32Array` per prediction tensor, in the packing order, into which the gradients are
 /// written (the binding of `valueAndGrad(preds, batch, { out })`). [`CallerGrads::check`] refuses buffers that do
-/// not fit before anything is written; [`CallerGrads::for_loss`] then hands them to the core.
+/// not fit before anything is written; [`CallerGrads::slices`] then hands them to the core, which writes every
+/// element (`value_and_grad_overwrite`: they hold the previous step's gradients, and no zeroing pass is made first).
 ///
 /// Each `Float32Array` holds a strong reference to the caller's array, so the memory stays alive while an
 /// asynchronous evaluation writes into it on the libuv pool. It cannot stop the caller from writing, transferring
@@ -61,10 +61,9 @@ impl CallerGrads {
         Ok(())
     }
 
-    /// The buffers as the core's gradient slices, zero-filled unless `loss` writes every element (the CPU core
-    /// writes only where a gradient is non-zero). Only after [`CallerGrads::check`] passed.
-    pub(super) fn for_loss<L: Eval + ?Sized>(&mut self, loss: &L) -> Vec<&mut [f32]> {
-        let mut bufs: Vec<&mut [f32]> = self
+    /// The buffers as the core's gradient slices, as they are. Only after [`CallerGrads::check`] passed.
+    pub(super) fn slices(&mut self) -> Vec<&mut [f32]> {
+        self
             .0
             .iter_mut()
             // SAFETY: `check` made sure that no two buffers and no input share a byte, so this is the only reference
@@ -72,22 +71,8 @@ impl CallerGrads {
             // asynchronous ones own the reference that keeps the memory alive, and the caller has agreed not to
             // touch `out` until the promise settles. The backing store never moves.
             .map(|a| unsafe { a.as_mut() })
-            .collect();
-        if !loss.overwrites_grads() {
-            zero_fill(&mut bufs);
-        }
-        bufs
+            .collect()
     }
-}
-
-/// Zero-fills `bufs` on every core: a caller's buffers hold the previous step's gradients, and at training sizes
-/// (77 MB at B=16, 640×640, nc=80) one thread's memset of them takes milliseconds, a good part of a whole call.
-fn zero_fill(bufs: &mut [&mut [f32]]) {
-    /// 1 MiB of float32 per task: large enough to amortise the scheduling, small enough to share one level.
-    const CHUNK: usize = 1 << 18;
-    bufs.par_iter_mut()
-        .flat_map(|b| b.par_chunks_mut(CHUNK))
-        .for_each(|c| c.fill(0.0));
 }
 
 /// Whether two arrays share at least one byte (empty ones share none).

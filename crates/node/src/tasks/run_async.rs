@@ -87,9 +87,7 @@ impl Task for LossTask {
                 want_grad,
                 fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))),
             ),
-            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| {
-                Ok(out.for_loss(loss))
-            })
+            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| Ok(out.slices()))
             .map(|(values, _)| (values, Vec::new())),
         };
         Ok(out.map(|((loss, loss_items), grads)| LossOutput {
