@@ -38,7 +38,8 @@ fn main() {
     let calls: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let mode = args.next().unwrap_or_default();
     let (into, over) = (mode == "into" || mode == "over", mode == "over");
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&dir).join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&dir).join("manifest.json")).unwrap()).unwrap();
     let c = &manifest["case"];
     let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
     for (name, e) in manifest["tensors"].as_object().unwrap() {
@@ -48,7 +49,13 @@ fn main() {
         t.insert(name.clone(), Tensor { data, shape });
     }
     let strides: Vec<f64> = c["strides"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let cfg = DetectionConfig { nc: c["nc"].as_u64().unwrap() as usize, reg_max: c["reg_max"].as_u64().unwrap() as usize, strides: strides.clone(), hyp: Hyp::default(), tal_topk: 10 };
+    let cfg = DetectionConfig {
+        nc: c["nc"].as_u64().unwrap() as usize,
+        reg_max: c["reg_max"].as_u64().unwrap() as usize,
+        strides: strides.clone(),
+        hyp: Hyp::default(),
+        tal_topk: 10,
+    };
     let feats: Vec<TensorRef<f32>> = (0..strides.len()).map(|l| t[&format!("preds.{l}")].r()).collect();
     let det = DetBatch { batch_idx: t["batch.batch_idx"].r(), cls: t["batch.cls"].r(), bboxes: t["batch.bboxes"].r() };
     let mut inputs: Vec<&[f32]> = feats.iter().map(|f| f.data).collect();
@@ -105,7 +112,16 @@ fn main() {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let out = last.unwrap();
-    println!("{}: median {:.2} ms (min {:.2}) over {} calls{}; digest {:016x}; loss {:?}", c["id"].as_str().unwrap(), times[times.len() / 2], times[0], times.len(), if into { format!(" ({mode})") } else { String::new() }, digest(&out), out.loss);
+    println!(
+        "{}: median {:.2} ms (min {:.2}) over {} calls{}; digest {:016x}; loss {:?}",
+        c["id"].as_str().unwrap(),
+        times[times.len() / 2],
+        times[0],
+        times.len(),
+        if into { format!(" ({mode})") } else { String::new() },
+        digest(&out),
+        out.loss
+    );
 }
 
 /// One call of the case's loss: with buffers or without ([`form`]).
@@ -113,7 +129,13 @@ type Run<'a> = Box<dyn Fn(Option<GradBufs<f32>>) -> LossOutput<f32> + 'a>;
 
 /// One call of `crit` in the mode asked for: `value_and_grad` without buffers, else `value_and_grad_overwrite`
 /// (`over`) or `value_and_grad_into` into them (the gradients are the caller's to read then).
-fn form<L: TaskLoss<f32>>(crit: &L, preds: L::Preds<'_>, batch: &L::Batch<'_>, g: Option<GradBufs<f32>>, over: bool) -> LossOutput<f32> {
+fn form<L: TaskLoss<f32>>(
+    crit: &L,
+    preds: L::Preds<'_>,
+    batch: &L::Batch<'_>,
+    g: Option<GradBufs<f32>>,
+    over: bool,
+) -> LossOutput<f32> {
     let values = |(loss, loss_items): LossValues<f32>| LossOutput { loss, loss_items, grads: Vec::new() };
     match g {
         None => crit.value_and_grad(preds, batch).unwrap(),

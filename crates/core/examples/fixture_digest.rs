@@ -116,36 +116,51 @@ fn line(total: &mut Fnv, kind: &str, name: &str, f: Forms) {
     }
     let ds = [d32(&(f.call)()), d32(&vg), d32(&into(&lens)), digest(&(f.vg64)(), |h, v| h.f64s(v)), d32(&into(&short))];
     ds.iter().for_each(|d| total.bytes(&d.to_le_bytes()));
-    println!("{kind:22} {name:32} call {:016x} vg {:016x} into {:016x} vg64 {:016x} short {:016x}", ds[0], ds[1], ds[2], ds[3], ds[4]);
+    println!(
+        "{kind:22} {name:32} call {:016x} vg {:016x} into {:016x} vg64 {:016x} short {:016x}",
+        ds[0], ds[1], ds[2], ds[3], ds[4]
+    );
 }
 
 fn main() {
     let mut total = Fnv::new();
     for f in load_kind("v8DetectionLoss") {
-        let (feats, bi, cls, bb) = (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
+        let (feats, bi, cls, bb) =
+            (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
         let crit = V8DetectionLoss::new(config(&f)).unwrap();
         let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(&p32, &b32),
-            vg: &|| crit.value_and_grad(&p32, &b32),
-            into: &|g| crit.value_and_grad_into(&p32, &b32, g),
-            vg64: &|| crit.value_and_grad(&p64, &b64),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(&p32, &b32),
+                vg: &|| crit.value_and_grad(&p32, &b32),
+                into: &|g| crit.value_and_grad_into(&p32, &b32, g),
+                vg64: &|| crit.value_and_grad(&p64, &b64),
+            },
+        );
     }
     for f in load_kind("TVPDetectLoss") {
-        let (feats, bi, cls, bb) = (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
+        let (feats, bi, cls, bb) =
+            (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
         let crit = TVPDetectLoss::new(config(&f)).unwrap();
         let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(&p32, &b32),
-            vg: &|| crit.value_and_grad(&p32, &b32),
-            into: &|g| crit.value_and_grad_into(&p32, &b32, g),
-            vg64: &|| crit.value_and_grad(&p64, &b64),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(&p32, &b32),
+                vg: &|| crit.value_and_grad(&p32, &b32),
+                into: &|g| crit.value_and_grad_into(&p32, &b32, g),
+                vg64: &|| crit.value_and_grad(&p64, &b64),
+            },
+        );
     }
     for f in load_kind("E2EDetectLoss") {
         let (o2m, o2o) = (T::levels(&f, "preds.one2many"), T::levels(&f, "preds.one2one"));
@@ -154,36 +169,78 @@ fn main() {
         let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (m32, m64, o32, o64) = (refs::<f32>(&o2m), refs::<f64>(&o2m), refs::<f32>(&o2o), refs::<f64>(&o2o));
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
-            vg: &|| crit.value_and_grad(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
-            into: &|g| crit.value_and_grad_into(E2EPreds { one2many: &m32, one2one: &o32 }, &b32, g),
-            vg64: &|| crit.value_and_grad(E2EPreds { one2many: &m64, one2one: &o64 }, &b64),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
+                vg: &|| crit.value_and_grad(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
+                into: &|g| crit.value_and_grad_into(E2EPreds { one2many: &m32, one2one: &o32 }, &b32, g),
+                vg64: &|| crit.value_and_grad(E2EPreds { one2many: &m64, one2one: &o64 }, &b64),
+            },
+        );
     }
     for kind in ["v8SegmentationLoss", "TVPSegmentLoss"] {
         for f in load_kind(kind) {
             let (feats, pm, pr) = (T::levels(&f, "preds"), T::of(&f, "preds.pred_masks"), T::of(&f, "preds.proto"));
-            let (bi, cls, bb, masks) = (T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"), T::of(&f, "batch.masks"));
-            let b32 = SegBatch { det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() }, masks: masks.r() };
-            let b64 = SegBatch { det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() }, masks: masks.r() };
+            let (bi, cls, bb, masks) = (
+                T::of(&f, "batch.batch_idx"),
+                T::of(&f, "batch.cls"),
+                T::of(&f, "batch.bboxes"),
+                T::of(&f, "batch.masks"),
+            );
+            let b32 = SegBatch {
+                det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
+                masks: masks.r(),
+            };
+            let b64 = SegBatch {
+                det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
+                masks: masks.r(),
+            };
             let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
             if kind == "TVPSegmentLoss" {
                 let crit = TVPSegmentLoss::new(config(&f)).unwrap();
-                line(&mut total, kind, &f.name, Forms {
-                    call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                    vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                    into: &|g| crit.value_and_grad_into(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32, g),
-                    vg64: &|| crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64),
-                });
+                line(
+                    &mut total,
+                    kind,
+                    &f.name,
+                    Forms {
+                        call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                        vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                        into: &|g| {
+                            crit.value_and_grad_into(
+                                SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() },
+                                &b32,
+                                g,
+                            )
+                        },
+                        vg64: &|| {
+                            crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64)
+                        },
+                    },
+                );
             } else {
                 let crit = V8SegmentationLoss::new(config(&f)).unwrap();
-                line(&mut total, kind, &f.name, Forms {
-                    call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                    vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                    into: &|g| crit.value_and_grad_into(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32, g),
-                    vg64: &|| crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64),
-                });
+                line(
+                    &mut total,
+                    kind,
+                    &f.name,
+                    Forms {
+                        call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                        vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
+                        into: &|g| {
+                            crit.value_and_grad_into(
+                                SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() },
+                                &b32,
+                                g,
+                            )
+                        },
+                        vg64: &|| {
+                            crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64)
+                        },
+                    },
+                );
             }
         }
     }
@@ -193,16 +250,32 @@ fn main() {
         let oks = f.config["kpt_shape_is_list"].as_bool().unwrap_or(true);
         let crit = V8PoseLoss::new(PoseConfig { det: config(&f), kpt_shape, oks_sigmas: Some(oks) }).unwrap();
         let (feats, kp) = (T::levels(&f, "preds"), T::of(&f, "preds.kpts"));
-        let (bi, cls, bb, gk) = (T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"), T::of(&f, "batch.keypoints"));
-        let b32 = PoseBatch { det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() }, keypoints: gk.r() };
-        let b64 = PoseBatch { det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() }, keypoints: gk.r() };
+        let (bi, cls, bb, gk) = (
+            T::of(&f, "batch.batch_idx"),
+            T::of(&f, "batch.cls"),
+            T::of(&f, "batch.bboxes"),
+            T::of(&f, "batch.keypoints"),
+        );
+        let b32 = PoseBatch {
+            det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
+            keypoints: gk.r(),
+        };
+        let b64 = PoseBatch {
+            det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
+            keypoints: gk.r(),
+        };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
-            vg: &|| crit.value_and_grad(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
-            into: &|g| crit.value_and_grad_into(PosePreds { feats: &p32, kpts: kp.r() }, &b32, g),
-            vg64: &|| crit.value_and_grad(PosePreds { feats: &p64, kpts: kp.r() }, &b64),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
+                vg: &|| crit.value_and_grad(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
+                into: &|g| crit.value_and_grad_into(PosePreds { feats: &p32, kpts: kp.r() }, &b32, g),
+                vg64: &|| crit.value_and_grad(PosePreds { feats: &p64, kpts: kp.r() }, &b64),
+            },
+        );
     }
     for f in load_kind("v8OBBLoss") {
         let (feats, ang) = (T::levels(&f, "preds"), T::of(&f, "preds.angle"));
@@ -211,22 +284,32 @@ fn main() {
         let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
-            vg: &|| crit.value_and_grad(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
-            into: &|g| crit.value_and_grad_into(ObbPreds { feats: &p32, angle: ang.r() }, &b32, g),
-            vg64: &|| crit.value_and_grad(ObbPreds { feats: &p64, angle: ang.r() }, &b64),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
+                vg: &|| crit.value_and_grad(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
+                into: &|g| crit.value_and_grad_into(ObbPreds { feats: &p32, angle: ang.r() }, &b32, g),
+                vg64: &|| crit.value_and_grad(ObbPreds { feats: &p64, angle: ang.r() }, &b64),
+            },
+        );
     }
     for f in load_kind("v8ClassificationLoss") {
         let (lg, cls) = (T::of(&f, "preds.logits"), T::of(&f, "batch.cls"));
         let crit = V8ClassificationLoss::new();
-        line(&mut total, &f.kind, &f.name, Forms {
-            call: &|| crit.call(lg.r(), &<T as Pick<f32>>::r(&cls)),
-            vg: &|| crit.value_and_grad(lg.r(), &<T as Pick<f32>>::r(&cls)),
-            into: &|g| crit.value_and_grad_into(lg.r(), &<T as Pick<f32>>::r(&cls), g),
-            vg64: &|| crit.value_and_grad(lg.r(), &<T as Pick<f64>>::r(&cls)),
-        });
+        line(
+            &mut total,
+            &f.kind,
+            &f.name,
+            Forms {
+                call: &|| crit.call(lg.r(), &<T as Pick<f32>>::r(&cls)),
+                vg: &|| crit.value_and_grad(lg.r(), &<T as Pick<f32>>::r(&cls)),
+                into: &|g| crit.value_and_grad_into(lg.r(), &<T as Pick<f32>>::r(&cls), g),
+                vg64: &|| crit.value_and_grad(lg.r(), &<T as Pick<f64>>::r(&cls)),
+            },
+        );
     }
     println!("total {:016x}", total.0);
 }

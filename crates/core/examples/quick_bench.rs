@@ -12,15 +12,28 @@ fn main() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((seed >> 11) as f64 / (1u64 << 53) as f64) as f32
     };
-    let levels: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rnd() * 4.0 - 2.0).collect()).collect();
+    let levels: Vec<Vec<f32>> =
+        shapes.iter().map(|s| (0..s.iter().product::<usize>()).map(|_| rnd() * 4.0 - 2.0).collect()).collect();
     let n = b * labels_per_image;
     let bi: Vec<f32> = (0..n).map(|i| (i / labels_per_image) as f32).collect();
     let cls: Vec<f32> = (0..n).map(|i| (i % nc) as f32).collect();
-    let boxes: Vec<f32> = (0..n).flat_map(|_| [0.1 + 0.8 * rnd(), 0.1 + 0.8 * rnd(), 0.02 + 0.2 * rnd(), 0.02 + 0.2 * rnd()]).collect();
-    let crit = V8DetectionLoss::new(DetectionConfig { nc, reg_max: r, strides: vec![8.0, 16.0, 32.0], hyp: Hyp::default(), tal_topk: 10 }).unwrap();
+    let boxes: Vec<f32> =
+        (0..n).flat_map(|_| [0.1 + 0.8 * rnd(), 0.1 + 0.8 * rnd(), 0.02 + 0.2 * rnd(), 0.02 + 0.2 * rnd()]).collect();
+    let crit = V8DetectionLoss::new(DetectionConfig {
+        nc,
+        reg_max: r,
+        strides: vec![8.0, 16.0, 32.0],
+        hyp: Hyp::default(),
+        tal_topk: 10,
+    })
+    .unwrap();
     let feats: Vec<TensorRef<f32>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
     let (s1, s2, s4) = ([n], [n, 1], [n, 4]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+    let batch = DetBatch {
+        batch_idx: TensorRef::new(&bi, &s1),
+        cls: TensorRef::new(&cls, &s2),
+        bboxes: TensorRef::new(&boxes, &s4),
+    };
     let mut times = vec![];
     for _ in 0..7 {
         let t = Instant::now();

@@ -82,7 +82,12 @@ struct Claims<F> {
 }
 
 /// Assigns one image. `gts` are the image's M slots in order. Returns the positives sorted by anchor.
-pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(cfg: &AssignerConfig, num_anchors: usize, gts: &[GtBox<B>], src: &mut S) -> Vec<Positive<F>> {
+pub fn assign_image<F: Real, B, S: AnchorSource<F, B>>(
+    cfg: &AssignerConfig,
+    num_anchors: usize,
+    gts: &[GtBox<B>],
+    src: &mut S,
+) -> Vec<Positive<F>> {
     if gts.iter().all(|g| !g.valid) {
         return Vec::new();
     }

@@ -15,14 +15,23 @@ use crate::tensor::{fmt_shape, TensorRef};
 pub(crate) fn expect_shape<F: Real>(t: &TensorRef<F>, name: &str, want: &[usize]) -> Result<()> {
     t.check_len(name)?;
     if t.shape != want {
-        return Err(LossError::shape(format!("{name}: expected shape {}, got {}", fmt_shape(want), fmt_shape(t.shape))));
+        return Err(LossError::shape(format!(
+            "{name}: expected shape {}, got {}",
+            fmt_shape(want),
+            fmt_shape(t.shape)
+        )));
     }
     t.check_finite(name)
 }
 
 /// DFLoss: `pred_dist [n·4, R]`, `target [n, 4]` → per-anchor loss `[n]` (mean over the 4 sides),
 /// and, given `upstream [n]`, the gradient of Σ loss·upstream w.r.t. `pred_dist`.
-pub fn dfl_loss<F: Real>(pred_dist: TensorRef<F>, target: TensorRef<F>, reg_max: usize, upstream: Option<&[F]>) -> Result<(Vec<F>, Vec<F>)> {
+pub fn dfl_loss<F: Real>(
+    pred_dist: TensorRef<F>,
+    target: TensorRef<F>,
+    reg_max: usize,
+    upstream: Option<&[F]>,
+) -> Result<(Vec<F>, Vec<F>)> {
     if reg_max < 2 {
         return Err(LossError::invalid(format!("reg_max: expected at least 2 for DFLoss, got {reg_max}")));
     }
@@ -85,12 +94,15 @@ pub fn bbox_loss<F: Real>(inp: &BboxLossInputs<F>, reg_max: usize) -> Result<Bbo
     bbox_loss_with::<F, 4>(inp, reg_max, iou, |t| t)
 }
 
+/// `iou(pred, target, up)` → (overlap, `up`·its gradient w.r.t. `pred`), for `W`-value boxes.
+type IouWithGrad<F, const W: usize> = fn([F; W], [F; W], F) -> (F, [F; W]);
+
 /// The box loss for `W`-value boxes: `iou(pred, target, up)` gives the overlap and `up`·its gradient
 /// for the prediction; `dfl_box(target)` the xyxy box whose distances the DFL term supervises.
 pub(crate) fn bbox_loss_with<F: Real, const W: usize>(
     inp: &BboxLossInputs<F>,
     reg_max: usize,
-    iou: fn([F; W], [F; W], F) -> (F, [F; W]),
+    iou: IouWithGrad<F, W>,
     dfl_box: fn([F; W]) -> [F; 4],
 ) -> Result<BboxLossOutput<F>> {
     if reg_max == 0 {
@@ -106,7 +118,11 @@ pub(crate) fn bbox_loss_with<F: Real, const W: usize>(
     let nc = inp.target_scores.shape[2];
     expect_shape(&inp.target_scores, "target_scores", &[b, a, nc])?;
     if inp.fg_mask.len() != b * a {
-        return Err(LossError::shape(format!("fg_mask: expected {} values ([{b}, {a}]), got {}", b * a, inp.fg_mask.len())));
+        return Err(LossError::shape(format!(
+            "fg_mask: expected {} values ([{b}, {a}]), got {}",
+            b * a,
+            inp.fg_mask.len()
+        )));
     }
     let s = inp.target_scores_sum;
     if !s.is_finite() {
@@ -139,7 +155,12 @@ pub(crate) fn bbox_loss_with<F: Real, const W: usize>(
             ldfl += (acc / F::c(4.0) * w).f64();
         }
     }
-    Ok(BboxLossOutput { loss_iou: F::c(liou) / s, loss_dfl: F::c(ldfl) / s, grad_pred_dist: g_dist, grad_pred_bboxes: g_box })
+    Ok(BboxLossOutput {
+        loss_iou: F::c(liou) / s,
+        loss_dfl: F::c(ldfl) / s,
+        grad_pred_dist: g_dist,
+        grad_pred_bboxes: g_box,
+    })
 }
 
 /// Outputs of the dense assigner, in the reference's layouts.
@@ -215,7 +236,11 @@ pub(crate) fn assign_dense_with<F: Real, const W: usize>(
     pd_scores.check_rank("pd_scores", 3, "[B, A, num_classes]")?;
     let (b, a, nc) = (pd_scores.shape[0], pd_scores.shape[1], pd_scores.shape[2]);
     if nc != cfg.num_classes {
-        return Err(LossError::shape(format!("pd_scores: expected {} classes (num_classes), got shape {}", cfg.num_classes, fmt_shape(pd_scores.shape))));
+        return Err(LossError::shape(format!(
+            "pd_scores: expected {} classes (num_classes), got shape {}",
+            cfg.num_classes,
+            fmt_shape(pd_scores.shape)
+        )));
     }
     expect_shape(&pd_scores, "pd_scores", &[b, a, nc])?;
     expect_shape(&pd_bboxes, "pd_bboxes", &[b, a, W])?;
@@ -244,10 +269,16 @@ pub(crate) fn assign_dense_with<F: Real, const W: usize>(
             let i = bi * m + g;
             let label = gt_labels.data[i];
             if (label < F::zero() || label.to_usize().unwrap_or(usize::MAX) >= nc) && mask_gt.data[i] != F::zero() {
-                return Err(LossError::label(format!("gt_labels[{bi}, {g}]: expected a class id in [0, {nc}), got {label}")));
+                return Err(LossError::label(format!(
+                    "gt_labels[{bi}, {g}]: expected a class id in [0, {nc}), got {label}"
+                )));
             }
             let bbox: [F; W] = std::array::from_fn(|k| gt_bboxes.data[W * i + k]);
-            gts.push(GtBox { label: label.max(F::zero()).to_usize().unwrap_or(0).min(nc - 1), bbox, valid: mask_gt.data[i] != F::zero() });
+            gts.push(GtBox {
+                label: label.max(F::zero()).to_usize().unwrap_or(0).min(nc - 1),
+                bbox,
+                valid: mask_gt.data[i] != F::zero(),
+            });
         }
         let mut src = PointAnchors::<F, W> {
             points: anc_points.data,

@@ -48,17 +48,25 @@ pub fn checked_inputs<F: Real>(logits: &TensorRef<F>, cls: &TensorRef<F>) -> Res
     logits.check_rank("preds", 2, "[B, nc] logits")?;
     let (b, nc) = (logits.shape[0], logits.shape[1]);
     if b == 0 || nc == 0 {
-        return Err(LossError::shape(format!("preds: expected a non-empty [B, nc] tensor, got {}", fmt_shape(logits.shape))));
+        return Err(LossError::shape(format!(
+            "preds: expected a non-empty [B, nc] tensor, got {}",
+            fmt_shape(logits.shape)
+        )));
     }
     cls.check_len("batch.cls")?;
     if cls.data.len() != b || !(cls.shape.len() == 1 || (cls.shape.len() == 2 && cls.shape[1] == 1)) {
-        return Err(LossError::shape(format!("batch.cls: expected shape [{b}] (one class id per image), got {}", fmt_shape(cls.shape))));
+        return Err(LossError::shape(format!(
+            "batch.cls: expected shape [{b}] (one class id per image), got {}",
+            fmt_shape(cls.shape)
+        )));
     }
     logits.check_finite("preds")?;
     cls.check_finite("batch.cls")?;
     let class_index = |(i, &c): (usize, &F)| {
         if c < F::zero() || c.fract() != F::zero() || c >= F::from_usize_(nc) {
-            return Err(LossError::label(format!("batch.cls[{i}]: expected an integer class id in [0, {nc}), got {c}")));
+            return Err(LossError::label(format!(
+                "batch.cls[{i}]: expected an integer class id in [0, {nc}), got {c}"
+            )));
         }
         Ok(c.to_usize().unwrap_or(0))
     };

@@ -5,6 +5,7 @@
 //! 2. the divisor S = max(Σ target scores, 1) over the batch;
 //! 3. per image (parallel): one pass over the class logits (Σ BCE(x, 0) and σ(x) into the gradient),
 //!    then sparse corrections and the box/DFL terms at the positives only.
+//!
 //! Nothing of size (B × A × nc) is allocated besides the gradient itself, nothing of size (B × M × A) at all.
 
 use crate::assigner::Positive;
@@ -63,7 +64,10 @@ impl V8DetectionLoss {
             return Err(LossError::invalid("model.reg_max: expected at least 1, got 0"));
         }
         if cfg.strides.is_empty() || cfg.strides.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(LossError::invalid(format!("model.stride: expected one positive stride per level, got {:?}", cfg.strides)));
+            return Err(LossError::invalid(format!(
+                "model.stride: expected one positive stride per level, got {:?}",
+                cfg.strides
+            )));
         }
         if cfg.tal_topk == 0 {
             return Err(LossError::invalid("tal_topk: expected at least 1, got 0"));
@@ -78,7 +82,11 @@ impl V8DetectionLoss {
     }
 
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → (`[B,A,4]` grid xyxy, shape).
-    pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
+    pub fn bbox_decode<F: Real>(
+        &self,
+        anchor_points: TensorRef<F>,
+        pred_dist: TensorRef<F>,
+    ) -> Result<(Vec<F>, Vec<usize>)> {
         bbox_decode(anchor_points, pred_dist, self.cfg.reg_max)
     }
 
@@ -86,7 +94,17 @@ impl V8DetectionLoss {
     /// with `only_cls`, the gradient is that of the cls component alone and the loss is `[cls]`
     /// (TVPDetectLoss back-propagates only that one).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run_window<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, channels: usize, cls_ch0: usize, nc: usize, only_cls: bool, init: GradInit) -> Result<LossValues<F>> {
+    pub(crate) fn run_window<F: Real>(
+        &self,
+        feats: &[TensorRef<F>],
+        batch: &DetBatch<F>,
+        grads: GradBufs<F>,
+        channels: usize,
+        cls_ch0: usize,
+        nc: usize,
+        only_cls: bool,
+        init: GradInit,
+    ) -> Result<LossValues<F>> {
         let cfg = &self.cfg;
         // The finiteness check of `Head::validate_channels`, split so that the class window, most of the data,
         // is checked by the BCE pass that reads it anyway (a non-finite logit makes its sum non-finite), and the
@@ -94,7 +112,8 @@ impl V8DetectionLoss {
         // error met before then, and a non-finite result of either part, defer to the full check, so the error is
         // the one the validation in one go gives: the first non-finite element, before any label error.
         let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
-        let (asg, finite) = Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) =
+            Assigned::new_checking(head, batch, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
         if !finite {
             check_preds_finite(feats)?;
         }
@@ -115,7 +134,13 @@ impl V8DetectionLoss {
     /// Phase 3: the loss terms and gradients for a fixed assignment and divisor S (the reference
     /// treats both as constants, so this is the function autograd differentiates).
     /// Also returns the raw class sum, non-finite when a class logit is.
-    fn losses_with_scales<F: Real>(&self, asg: &Assigned<F>, grads: GradBufs<F>, frozen_alpha: Option<&[Vec<F>]>, only_cls: bool) -> (Vec<F>, Vec<F>, f64) {
+    fn losses_with_scales<F: Real>(
+        &self,
+        asg: &Assigned<F>,
+        grads: GradBufs<F>,
+        frozen_alpha: Option<&[Vec<F>]>,
+        only_cls: bool,
+    ) -> (Vec<F>, Vec<F>, f64) {
         let head = &asg.head;
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let mut scales = GradScales { frozen_alpha, ..GradScales::new(head.batch, gains, asg.s) };
@@ -123,7 +148,8 @@ impl V8DetectionLoss {
             scales.iou = F::zero();
             scales.dfl = F::zero();
         }
-        let sums = per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
+        let sums =
+            per_image_grads(grads, head.batch, |b, g| image_terms(head, &asg.gt, b, &asg.positives[b], &scales, g));
         let items = asg.items(&[sums.iou, sums.bce, sums.dfl], &gains);
         (times_batch(&items, head.batch), items, sums.bce)
     }
@@ -172,22 +198,40 @@ fn clear_outside_class_window<F: Real>(head: &Head<F>, grads: GradBufs<F>) {
 }
 
 /// One image's detection terms (class and box) and, when `grads` is non-empty, its gradient slices.
-fn image_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> TermSums {
+fn image_terms<F: Real>(
+    head: &Head<F>,
+    gt: &GtTable<F>,
+    b: usize,
+    positives: &[Positive<F>],
+    sc: &GradScales<F>,
+    grads: &mut [&mut [F]],
+) -> TermSums {
     let bce = class_terms(head, gt, b, positives, sc.cls, grads);
     let (iou, dfl) = box_terms(head, gt, b, positives, sc, grads);
     TermSums { bce, iou, dfl }
 }
 
 /// `bbox_decode` on channel-last predictions: anchor_points `[A,2]`, pred_dist `[B,A,4R]` → `[B,A,4]`.
-pub fn bbox_decode<F: Real>(anchor_points: TensorRef<F>, pred_dist: TensorRef<F>, reg_max: usize) -> Result<(Vec<F>, Vec<usize>)> {
+pub fn bbox_decode<F: Real>(
+    anchor_points: TensorRef<F>,
+    pred_dist: TensorRef<F>,
+    reg_max: usize,
+) -> Result<(Vec<F>, Vec<usize>)> {
     anchor_points.check_rank("anchor_points", 2, "[A, 2]")?;
     pred_dist.check_rank("pred_dist", 3, &format!("[B, A, {}]", 4 * reg_max))?;
     let a = anchor_points.shape[0];
     if anchor_points.shape[1] != 2 {
-        return Err(LossError::shape(format!("anchor_points: expected shape [A, 2], got {}", fmt_shape(anchor_points.shape))));
+        return Err(LossError::shape(format!(
+            "anchor_points: expected shape [A, 2], got {}",
+            fmt_shape(anchor_points.shape)
+        )));
     }
     if pred_dist.shape[1] != a || pred_dist.shape[2] != 4 * reg_max {
-        return Err(LossError::shape(format!("pred_dist: expected shape [B, {a}, {}] (4·reg_max per anchor), got {}", 4 * reg_max, fmt_shape(pred_dist.shape))));
+        return Err(LossError::shape(format!(
+            "pred_dist: expected shape [B, {a}, {}] (4·reg_max per anchor), got {}",
+            4 * reg_max,
+            fmt_shape(pred_dist.shape)
+        )));
     }
     anchor_points.check_finite("anchor_points")?;
     pred_dist.check_finite("pred_dist")?;
@@ -224,7 +268,14 @@ mod tests {
     #[test]
     fn overwrite_writes_every_gradient_element() {
         for (reg_max, nc) in [(16usize, 5usize), (1, 3)] {
-            let crit = V8DetectionLoss::new(DetectionConfig { nc, reg_max, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 }).unwrap();
+            let crit = V8DetectionLoss::new(DetectionConfig {
+                nc,
+                reg_max,
+                strides: vec![8.0, 16.0],
+                hyp: Hyp::default(),
+                tal_topk: 4,
+            })
+            .unwrap();
             let c = 4 * reg_max + nc;
             let shapes = [vec![2usize, c, 6, 8], vec![2, c, 3, 4]];
             let mut rng = Lcg(11 + reg_max as u64);
@@ -232,12 +283,19 @@ mod tests {
             let (bi, cls) = ([0.0f32, 0.0, 1.0], [1.0f32, 2.0, 0.0]);
             let boxes = [0.4f32, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];
             let (s1, s2, s4) = ([3usize], [3usize, 1usize], [3usize, 4usize]);
-            let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+            let batch = DetBatch {
+                batch_idx: TensorRef::new(&bi, &s1),
+                cls: TensorRef::new(&cls, &s2),
+                bboxes: TensorRef::new(&boxes, &s4),
+            };
             let levels: Vec<Vec<f32>> = levels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
             let feats: Vec<TensorRef<f32>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let fresh = crit.value_and_grad(&feats, &batch).unwrap();
             assert!(fresh.grads.iter().flatten().any(|&g| g != 0.0));
-            let mut bufs: Vec<Vec<f32>> = levels.iter().map(|l| (0..l.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
+            let mut bufs: Vec<Vec<f32>> = levels
+                .iter()
+                .map(|l| (0..l.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect())
+                .collect();
             let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
             let (loss, items) = crit.value_and_grad_overwrite(&feats, &batch, &mut slices).unwrap();
             assert_eq!((loss, items), (fresh.loss.clone(), fresh.loss_items.clone()));
@@ -276,7 +334,11 @@ mod tests {
             let cls = [1.0, 2.0, 0.0];
             let boxes = [0.4, 0.5, 0.5, 0.6, 0.5, 0.45, 0.4, 0.5, 0.3, 0.6, 0.35, 0.5];
             let (s1, s2, s4) = ([3usize], [3usize, 1usize], [3usize, 4usize]);
-            let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s4) };
+            let batch = DetBatch {
+                batch_idx: TensorRef::new(&bi, &s1),
+                cls: TensorRef::new(&cls, &s2),
+                bboxes: TensorRef::new(&boxes, &s4),
+            };
             let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
             let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
             let asg = Assigned::new(head, &batch, 4).unwrap();
@@ -305,7 +367,13 @@ mod tests {
             let total = |lv: &[Vec<f64>]| -> f64 {
                 let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
                 let head = Head::validate(&feats, &strides, reg_max, nc).unwrap();
-                let moved = Assigned { head, labels: asg.labels.clone(), gt: gt.clone(), positives: positives.clone(), s: asg.s };
+                let moved = Assigned {
+                    head,
+                    labels: asg.labels.clone(),
+                    gt: gt.clone(),
+                    positives: positives.clone(),
+                    s: asg.s,
+                };
                 crit.losses_with_scales(&moved, &mut [], Some(&alphas), false).0.iter().sum()
             };
             let h = 1e-6;
@@ -319,7 +387,10 @@ mod tests {
                     levels[l][i] = orig;
                     let fd = (fp - fm) / (2.0 * h);
                     let an = grads[l][i];
-                    assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "reg_max {reg_max} level {l} elem {i}: fd {fd} analytic {an}");
+                    assert!(
+                        (fd - an).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "reg_max {reg_max} level {l} elem {i}: fd {fd} analytic {an}"
+                    );
                 }
             }
         }

@@ -167,7 +167,7 @@ mod tests {
         let d = softmax_expectation(&z, &mut p);
         let mut g = vec![0.0; 16];
         softmax_expectation_grad_acc(&p, d, 0.8, &mut g);
-        fd_check(|z| 0.8 * softmax_expectation(z, &mut vec![0.0; 16]), &z, &g);
+        fd_check(|z| 0.8 * softmax_expectation(z, &mut [0.0; 16]), &z, &g);
     }
 
     #[test]

@@ -57,7 +57,12 @@ impl<F: Real> TaskLoss<F> for E2EDetectLoss {
 
 impl E2EDetectLoss {
     /// `run` on each branch with its own gradient buffers, one2many first; the values summed.
-    fn branches<F: Real>(&self, preds: E2EPreds<F>, grads: GradBufs<F>, run: impl Fn(&V8DetectionLoss, &[TensorRef<F>], GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossValues<F>> {
+    fn branches<F: Real>(
+        &self,
+        preds: E2EPreds<F>,
+        grads: GradBufs<F>,
+        run: impl Fn(&V8DetectionLoss, &[TensorRef<F>], GradBufs<F>) -> Result<LossValues<F>>,
+    ) -> Result<LossValues<F>> {
         let E2EPreds { one2many, one2one } = preds;
         // Without gradients both halves are empty; with them, the first len(one2many) are that branch's.
         let split = if grads.is_empty() { 0 } else { one2many.len() };

@@ -85,7 +85,12 @@ fn bce_zero_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale:
 /// total is their running sum from 0, so a caller that splits `x` at multiples of 1024 and adds the blocks of the
 /// parts in order gets the very same total.
 #[inline(always)]
-fn bce_zero_blocks_body<const GROUP: usize>(x: &[f32], grad: Option<&mut [f32]>, scale: f32, block: &mut dyn FnMut(f64)) {
+fn bce_zero_blocks_body<const GROUP: usize>(
+    x: &[f32],
+    grad: Option<&mut [f32]>,
+    scale: f32,
+    block: &mut dyn FnMut(f64),
+) {
     match grad {
         Some(g) => bce_zero_loop::<GROUP>(
             x,
@@ -225,7 +230,9 @@ pub fn bce_zero_par_f32(x: &[f32], grad: Option<&mut [f32]>, scale: f32) -> f64 
         blocks
     };
     let blocks: Vec<Vec<f64>> = match grad {
-        Some(g) => x.par_chunks(BCE_CHUNK).zip(g.par_chunks_mut(BCE_CHUNK)).map(|(xc, gc)| blocks_of(xc, Some(gc))).collect(),
+        Some(g) => {
+            x.par_chunks(BCE_CHUNK).zip(g.par_chunks_mut(BCE_CHUNK)).map(|(xc, gc)| blocks_of(xc, Some(gc))).collect()
+        }
         None => x.par_chunks(BCE_CHUNK).map(|xc| blocks_of(xc, None)).collect(),
     };
     let mut total = 0.0f64;
@@ -546,7 +553,10 @@ mod tests {
                 for j in 0..n {
                     let bins: Vec<f32> = (0..r).map(|k| z[k * hw + c0 + j]).collect();
                     let (dist, lse) = crate::dfl::softmax_expectation_lse(&bins, &mut probs);
-                    assert_eq!((dist.to_bits(), lse.to_bits()), (want.dist[j].to_bits(), (want.max[j] + want.sum[j].ln()).to_bits()));
+                    assert_eq!(
+                        (dist.to_bits(), lse.to_bits()),
+                        (want.dist[j].to_bits(), (want.max[j] + want.sum[j].ln()).to_bits())
+                    );
                 }
                 let mut got = SoftmaxRun::default();
                 softmax_run_f32(&z, hw, r, c0, n, &mut got);

@@ -9,7 +9,10 @@ use crate::tensor::{fmt_shape, TensorRef};
 fn mean_axis<F: Real>(t: &TensorRef<F>, name: &str) -> Result<usize> {
     t.check_len(name)?;
     if t.shape.len() < 2 || t.shape[1] == 0 {
-        return Err(LossError::shape(format!("{name}: expected a tensor of rank ≥ 2 with a non-empty axis 1, got shape {}", fmt_shape(t.shape))));
+        return Err(LossError::shape(format!(
+            "{name}: expected a tensor of rank ≥ 2 with a non-empty axis 1, got shape {}",
+            fmt_shape(t.shape)
+        )));
     }
     t.check_finite(name)?;
     Ok(t.shape[1])
@@ -18,7 +21,11 @@ fn mean_axis<F: Real>(t: &TensorRef<F>, name: &str) -> Result<usize> {
 fn same_shape<F: Real>(a: &TensorRef<F>, b: &TensorRef<F>, name: &str) -> Result<()> {
     b.check_len(name)?;
     if a.shape != b.shape {
-        return Err(LossError::shape(format!("{name}: expected shape {} like the predictions, got {}", fmt_shape(a.shape), fmt_shape(b.shape))));
+        return Err(LossError::shape(format!(
+            "{name}: expected shape {} like the predictions, got {}",
+            fmt_shape(a.shape),
+            fmt_shape(b.shape)
+        )));
     }
     b.check_finite(name)
 }
@@ -33,7 +40,13 @@ fn bce<F: Real>(x: F, t: F) -> (F, F) {
 
 /// VarifocalLoss.forward(pred_score, gt_score, label): the loss and its gradients w.r.t. `pred_score`
 /// and `gt_score` (the weight α·σ(p)^γ·(1 − label) + q·label is not detached).
-pub fn varifocal_loss<F: Real>(pred: TensorRef<F>, gt_score: TensorRef<F>, label: TensorRef<F>, gamma: f64, alpha: f64) -> Result<(F, Vec<F>, Vec<F>)> {
+pub fn varifocal_loss<F: Real>(
+    pred: TensorRef<F>,
+    gt_score: TensorRef<F>,
+    label: TensorRef<F>,
+    gamma: f64,
+    alpha: f64,
+) -> Result<(F, Vec<F>, Vec<F>)> {
     let n1 = mean_axis(&pred, "pred_score")?;
     same_shape(&pred, &gt_score, "gt_score")?;
     same_shape(&pred, &label, "label")?;
@@ -63,7 +76,7 @@ pub fn focal_loss<F: Real>(pred: TensorRef<F>, label: TensorRef<F>, gamma: f64, 
     let inv = F::one() / F::from_usize_(n1);
     let mut total = 0.0f64;
     let mut gp = vec![F::zero(); pred.data.len()];
-    for i in 0..pred.data.len() {
+    for (i, gpi) in gp.iter_mut().enumerate() {
         let (x, y) = (pred.data[i], label.data[i]);
         let (b, s) = bce(x, y);
         let pt = y * s + (F::one() - y) * (F::one() - s);
@@ -74,7 +87,7 @@ pub fn focal_loss<F: Real>(pred: TensorRef<F>, label: TensorRef<F>, gamma: f64, 
         // ∂p_t/∂x = (2y − 1)·σ(1 − σ); ∂mf/∂x = −γ·(1 − p_t)^(γ−1)·∂p_t/∂x (0 where the base is 0).
         let dpt = (y + y - F::one()) * s * (F::one() - s);
         let dmf = if base > F::zero() { -g * base.powf(g - F::one()) * dpt } else { F::zero() };
-        gp[i] = ((s - y) * mf + b * dmf) * af * inv;
+        *gpi = ((s - y) * mf + b * dmf) * af * inv;
     }
     Ok((F::c(total / n1 as f64), gp))
 }

@@ -127,7 +127,11 @@ impl AnchorGrid {
 
     /// The anchors of [`for_each_near`](Self::for_each_near) as one rectangle per level: `visit(level, x0..=x1, y0..=y1)`
     /// for each level the box reaches.
-    pub fn for_each_near_level<F: Real>(&self, b: [F; 4], mut visit: impl FnMut(usize, RangeInclusive<usize>, RangeInclusive<usize>)) {
+    pub fn for_each_near_level<F: Real>(
+        &self,
+        b: [F; 4],
+        mut visit: impl FnMut(usize, RangeInclusive<usize>, RangeInclusive<usize>),
+    ) {
         for (li, lv) in self.levels.iter().enumerate() {
             let s = lv.stride;
             // Centre x·s + s/2 inside (x1, x2) ⇔ x ∈ (x1/s − 0.5, x2/s − 0.5); widen by one cell.
@@ -191,10 +195,10 @@ mod tests {
         let b = [13.0f64, 7.5, 77.0, 40.0];
         let mut near = vec![false; grid.num_anchors];
         grid.for_each_near(b, |a, _| near[a] = true);
-        for a in 0..grid.num_anchors {
+        for (a, &visited) in near.iter().enumerate() {
             let p = grid.pixel_point::<f64>(grid.locate(a));
             if center_in_box(p, b, 1e-9) {
-                assert!(near[a], "anchor {a} inside but not visited");
+                assert!(visited, "anchor {a} inside but not visited");
             }
         }
     }

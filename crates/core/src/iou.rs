@@ -56,7 +56,14 @@ pub fn ciou_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, eps: F) -> F 
 
 /// Value and the gradients `up · ∂iou/∂box1`, `up · ∂iou/∂box2`.
 #[inline]
-pub fn bbox_iou_grad<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, up: F) -> (F, [F; 4], [F; 4]) {
+pub fn bbox_iou_grad<F: Real>(
+    box1: [F; 4],
+    box2: [F; 4],
+    xywh: bool,
+    kind: IouKind,
+    eps: F,
+    up: F,
+) -> (F, [F; 4], [F; 4]) {
     bbox_iou_grad_alpha(box1, box2, xywh, kind, eps, up, None)
 }
 
@@ -64,7 +71,15 @@ pub fn bbox_iou_grad<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouK
 /// holds α constant, freezing it turns the value into the function whose derivative the gradient is,
 /// which is what finite-difference tests need.
 #[inline]
-pub fn bbox_iou_grad_alpha<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, up: F, alpha: Option<F>) -> (F, [F; 4], [F; 4]) {
+pub fn bbox_iou_grad_alpha<F: Real>(
+    box1: [F; 4],
+    box2: [F; 4],
+    xywh: bool,
+    kind: IouKind,
+    eps: F,
+    up: F,
+    alpha: Option<F>,
+) -> (F, [F; 4], [F; 4]) {
     let fw = iou_forward(box1, box2, xywh, kind, eps, alpha, None);
     let (g1, g2) = iou_backward(&fw, xywh, kind, up);
     (fw.value, g1, g2)
@@ -102,7 +117,15 @@ fn four_over_pi2<F: Real>() -> F {
 }
 
 #[inline(always)]
-fn iou_forward<F: Real>(box1: [F; 4], box2: [F; 4], xywh: bool, kind: IouKind, eps: F, alpha: Option<F>, atans: Option<(F, F)>) -> IouForward<F> {
+fn iou_forward<F: Real>(
+    box1: [F; 4],
+    box2: [F; 4],
+    xywh: bool,
+    kind: IouKind,
+    eps: F,
+    alpha: Option<F>,
+    atans: Option<(F, F)>,
+) -> IouForward<F> {
     let two = F::c(2.0);
     let (b1, b2, w1, h1, w2, h2);
     if xywh {
@@ -335,13 +358,16 @@ mod tests {
             ([1.0, 2.0, 5.0, 7.0], [2.0, 1.5, 6.5, 6.0]),
             ([0.3, 0.1, 2.2, 1.9], [1.1, 0.7, 3.4, 2.8]),
             ([10.0, 10.0, 12.0, 13.0], [0.0, 0.0, 4.0, 3.0]), // disjoint
-            ([1.0, 1.0, 4.0, 3.0], [0.5, 1.5, 3.5, 2.5]),      // nested in y
+            ([1.0, 1.0, 4.0, 3.0], [0.5, 1.5, 3.5, 2.5]),     // nested in y
         ];
         for xywh in [false, true] {
             for kind in [IouKind::Iou, IouKind::GIoU, IouKind::DIoU, IouKind::CIoU] {
                 for (a, b) in cases {
                     let (a, b) = if xywh {
-                        ([(a[0] + a[2]) / 2.0, (a[1] + a[3]) / 2.0, a[2] - a[0], a[3] - a[1]], [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, b[2] - b[0], b[3] - b[1]])
+                        (
+                            [(a[0] + a[2]) / 2.0, (a[1] + a[3]) / 2.0, a[2] - a[0], a[3] - a[1]],
+                            [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, b[2] - b[0], b[3] - b[1]],
+                        )
                     } else {
                         (a, b)
                     };
@@ -358,9 +384,15 @@ mod tests {
                             bm[i - 4] -= h;
                         }
                         // α is a constant for autograd: hold it at its value for the unperturbed pair.
-                        let fd = (value_alpha_fixed(ap, bp, a, b, xywh, kind) - value_alpha_fixed(am, bm, a, b, xywh, kind)) / (2.0 * h) * up;
+                        let fd = (value_alpha_fixed(ap, bp, a, b, xywh, kind)
+                            - value_alpha_fixed(am, bm, a, b, xywh, kind))
+                            / (2.0 * h)
+                            * up;
                         let an = if i < 4 { g1[i] } else { g2[i - 4] };
-                        assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "{kind:?} xywh={xywh} {a:?} {b:?} coord {i}: fd {fd} analytic {an}");
+                        assert!(
+                            (fd - an).abs() < 1e-6 * (1.0 + fd.abs()),
+                            "{kind:?} xywh={xywh} {a:?} {b:?} coord {i}: fd {fd} analytic {an}"
+                        );
                     }
                 }
             }

@@ -35,17 +35,29 @@ fn box_layout(w: usize) -> &'static str {
 
 /// Checks `batch_idx [N]`, `cls [N,1]`, `bboxes [N,W]` against the batch size and class count: image
 /// indices are integers in [0, B), class ids in [0, nc), widths and heights not negative, all finite.
-pub fn validate_labels<F: Real, const W: usize>(batch_idx: TensorRef<F>, cls: TensorRef<F>, bboxes: TensorRef<F>, batch_size: usize, nc: usize) -> Result<Labels<F, W>> {
+pub fn validate_labels<F: Real, const W: usize>(
+    batch_idx: TensorRef<F>,
+    cls: TensorRef<F>,
+    bboxes: TensorRef<F>,
+    batch_size: usize,
+    nc: usize,
+) -> Result<Labels<F, W>> {
     batch_idx.check_len("batch.batch_idx")?;
     cls.check_len("batch.cls")?;
     bboxes.check_len("batch.bboxes")?;
     let n = batch_idx.data.len();
     let vector_like = |t: &TensorRef<F>| t.shape.len() == 1 || (t.shape.len() == 2 && t.shape[1] == 1);
     if !vector_like(&batch_idx) {
-        return Err(LossError::shape(format!("batch.batch_idx: expected shape [N] or [N, 1], got {}", crate::tensor::fmt_shape(batch_idx.shape))));
+        return Err(LossError::shape(format!(
+            "batch.batch_idx: expected shape [N] or [N, 1], got {}",
+            crate::tensor::fmt_shape(batch_idx.shape)
+        )));
     }
     if !vector_like(&cls) || cls.data.len() != n {
-        return Err(LossError::shape(format!("batch.cls: expected shape [{n}, 1] (one class per label of batch.batch_idx), got {}", crate::tensor::fmt_shape(cls.shape))));
+        return Err(LossError::shape(format!(
+            "batch.cls: expected shape [{n}, 1] (one class per label of batch.batch_idx), got {}",
+            crate::tensor::fmt_shape(cls.shape)
+        )));
     }
     if bboxes.shape.len() != 2 || bboxes.shape[0] != n || bboxes.shape[1] != W {
         return Err(LossError::shape(format!(
@@ -61,7 +73,9 @@ pub fn validate_labels<F: Real, const W: usize>(batch_idx: TensorRef<F>, cls: Te
     for i in 0..n {
         let bi = batch_idx.data[i].f64();
         if bi < 0.0 || bi >= batch_size as f64 || bi.fract() != 0.0 {
-            return Err(LossError::label(format!("batch.batch_idx[{i}]: expected an integer image index in [0, {batch_size}), got {bi}")));
+            return Err(LossError::label(format!(
+                "batch.batch_idx[{i}]: expected an integer image index in [0, {batch_size}), got {bi}"
+            )));
         }
         let c = cls.data[i].f64();
         if c < 0.0 || c.trunc() >= nc as f64 {
@@ -69,7 +83,10 @@ pub fn validate_labels<F: Real, const W: usize>(batch_idx: TensorRef<F>, cls: Te
         }
         let b: [F; W] = std::array::from_fn(|k| bboxes.data[W * i + k]);
         if b[2] < F::zero() || b[3] < F::zero() {
-            return Err(LossError::label(format!("batch.bboxes[{i}]: expected a non-negative width and height, got w = {}, h = {}", b[2], b[3])));
+            return Err(LossError::label(format!(
+                "batch.bboxes[{i}]: expected a non-negative width and height, got w = {}, h = {}",
+                b[2], b[3]
+            )));
         }
         labels.image.push(bi as usize);
         labels.cls.push(cls.data[i]);
@@ -94,14 +111,18 @@ pub struct GtTable<F, const W: usize = 4> {
 impl<F: Real> GtTable<F, 4> {
     /// Scales normalized (cx, cy, w, h) by `scale = (W, H, W, H)` and converts to xyxy.
     pub fn build(labels: &Labels<F, 4>, batch_size: usize, scale: [F; 4]) -> Self {
-        Self::build_with(labels, batch_size, |b| xywh2xyxy([b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3]]))
+        Self::build_with(labels, batch_size, |b| {
+            xywh2xyxy([b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3]])
+        })
     }
 }
 
 impl<F: Real> GtTable<F, 5> {
     /// Scales normalized (cx, cy, w, h) by `scale = (W, H, W, H)`; θ is kept.
     pub fn build_rotated(labels: &Labels<F, 5>, batch_size: usize, scale: [F; 4]) -> Self {
-        Self::build_with(labels, batch_size, |b| [b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3], b[4]])
+        Self::build_with(labels, batch_size, |b| {
+            [b[0] * scale[0], b[1] * scale[1], b[2] * scale[2], b[3] * scale[3], b[4]]
+        })
     }
 }
 
@@ -113,7 +134,13 @@ impl<F: Real, const W: usize> GtTable<F, W> {
             counts[i] += 1;
         }
         let m = counts.iter().copied().max().unwrap_or(0);
-        let mut t = GtTable { batch_size, max_labels: m, cls: vec![F::zero(); batch_size * m], boxes: vec![[F::zero(); W]; batch_size * m], valid: vec![false; batch_size * m] };
+        let mut t = GtTable {
+            batch_size,
+            max_labels: m,
+            cls: vec![F::zero(); batch_size * m],
+            boxes: vec![[F::zero(); W]; batch_size * m],
+            valid: vec![false; batch_size * m],
+        };
         let mut fill = vec![0usize; batch_size];
         for (k, &i) in labels.image.iter().enumerate() {
             let slot = i * m + fill[i];
@@ -153,26 +180,49 @@ impl<F: Real, const W: usize> GtTable<F, W> {
     /// The assigner's view of image `b`'s slots.
     pub fn gt_boxes(&self, b: usize) -> Vec<crate::assigner::GtBox<[F; W]>> {
         let m = self.max_labels;
-        (b * m..(b + 1) * m).map(|i| crate::assigner::GtBox { label: self.cls[i].to_usize().unwrap_or(0), bbox: self.boxes[i], valid: self.valid[i] }).collect()
+        (b * m..(b + 1) * m)
+            .map(|i| crate::assigner::GtBox {
+                label: self.cls[i].to_usize().unwrap_or(0),
+                bbox: self.boxes[i],
+                valid: self.valid[i],
+            })
+            .collect()
     }
 }
 
 /// `preprocess` of both label widths: `targets` rows are (batch_idx, cls, box…) with `W` box values.
-pub(crate) fn preprocess_rows<F: Real, const W: usize>(targets: TensorRef<F>, batch_size: usize, scale: [F; 4], build: impl Fn(&Labels<F, W>) -> GtTable<F, W>) -> Result<(Vec<F>, Vec<usize>)> {
+pub(crate) fn preprocess_rows<F: Real, const W: usize>(
+    targets: TensorRef<F>,
+    batch_size: usize,
+    scale: [F; 4],
+    build: impl Fn(&Labels<F, W>) -> GtTable<F, W>,
+) -> Result<(Vec<F>, Vec<usize>)> {
     let layout = format!("[N, {}] of (batch_idx, cls, {})", W + 2, box_layout(W));
     targets.check_rank("targets", 2, &layout)?;
     if targets.shape[1] != W + 2 {
-        return Err(LossError::shape(format!("targets: expected shape {layout}, got {}", crate::tensor::fmt_shape(targets.shape))));
+        return Err(LossError::shape(format!(
+            "targets: expected shape {layout}, got {}",
+            crate::tensor::fmt_shape(targets.shape)
+        )));
     }
     if scale.iter().any(|s| !s.is_finite()) {
-        return Err(LossError::non_finite(format!("scale_tensor: expected 4 finite values (W, H, W, H), got {:?}", scale)));
+        return Err(LossError::non_finite(format!(
+            "scale_tensor: expected 4 finite values (W, H, W, H), got {:?}",
+            scale
+        )));
     }
     let n = targets.shape[0];
     let col = |j: usize| -> Vec<F> { (0..n).map(|i| targets.data[(W + 2) * i + j]).collect() };
     let (bi, cls) = (col(0), col(1));
     let boxes: Vec<F> = (0..n).flat_map(|i| targets.data[(W + 2) * i + 2..(W + 2) * (i + 1)].to_vec()).collect();
     let (s1, s2) = ([n], [n, W]);
-    let labels = validate_labels::<F, W>(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s1), TensorRef::new(&boxes, &s2), batch_size, usize::MAX)?;
+    let labels = validate_labels::<F, W>(
+        TensorRef::new(&bi, &s1),
+        TensorRef::new(&cls, &s1),
+        TensorRef::new(&boxes, &s2),
+        batch_size,
+        usize::MAX,
+    )?;
     let table = build(&labels);
     Ok((table.to_rows(), vec![batch_size, table.max_labels, W + 1]))
 }

@@ -54,7 +54,12 @@ pub trait TaskLoss<F: Real> {
     /// element is written. By default the buffers are zero-filled first (on every thread) unless `run` writes them
     /// whole anyway; a loss that writes all but a few channels of them overrides this to clear just those (the CPU
     /// detection losses). A type that forwards `run` to another should forward this too, or it gets the default.
-    fn run_overwrite(&self, preds: Self::Preds<'_>, batch: &Self::Batch<'_>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn run_overwrite(
+        &self,
+        preds: Self::Preds<'_>,
+        batch: &Self::Batch<'_>,
+        grads: GradBufs<F>,
+    ) -> Result<LossValues<F>> {
         if !self.overwrites_grads() {
             zero_fill(grads);
         }
@@ -73,7 +78,12 @@ pub trait TaskLoss<F: Real> {
 
     /// As [`TaskLoss::value_and_grad`] into caller-provided buffers: one per prediction tensor, each as long as it
     /// (else `ERR_SHAPE_MISMATCH`), zero-filled unless [`TaskLoss::overwrites_grads`]; returns (loss, loss items).
-    fn value_and_grad_into(&self, preds: Self::Preds<'_>, batch: &Self::Batch<'_>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn value_and_grad_into(
+        &self,
+        preds: Self::Preds<'_>,
+        batch: &Self::Batch<'_>,
+        grads: GradBufs<F>,
+    ) -> Result<LossValues<F>> {
         check_grad_buffers(grads, &preds.tensors())?;
         self.run(preds, batch, grads)
     }
@@ -81,7 +91,12 @@ pub trait TaskLoss<F: Real> {
     /// As [`TaskLoss::value_and_grad_into`] into buffers of any contents (a caller's `out` that holds the previous
     /// step's gradients): no zeroing needed first, and only what the loss does not write is zeroed (after the length
     /// check; [`TaskLoss::run_overwrite`]). Same numbers as `value_and_grad`, bit for bit.
-    fn value_and_grad_overwrite(&self, preds: Self::Preds<'_>, batch: &Self::Batch<'_>, grads: GradBufs<F>) -> Result<LossValues<F>> {
+    fn value_and_grad_overwrite(
+        &self,
+        preds: Self::Preds<'_>,
+        batch: &Self::Batch<'_>,
+        grads: GradBufs<F>,
+    ) -> Result<LossValues<F>> {
         check_grad_buffers(grads, &preds.tensors())?;
         self.run_overwrite(preds, batch, grads)
     }
@@ -110,7 +125,10 @@ pub(crate) fn without_grads<F: Real>(run: impl FnOnce(GradBufs<F>) -> Result<Los
 }
 
 /// `value_and_grad`: fresh zero-filled gradient buffers shaped like `inputs`.
-pub(crate) fn with_fresh_grads<F: Real>(inputs: &[&[F]], run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>) -> Result<LossOutput<F>> {
+pub(crate) fn with_fresh_grads<F: Real>(
+    inputs: &[&[F]],
+    run: impl FnOnce(GradBufs<F>) -> Result<LossValues<F>>,
+) -> Result<LossOutput<F>> {
     let mut bufs = zero_grads(inputs);
     let (loss, loss_items) = {
         let mut slices: Vec<&mut [F]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
@@ -125,7 +143,10 @@ pub(crate) fn check_grad_buffers<F>(grads: &[&mut [F]], inputs: &[&[F]]) -> Resu
     let want: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
     let got: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     if want != got {
-        return Err(LossError::shape(format!("grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}", want.len())));
+        return Err(LossError::shape(format!(
+            "grads: expected {} buffers of lengths {want:?} (one per prediction tensor), got lengths {got:?}",
+            want.len()
+        )));
     }
     Ok(())
 }

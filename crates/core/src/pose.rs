@@ -3,10 +3,10 @@
 //! other shapes f64 differs from its f32 only far below the parity tolerance.
 
 use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::error::{LossError, Result};
 use crate::family::assigned::Assigned;
 use crate::family::head::{check_preds_finite, preds_error_first, Head};
 use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
-use crate::error::{LossError, Result};
 use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -74,7 +74,9 @@ impl V8PoseLoss {
         V8DetectionLoss::new(cfg.det.clone())?;
         let (k, d) = cfg.kpt_shape;
         if k == 0 || !(d == 2 || d == 3) {
-            return Err(LossError::invalid(format!("model.kpt_shape: expected [K, D] with K ≥ 1 and D = 2 or 3, got [{k}, {d}]")));
+            return Err(LossError::invalid(format!(
+                "model.kpt_shape: expected [K, D] with K ≥ 1 and D = 2 or 3, got [{k}, {d}]"
+            )));
         }
         for (name, v) in [("pose", cfg.det.hyp.pose), ("kobj", cfg.det.hyp.kobj)] {
             if !v.is_finite() {
@@ -111,9 +113,12 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
         let (k, d) = self.cfg.kpt_shape;
         // The level tensors' finiteness checked by parts as in `V8DetectionLoss::run_window` (class window in the class
         // pass, other channels in the assignment), errors in the order of the validation in one go.
-        let head = Head::validate_shapes(feats, &det.strides, det.reg_max, 4 * det.reg_max + det.nc, 4 * det.reg_max, det.nc)?;
-        check_keypoints(self.cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch).map_err(|e| preds_error_first(feats, e))?;
-        let (asg, finite) = Assigned::new_checking(head, &batch.det, det.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        let head =
+            Head::validate_shapes(feats, &det.strides, det.reg_max, 4 * det.reg_max + det.nc, 4 * det.reg_max, det.nc)?;
+        check_keypoints(self.cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch)
+            .map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) =
+            Assigned::new_checking(head, &batch.det, det.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
         if !finite {
             check_preds_finite(feats)?;
         }
@@ -129,7 +134,16 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
             rows_of_image[i].push(row);
         }
         let levels = head.levels.len();
-        let ctx = KptCtx { asg: &asg, kpts: kpts.data, gt: batch.keypoints.data, k, d, sigmas: &self.sigmas, rows_of_image: &rows_of_image, scales: kp_scales };
+        let ctx = KptCtx {
+            asg: &asg,
+            kpts: kpts.data,
+            gt: batch.keypoints.data,
+            k,
+            d,
+            sigmas: &self.sigmas,
+            rows_of_image: &rows_of_image,
+            scales: kp_scales,
+        };
         let sums = per_image_grads(grads, head.batch, |b, g| {
             let bce = class_terms(head, &asg.gt, b, &asg.positives[b], scales.cls, g);
             let (iou, dfl) = box_terms(head, &asg.gt, b, &asg.positives[b], &scales, g);
@@ -151,7 +165,12 @@ impl<F: Real> TaskLoss<F> for V8PoseLoss {
 
 /// The keypoint inputs' checks of the loss, after the head's and before the labels', in its order and with its
 /// messages: `kpts [B, K·D, A]` and `batch.keypoints [N, K, D]`, both finite. Shared with the CUDA backend.
-pub fn check_keypoints<F: Real>((k, d): (usize, usize), (b, a): (usize, usize), kpts: TensorRef<F>, batch: &PoseBatch<F>) -> Result<()> {
+pub fn check_keypoints<F: Real>(
+    (k, d): (usize, usize),
+    (b, a): (usize, usize),
+    kpts: TensorRef<F>,
+    batch: &PoseBatch<F>,
+) -> Result<()> {
     kpts.check_rank("kpts", 3, &format!("[B, K·D = {}, A]", k * d))?;
     if kpts.shape != [b, k * d, a] {
         return Err(LossError::shape(format!(
@@ -244,15 +263,27 @@ impl<'c, 'a, F: Real> KptCtx<'c, 'a, F> {
 
 /// KeypointLoss.forward on dense inputs: `pred_kpts [P,K,D≥2]`, `gt_kpts [P,K,D≥2]`, `kpt_mask [P,K]`,
 /// `area [P,1]`, `sigmas [K]`. Returns the loss and ∂loss/∂pred_kpts (zeros in channels ≥ 2).
-pub fn keypoint_loss<F: Real>(pred: TensorRef<F>, gt: TensorRef<F>, mask: TensorRef<F>, area: TensorRef<F>, sigmas: &[f64]) -> Result<(F, Vec<F>)> {
+pub fn keypoint_loss<F: Real>(
+    pred: TensorRef<F>,
+    gt: TensorRef<F>,
+    mask: TensorRef<F>,
+    area: TensorRef<F>,
+    sigmas: &[f64],
+) -> Result<(F, Vec<F>)> {
     pred.check_rank("pred_kpts", 3, "[P, K, D]")?;
     let (p, k, d) = (pred.shape[0], pred.shape[1], pred.shape[2]);
     if d < 2 {
-        return Err(LossError::shape(format!("pred_kpts: expected D ≥ 2 values per keypoint, got shape {}", fmt_shape(pred.shape))));
+        return Err(LossError::shape(format!(
+            "pred_kpts: expected D ≥ 2 values per keypoint, got shape {}",
+            fmt_shape(pred.shape)
+        )));
     }
     gt.check_rank("gt_kpts", 3, "[P, K, D]")?;
     if gt.shape[0] != p || gt.shape[1] != k || gt.shape[2] < 2 {
-        return Err(LossError::shape(format!("gt_kpts: expected shape [{p}, {k}, D ≥ 2], got {}", fmt_shape(gt.shape))));
+        return Err(LossError::shape(format!(
+            "gt_kpts: expected shape [{p}, {k}, D ≥ 2], got {}",
+            fmt_shape(gt.shape)
+        )));
     }
     mask.check_len("kpt_mask")?;
     if mask.shape != [p, k] {

@@ -141,7 +141,30 @@ fn forward_gauss<F: Real>(g1: &Gauss<F>, g2: &Gauss<F>, eps: F) -> Fwd<F> {
     // torch.clamp propagates NaN; max/min of num_traits would swallow it.
     let bd = if bd_raw.is_nan() { bd_raw } else { bd_raw.max(eps).min(F::c(100.0)) };
     let hd = (F::one() - (-bd).exp() + eps).sqrt();
-    Fwd { c1, c2, dx, dy, sa, sb, sc, num1, num2, den, n, d1, d2, d1c, d2c, sqrt_p, dd, q, bd_raw, bd, hd, value: F::one() - hd }
+    Fwd {
+        c1,
+        c2,
+        dx,
+        dy,
+        sa,
+        sb,
+        sc,
+        num1,
+        num2,
+        den,
+        n,
+        d1,
+        d2,
+        d1c,
+        d2c,
+        sqrt_p,
+        dd,
+        q,
+        bd_raw,
+        bd,
+        hd,
+        value: F::one() - hd,
+    }
 }
 
 /// `probiou(obb1, obb2)` for one pair of boxes (cx, cy, w, h, θ).
@@ -247,7 +270,14 @@ mod tests {
 
     use crate::testing::Lcg;
 
-    fn fd_check(f: &dyn Fn([f64; 5], [f64; 5]) -> f64, a: [f64; 5], b: [f64; 5], g1: [f64; 5], g2: [f64; 5], what: &str) {
+    fn fd_check(
+        f: &dyn Fn([f64; 5], [f64; 5]) -> f64,
+        a: [f64; 5],
+        b: [f64; 5],
+        g1: [f64; 5],
+        g2: [f64; 5],
+        what: &str,
+    ) {
         let h = 1e-6;
         for i in 0..10 {
             let (mut ap, mut am, mut bp, mut bm) = (a, a, b, b);
@@ -270,8 +300,20 @@ mod tests {
         let eps = PROBIOU_EPS;
         let mut checked = 0;
         for _ in 0..400 {
-            let a = [rng.next() * 10.0, rng.next() * 10.0, 0.5 + rng.next() * 6.0, 0.5 + rng.next() * 6.0, (rng.next() - 0.25) * std::f64::consts::PI];
-            let b = [a[0] + (rng.next() - 0.5) * 6.0, a[1] + (rng.next() - 0.5) * 6.0, 0.5 + rng.next() * 6.0, 0.5 + rng.next() * 6.0, (rng.next() - 0.25) * std::f64::consts::PI];
+            let a = [
+                rng.next() * 10.0,
+                rng.next() * 10.0,
+                0.5 + rng.next() * 6.0,
+                0.5 + rng.next() * 6.0,
+                (rng.next() - 0.25) * std::f64::consts::PI,
+            ];
+            let b = [
+                a[0] + (rng.next() - 0.5) * 6.0,
+                a[1] + (rng.next() - 0.5) * 6.0,
+                0.5 + rng.next() * 6.0,
+                0.5 + rng.next() * 6.0,
+                (rng.next() - 0.25) * std::f64::consts::PI,
+            ];
             let f = forward(a, b, eps);
             // Skip points within finite-difference reach of the clamp bounds (non-differentiable there).
             if (f.bd_raw - eps).abs() < 1e-4 || (f.bd_raw - 100.0).abs() < 1e-4 {
@@ -313,12 +355,15 @@ mod tests {
         assert!(g1.iter().chain(&g2).all(|x| x.is_finite()), "{g1:?} {g2:?}");
         // Centre gradients are the ordinary ones (the √P path does not touch them).
         let h = 1e-6;
-        let fd = (probiou([3.0 + h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS) - probiou([3.0 - h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS)) / (2.0 * h);
+        let fd = (probiou([3.0 + h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS)
+            - probiou([3.0 - h, 4.0, 0.0, 5.0, 0.3], b, PROBIOU_EPS))
+            / (2.0 * h);
         assert!((fd - g1[0]).abs() < 1e-6 * (1.0 + fd.abs()));
         // The same case in f32 against torch 2.15 autograd, which gives
         // grad obb1 = [9.6284e-05, 2.7810e-05, 0, -1.9339e-05, -1.6396e-05],
         // grad obb2 = [-9.6284e-05, -2.7810e-05, NaN, NaN, NaN]: equal where autograd is finite.
-        let (_, g1, g2) = probiou_grad([3.0f32, 4.0, 0.0, 5.0, 0.3], [3.5f32, 4.2, 2.0, 3.0, 0.1], PROBIOU_EPS as f32, 1.0);
+        let (_, g1, g2) =
+            probiou_grad([3.0f32, 4.0, 0.0, 5.0, 0.3], [3.5f32, 4.2, 2.0, 3.0, 0.1], PROBIOU_EPS as f32, 1.0);
         let want1 = [9.6284e-05f32, 2.7810e-05, 0.0, -1.9339e-05, -1.6396e-05];
         for k in 0..5 {
             assert!((g1[k] - want1[k]).abs() <= 1e-3 * want1[k].abs() + 1e-9, "obb1[{k}]: {} vs {}", g1[k], want1[k]);

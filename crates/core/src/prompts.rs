@@ -44,7 +44,13 @@ impl TVPDetectLoss {
     }
 
     /// The loss over the VP window, into gradient buffers that hold what `init` says.
-    fn run_init<F: Real>(&self, feats: &[TensorRef<F>], batch: &DetBatch<F>, grads: GradBufs<F>, init: GradInit) -> Result<LossValues<F>> {
+    fn run_init<F: Real>(
+        &self,
+        feats: &[TensorRef<F>],
+        batch: &DetBatch<F>,
+        grads: GradBufs<F>,
+        init: GradInit,
+    ) -> Result<LossValues<F>> {
         let cfg = &self.vp.cfg;
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
             None => {
@@ -54,7 +60,9 @@ impl TVPDetectLoss {
                 }
                 Ok(zero_values(3))
             }
-            Some((channels, vnc)) => self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true, init),
+            Some((channels, vnc)) => {
+                self.vp.run_window(feats, batch, grads, channels, 4 * cfg.reg_max + cfg.nc, vnc, true, init)
+            }
         }
     }
 }
@@ -98,7 +106,8 @@ impl<F: Real> TaskLoss<F> for TVPSegmentLoss {
         match vp_window(feats, cfg.reg_max, cfg.nc)? {
             None => Ok(zero_values(4)),
             Some((_, vnc)) => {
-                let (loss, items) = self.vp.run_window(feats, pred_masks, proto, batch, grads, 4 * cfg.reg_max + cfg.nc, vnc, true)?;
+                let (loss, items) =
+                    self.vp.run_window(feats, pred_masks, proto, batch, grads, 4 * cfg.reg_max + cfg.nc, vnc, true)?;
                 Ok((vec![loss[2]], items))
             }
         }

@@ -3,10 +3,10 @@
 //! (positives × H_m × W_m) is ever allocated.
 
 use crate::detection::{DetBatch, DetectionConfig, V8DetectionLoss};
+use crate::error::{LossError, Result};
 use crate::family::assigned::Assigned;
 use crate::family::head::{check_preds_finite, preds_error_first, Head};
 use crate::family::terms::{box_terms, class_terms, per_image_grads, times_batch, GradScales, Sums};
-use crate::error::{LossError, Result};
 use crate::loss::{GradBufs, LossValues, Predictions, TaskLoss};
 use crate::real::Real;
 use crate::tensor::{fmt_shape, TensorRef};
@@ -99,11 +99,13 @@ impl V8SegmentationLoss {
         // pass, other channels in the assignment), errors in the order of the validation in one go.
         let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, channels, cls_ch0, nc)?;
         let mh = validate_mask_head(&head, pred_masks, proto).map_err(|e| preds_error_first(feats, e))?;
-        let (asg, finite) = Assigned::new_checking(head, &batch.det, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
+        let (asg, finite) =
+            Assigned::new_checking(head, &batch.det, cfg.tal_topk, true).map_err(|e| preds_error_first(feats, e))?;
         if !finite {
             check_preds_finite(feats)?;
         }
-        let gtm = validate_gt_masks(asg.head.batch, &asg.labels.image, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw).map_err(|e| preds_error_first(feats, e))?;
+        let gtm = validate_gt_masks(asg.head.batch, &asg.labels.image, batch.masks, cfg.hyp.overlap_mask, mh.mh, mh.mw)
+            .map_err(|e| preds_error_first(feats, e))?;
         let head = &asg.head;
         let gains = [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl];
         let mut scales = GradScales::new(head.batch, gains, asg.s);
@@ -156,14 +158,27 @@ impl<F: Real> TaskLoss<F> for V8SegmentationLoss {
     type Batch<'a> = SegBatch<'a, F>;
 
     fn run(&self, preds: SegPreds<F>, batch: &SegBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
-        self.run_window(preds.feats, preds.pred_masks, preds.proto, batch, grads, 4 * self.cfg.reg_max, self.cfg.nc, false)
+        self.run_window(
+            preds.feats,
+            preds.pred_masks,
+            preds.proto,
+            batch,
+            grads,
+            4 * self.cfg.reg_max,
+            self.cfg.nc,
+            false,
+        )
     }
 }
 
 /// The mask inputs as another backend needs them, checked exactly as the CPU backend checks them (same order,
 /// codes and messages): `(nm, Hm, Wm)` of `proto` (after checking it and `pred_masks` against `head`, finiteness
 /// included).
-pub fn check_mask_head<F: Real>(head: &Head<F>, pred_masks: TensorRef<F>, proto: TensorRef<F>) -> Result<(usize, usize, usize)> {
+pub fn check_mask_head<F: Real>(
+    head: &Head<F>,
+    pred_masks: TensorRef<F>,
+    proto: TensorRef<F>,
+) -> Result<(usize, usize, usize)> {
     let m = validate_mask_head(head, pred_masks, proto)?;
     Ok((m.nm, m.mh, m.mw))
 }
@@ -180,16 +195,31 @@ pub struct GtMaskIndex {
 }
 
 /// `batch.masks` checked as the CPU backend checks it (`label_image`: each label's image, in batch order).
-pub fn check_gt_masks<F: Real>(batch: usize, label_image: &[usize], masks: TensorRef<F>, overlap: bool, mh: usize, mw: usize) -> Result<GtMaskIndex> {
+pub fn check_gt_masks<F: Real>(
+    batch: usize,
+    label_image: &[usize],
+    masks: TensorRef<F>,
+    overlap: bool,
+    mh: usize,
+    mw: usize,
+) -> Result<GtMaskIndex> {
     let g = validate_gt_masks(batch, label_image, masks, overlap, mh, mw)?;
     Ok(GtMaskIndex { rows: g.rows, cols: g.cols, rows_of_image: g.rows_of_image })
 }
 
-fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>, proto: TensorRef<'a, F>) -> Result<MaskHead<'a, F>> {
+fn validate_mask_head<'a, F: Real>(
+    head: &Head<F>,
+    pred_masks: TensorRef<'a, F>,
+    proto: TensorRef<'a, F>,
+) -> Result<MaskHead<'a, F>> {
     proto.check_rank("proto", 4, "[B, nm, Hm, Wm]")?;
     let (b, nm, mh, mw) = (proto.shape[0], proto.shape[1], proto.shape[2], proto.shape[3]);
     if b != head.batch || nm == 0 || mh == 0 || mw == 0 {
-        return Err(LossError::shape(format!("proto: expected shape [{}, nm, Hm, Wm] with nm, Hm, Wm ≥ 1, got {}", head.batch, fmt_shape(proto.shape))));
+        return Err(LossError::shape(format!(
+            "proto: expected shape [{}, nm, Hm, Wm] with nm, Hm, Wm ≥ 1, got {}",
+            head.batch,
+            fmt_shape(proto.shape)
+        )));
     }
     pred_masks.check_rank("pred_masks", 3, "[B, nm, A]")?;
     let a = head.grid.num_anchors;
@@ -205,14 +235,29 @@ fn validate_mask_head<'a, F: Real>(head: &Head<F>, pred_masks: TensorRef<'a, F>,
     Ok(MaskHead { nm, mh, mw, pred_masks: pred_masks.data, proto: proto.data })
 }
 
-fn validate_gt_masks<'a, F: Real>(bsz: usize, label_image: &[usize], masks: TensorRef<'a, F>, overlap: bool, mh: usize, mw: usize) -> Result<GtMasks<'a, F>> {
+fn validate_gt_masks<'a, F: Real>(
+    bsz: usize,
+    label_image: &[usize],
+    masks: TensorRef<'a, F>,
+    overlap: bool,
+    mh: usize,
+    mw: usize,
+) -> Result<GtMasks<'a, F>> {
     let n = label_image.len();
     let lead = if overlap { bsz } else { n };
-    masks.check_rank("batch.masks", 3, if overlap { "[B, H, W] index maps (overlap_mask)" } else { "[N, H, W] one mask per label" })?;
+    masks.check_rank(
+        "batch.masks",
+        3,
+        if overlap { "[B, H, W] index maps (overlap_mask)" } else { "[N, H, W] one mask per label" },
+    )?;
     if masks.shape[0] != lead || masks.shape[1] == 0 || masks.shape[2] == 0 {
         return Err(LossError::shape(format!(
             "batch.masks: expected shape [{lead}, H, W] ({}), got {}",
-            if overlap { "one index map per image, overlap_mask = true" } else { "one mask per label, overlap_mask = false" },
+            if overlap {
+                "one index map per image, overlap_mask = true"
+            } else {
+                "one mask per label, overlap_mask = false"
+            },
             fmt_shape(masks.shape)
         )));
     }
@@ -226,25 +271,35 @@ fn validate_gt_masks<'a, F: Real>(bsz: usize, label_image: &[usize], masks: Tens
     }
     if overlap {
         for (i, plane) in masks.data.chunks(h * w).enumerate() {
-            if let Some(j) = plane.iter().position(|v| *v < F::zero() || v.fract() != F::zero() || *v > F::from_usize_(counts[i])) {
+            if let Some(j) =
+                plane.iter().position(|v| *v < F::zero() || v.fract() != F::zero() || *v > F::from_usize_(counts[i]))
+            {
                 return Err(LossError::label(format!(
                     "batch.masks[{i}]: expected label indices in 0..={} (image {i} has {} labels), got {} at pixel {}",
-                    counts[i],
-                    counts[i],
-                    plane[j],
-                    j
+                    counts[i], counts[i], plane[j], j
                 )));
             }
         }
     } else if let Some(j) = masks.data.iter().position(|v| *v < F::zero() || *v > F::one()) {
-        return Err(LossError::label(format!("batch.masks: expected values in [0, 1], got {} at flat index {j}", masks.data[j])));
+        return Err(LossError::label(format!(
+            "batch.masks: expected values in [0, 1], got {} at flat index {j}",
+            masks.data[j]
+        )));
     }
     Ok(GtMasks { data: masks.data, h, w, rows: nearest_map(h, mh), cols: nearest_map(w, mw), overlap, rows_of_image })
 }
 
 /// Σ over image `b`'s positives of mean-over-map(crop · BCE(coef·proto, gt)) / area, and its gradient
 /// into the coefficient and prototype slices (`grads[levels]`, `grads[levels + 1]`) times `scale`.
-fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F>, b: usize, scale: F, grads: &mut [&mut [F]], levels: usize) -> f64 {
+fn image_mask_term<F: Real>(
+    asg: &Assigned<F>,
+    mh: &MaskHead<F>,
+    gtm: &GtMasks<F>,
+    b: usize,
+    scale: F,
+    grads: &mut [&mut [F]],
+    levels: usize,
+) -> f64 {
     let positives = &asg.positives[b];
     if positives.is_empty() {
         return 0.0;
@@ -298,7 +353,13 @@ fn image_mask_term<F: Real>(asg: &Assigned<F>, mh: &MaskHead<F>, gtm: &GtMasks<F
             if let Some(gp_all) = g_proto.as_deref_mut() {
                 for (j, &cj) in coef.iter().enumerate() {
                     let base = (j * hh + r) * ww + c0;
-                    dot_axpy_row(g, &proto[base..base + (c1 - c0)], cj, &mut gp_all[base..base + (c1 - c0)], &mut gcoef[j]);
+                    dot_axpy_row(
+                        g,
+                        &proto[base..base + (c1 - c0)],
+                        cj,
+                        &mut gp_all[base..base + (c1 - c0)],
+                        &mut gcoef[j],
+                    );
                 }
             }
         }

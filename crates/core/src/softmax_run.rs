@@ -25,6 +25,12 @@ pub struct SoftmaxRun<F> {
 impl<F: Copy + Default> Default for SoftmaxRun<F> {
     fn default() -> Self {
         let z = F::default();
-        Self { z: [[z; RUN_CELLS]; RUN_MAX_BINS], p: [[z; RUN_CELLS]; RUN_MAX_BINS], dist: [z; RUN_CELLS], max: [z; RUN_CELLS], sum: [z; RUN_CELLS] }
+        Self {
+            z: [[z; RUN_CELLS]; RUN_MAX_BINS],
+            p: [[z; RUN_CELLS]; RUN_MAX_BINS],
+            dist: [z; RUN_CELLS],
+            max: [z; RUN_CELLS],
+            sum: [z; RUN_CELLS],
+        }
     }
 }

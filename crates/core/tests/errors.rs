@@ -6,7 +6,14 @@ const NC: usize = 3;
 const R: usize = 4;
 
 fn crit() -> V8DetectionLoss {
-    V8DetectionLoss::new(DetectionConfig { nc: NC, reg_max: R, strides: vec![8.0, 16.0], hyp: Hyp::default(), tal_topk: 4 }).unwrap()
+    V8DetectionLoss::new(DetectionConfig {
+        nc: NC,
+        reg_max: R,
+        strides: vec![8.0, 16.0],
+        hyp: Hyp::default(),
+        tal_topk: 4,
+    })
+    .unwrap()
 }
 
 fn shapes() -> Vec<Vec<usize>> {
@@ -33,7 +40,11 @@ impl Case {
     fn with<T>(&self, f: impl FnOnce(&[TensorRef<f32>], &DetBatch<f32>) -> T) -> T {
         let feats: Vec<TensorRef<f32>> = self.lv.iter().zip(&self.sh).map(|(d, s)| TensorRef::new(d, s)).collect();
         let (s1, s2, s4) = ([1usize], [1usize, 1], [1usize, 4]);
-        let batch = DetBatch { batch_idx: TensorRef::new(&self.bi, &s1), cls: TensorRef::new(&self.cls, &s2), bboxes: TensorRef::new(&self.bb, &s4) };
+        let batch = DetBatch {
+            batch_idx: TensorRef::new(&self.bi, &s1),
+            cls: TensorRef::new(&self.cls, &s2),
+            bboxes: TensorRef::new(&self.bb, &s4),
+        };
         f(&feats, &batch)
     }
 }
@@ -59,9 +70,29 @@ fn the_valid_case_runs() {
 
 #[test]
 fn shape_errors_name_the_level() {
-    expect(run(|c| { c.sh[1][1] -= 1; c.lv[1].truncate(c.sh[1].iter().product()); }), ErrorCode::ShapeMismatch, "preds[1]");
-    expect(run(|c| { c.sh[1][2] = 3; c.lv[1].resize(c.sh[1].iter().product(), 0.0); }), ErrorCode::ShapeMismatch, "preds[1]");
-    expect(run(|c| { c.lv[0].pop(); }), ErrorCode::ShapeMismatch, "preds[0]");
+    expect(
+        run(|c| {
+            c.sh[1][1] -= 1;
+            c.lv[1].truncate(c.sh[1].iter().product());
+        }),
+        ErrorCode::ShapeMismatch,
+        "preds[1]",
+    );
+    expect(
+        run(|c| {
+            c.sh[1][2] = 3;
+            c.lv[1].resize(c.sh[1].iter().product(), 0.0);
+        }),
+        ErrorCode::ShapeMismatch,
+        "preds[1]",
+    );
+    expect(
+        run(|c| {
+            c.lv[0].pop();
+        }),
+        ErrorCode::ShapeMismatch,
+        "preds[0]",
+    );
 }
 
 #[test]
@@ -101,20 +132,40 @@ fn non_finite_class_logits_are_reported_as_by_one_full_check() {
     let edits: [fn(&mut Case); 8] = [
         |c| c.lv[0][CLS0 + 5] = f32::NEG_INFINITY,
         |c| c.lv[0][CLS0 + 2 * HW0 - 1] = f32::NAN,
-        |c| { c.lv[0][CLS0 + 7] = f32::INFINITY; c.lv[0][CLS0 + 20] = f32::NAN; },
+        |c| {
+            c.lv[0][CLS0 + 7] = f32::INFINITY;
+            c.lv[0][CLS0 + 20] = f32::NAN;
+        },
         // A class logit of level 0 comes before a box logit of level 1.
-        |c| { c.lv[0][CLS0 + 3] = f32::NAN; c.lv[1][0] = f32::NAN; },
+        |c| {
+            c.lv[0][CLS0 + 3] = f32::NAN;
+            c.lv[1][0] = f32::NAN;
+        },
         // The very last class logit.
-        |c| { let n = c.lv[1].len(); c.lv[1][n - 1] = f32::NAN; },
+        |c| {
+            let n = c.lv[1].len();
+            c.lv[1][n - 1] = f32::NAN;
+        },
         // Non-finite logits come before label errors.
-        |c| { c.lv[0][CLS0] = f32::NAN; c.cls[0] = NC as f32; },
-        |c| { c.lv[0][CLS0] = f32::NAN; c.bb[2] = -0.1; },
-        |c| { c.lv[1][3] = f32::INFINITY; c.bi[0] = 1.0; },
+        |c| {
+            c.lv[0][CLS0] = f32::NAN;
+            c.cls[0] = NC as f32;
+        },
+        |c| {
+            c.lv[0][CLS0] = f32::NAN;
+            c.bb[2] = -0.1;
+        },
+        |c| {
+            c.lv[1][3] = f32::INFINITY;
+            c.bi[0] = 1.0;
+        },
     ];
     for (i, edit) in edits.iter().enumerate() {
         let mut c = Case::valid();
         edit(&mut c);
-        let want = c.with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err())).expect("case has a non-finite value");
+        let want = c
+            .with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err()))
+            .expect("case has a non-finite value");
         let got = run(*edit);
         assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}");
         let got = c.with(|feats, batch| crit().call(feats, batch)).expect_err("call must reject it too");
@@ -149,8 +200,12 @@ fn task_losses_report_non_finite_logits_as_by_one_full_check() {
     for (i, &(l, at, bad, break_task)) in cases.iter().enumerate() {
         let mut c = Case::valid();
         c.lv[l][at] = bad;
-        let want = c.with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err())).unwrap();
-        let check = |task: &str, got: yolo_loss_core::LossError| assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}, {task}");
+        let want = c
+            .with(|feats, _| feats.iter().enumerate().find_map(|(l, f)| f.check_finite(&format!("preds[{l}]")).err()))
+            .unwrap();
+        let check = |task: &str, got: yolo_loss_core::LossError| {
+            assert_eq!((got.code, &got.message), (want.code, &want.message), "case {i}, {task}")
+        };
         // Pose: kpt_shape [2, 3]; broken: keypoints of the wrong shape.
         let kp_shape = [1usize, 6, if break_task { a - 1 } else { a }];
         let kp = vec![0.1f32; kp_shape.iter().product()];
@@ -158,7 +213,11 @@ fn task_losses_report_non_finite_logits_as_by_one_full_check() {
         let gk_shape = [1usize, 2, 3];
         let pose = V8PoseLoss::new(PoseConfig { det: cfg.clone(), kpt_shape: (2, 3), oks_sigmas: None }).unwrap();
         let got = c.with(|feats, det| {
-            pose.value_and_grad(PosePreds { feats, kpts: TensorRef::new(&kp, &kp_shape) }, &PoseBatch { det: *det, keypoints: TensorRef::new(&gk, &gk_shape) }).unwrap_err()
+            pose.value_and_grad(
+                PosePreds { feats, kpts: TensorRef::new(&kp, &kp_shape) },
+                &PoseBatch { det: *det, keypoints: TensorRef::new(&gk, &gk_shape) },
+            )
+            .unwrap_err()
         });
         check("pose", got);
         // OBB: broken: a non-finite angle.
@@ -181,7 +240,15 @@ fn task_losses_report_non_finite_logits_as_by_one_full_check() {
         let seg = V8SegmentationLoss::new(cfg.clone()).unwrap();
         let got = c.with(|feats, det| {
             let batch = SegBatch { det: *det, masks: TensorRef::new(&masks, &[1, 8, 8]) };
-            seg.value_and_grad(SegPreds { feats, pred_masks: TensorRef::new(&pm, &[1, 2, a]), proto: TensorRef::new(&pr, &[1, 2, 8, 8]) }, &batch).unwrap_err()
+            seg.value_and_grad(
+                SegPreds {
+                    feats,
+                    pred_masks: TensorRef::new(&pm, &[1, 2, a]),
+                    proto: TensorRef::new(&pr, &[1, 2, 8, 8]),
+                },
+                &batch,
+            )
+            .unwrap_err()
         });
         check("segmentation", got);
     }

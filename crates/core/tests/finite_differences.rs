@@ -67,7 +67,13 @@ fn segmentation_mask_gradients_match_finite_differences() {
         // GT masks at 24×32 (resized to the prototypes' 12×16 by nearest sampling).
         let (gh, gw) = (24, 32);
         let masks: Vec<f64> = if overlap {
-            (0..B * gh * gw).map(|i| { let (b, r, c) = (i / (gh * gw), (i / gw) % gh, i % gw); let n = if b == 0 { 2 } else { 1 }; ((r * 7 + c * 3) % (n + 1)) as f64 }).collect()
+            (0..B * gh * gw)
+                .map(|i| {
+                    let (b, r, c) = (i / (gh * gw), (i / gw) % gh, i % gw);
+                    let n = if b == 0 { 2 } else { 1 };
+                    ((r * 7 + c * 3) % (n + 1)) as f64
+                })
+                .collect()
         } else {
             (0..3 * gh * gw).map(|i| ((i * 13) % 5 == 0) as u8 as f64).collect()
         };
@@ -76,7 +82,11 @@ fn segmentation_mask_gradients_match_finite_differences() {
         let crit = V8SegmentationLoss::new(det_cfg(Hyp { overlap_mask: overlap, ..Hyp::default() })).unwrap();
         let (s1, s2, s4) = ([3usize], [3usize, 1], [3usize, 4]);
         let batch = SegBatch {
-            det: DetBatch { batch_idx: TensorRef::new(&BI, &s1), cls: TensorRef::new(&CLS, &s2), bboxes: TensorRef::new(&BOXES, &s4) },
+            det: DetBatch {
+                batch_idx: TensorRef::new(&BI, &s1),
+                cls: TensorRef::new(&CLS, &s2),
+                bboxes: TensorRef::new(&BOXES, &s4),
+            },
             masks: TensorRef::new(&masks, &mshape),
         };
         let (pm_shape, pr_shape) = ([B, nm, A], [B, nm, mh, mw]);
@@ -107,10 +117,15 @@ fn pose_keypoint_gradients_match_finite_differences() {
                 *v = if i % 7 == 2 { 0.0 } else { 2.0 };
             }
         }
-        let crit = V8PoseLoss::new(PoseConfig { det: det_cfg(Hyp::default()), kpt_shape: (k, d), oks_sigmas: None }).unwrap();
+        let crit =
+            V8PoseLoss::new(PoseConfig { det: det_cfg(Hyp::default()), kpt_shape: (k, d), oks_sigmas: None }).unwrap();
         let (s1, s2, s4, sk) = ([3usize], [3usize, 1], [3usize, 4], [3usize, k, d]);
         let batch = PoseBatch {
-            det: DetBatch { batch_idx: TensorRef::new(&BI, &s1), cls: TensorRef::new(&CLS, &s2), bboxes: TensorRef::new(&BOXES, &s4) },
+            det: DetBatch {
+                batch_idx: TensorRef::new(&BI, &s1),
+                cls: TensorRef::new(&CLS, &s2),
+                bboxes: TensorRef::new(&BOXES, &s4),
+            },
             keypoints: TensorRef::new(&kp, &sk),
         };
         let kshape = [B, k * d, A];

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels, Owned};
+use common::{
+    assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels,
+    Owned,
+};
 use yolo_loss_core::obb::{assign_dense_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss, ObbPreds};
 use yolo_loss_core::{TaskLoss, TensorRef, V8OBBLoss};
 
@@ -18,7 +21,9 @@ fn v8_obb_loss_matches_reference() {
         let angle = ang.r();
         let lab = Labels::of(&f);
         let batch = lab.det();
-        let out = crit.value_and_grad(ObbPreds { feats: &feats, angle }, &batch).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let out = crit
+            .value_and_grad(ObbPreds { feats: &feats, angle }, &batch)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
         // The level gradients, then the angle's.
         let mut names = grad_names("grad.preds", lv.len());
         names.push("grad.angle".to_string());
@@ -37,7 +42,8 @@ fn probiou_matches_reference() {
         let eps = f.config["eps"].as_f64().unwrap_or(1e-7) as f32;
         let (o1, o2) = (f.get("in.obb1"), f.get("in.obb2"));
         let (d1, d2, up) = (o1.f32(), o2.f32(), f.get("in.upstream").f32());
-        let out = probiou_batch(TensorRef::new(&d1, &o1.shape), TensorRef::new(&d2, &o2.shape), ciou, eps, Some(&up)).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let out = probiou_batch(TensorRef::new(&d1, &o1.shape), TensorRef::new(&d2, &o2.shape), ciou, eps, Some(&up))
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
         assert_close(&format!("{} iou", f.name), &to_f64(&out.iou), f.get("out.iou"));
         assert_close(&format!("{} grad.obb1", f.name), &to_f64(&out.grad_obb1), f.get("grad.obb1"));
         assert_close(&format!("{} grad.obb2", f.name), &to_f64(&out.grad_obb2), f.get("grad.obb2"));
@@ -66,5 +72,7 @@ fn rotated_bbox_loss_matches_reference() {
 
 #[test]
 fn rotated_task_aligned_assigner_matches_reference() {
-    common::check_assigner_kind("RotatedTaskAlignedAssigner", |cfg, [a, b, c, d, e, g]| assign_dense_rotated(cfg, a, b, c, d, e, g));
+    common::check_assigner_kind("RotatedTaskAlignedAssigner", |cfg, [a, b, c, d, e, g]| {
+        assign_dense_rotated(cfg, a, b, c, d, e, g)
+    });
 }

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels};
+use common::{
+    assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Labels,
+};
 use yolo_loss_core::blocks::{assign_dense, bbox_loss, dfl_loss};
 use yolo_loss_core::geometry::{bbox2dist, dist2bbox, AnchorGrid};
 use yolo_loss_core::iou::{bbox_iou_grad, IouKind};
@@ -65,7 +67,8 @@ fn dfloss_matches_reference() {
         let r = f.config["reg_max"].as_u64().unwrap() as usize;
         let (pd, tg, up) = (f.get("in.pred_dist"), f.get("in.target"), f.get("in.upstream").f32());
         let (pdd, tgd) = (pd.f32(), tg.f32());
-        let (loss, grad) = dfl_loss(TensorRef::new(&pdd, &pd.shape), TensorRef::new(&tgd, &tg.shape), r, Some(&up)).unwrap();
+        let (loss, grad) =
+            dfl_loss(TensorRef::new(&pdd, &pd.shape), TensorRef::new(&tgd, &tg.shape), r, Some(&up)).unwrap();
         assert_close(&format!("{} loss", f.name), &to_f64(&loss), f.get("out.loss"));
         assert_close(&format!("{} grad", f.name), &to_f64(&grad), f.get("grad.pred_dist"));
     }
@@ -79,7 +82,12 @@ fn bbox_loss_matches_reference() {
 #[test]
 fn make_anchors_matches_reference() {
     for f in load_kind("make_anchors") {
-        let shapes: Vec<(usize, usize)> = f.config["shapes"].as_array().unwrap().iter().map(|s| (s[0].as_u64().unwrap() as usize, s[1].as_u64().unwrap() as usize)).collect();
+        let shapes: Vec<(usize, usize)> = f.config["shapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s[0].as_u64().unwrap() as usize, s[1].as_u64().unwrap() as usize))
+            .collect();
         let strides: Vec<f64> = f.config["strides"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let offset = f.config["grid_cell_offset"].as_f64().unwrap_or(0.5);
         let (pts, st) = AnchorGrid::new(&shapes, &strides).make_anchors::<f32>(offset);

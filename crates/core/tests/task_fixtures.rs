@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
+use common::{
+    assert_close, check_loss_output, check_overwrite, config, grad_names, levels, load_kind, refs, to_f64, Fixture,
+    Labels, Owned,
+};
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::e2e::{E2EDetectLoss, E2EPreds};
 use yolo_loss_core::focal::{focal_loss, varifocal_loss};
@@ -19,7 +22,8 @@ where
 {
     for f in load_kind(kind) {
         let feats = levels(&f, "preds");
-        let (pm, pr, masks) = (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
+        let (pm, pr, masks) =
+            (Owned::of(&f, "preds.pred_masks"), Owned::of(&f, "preds.proto"), Owned::of(&f, "batch.masks"));
         let lab = Labels::of(&f);
         let batch = SegBatch { det: lab.det(), masks: masks.r() };
         let crit = make(&f);
@@ -120,7 +124,12 @@ fn varifocal_and_focal_losses_match_reference() {
 #[test]
 fn keypoint_loss_matches_reference() {
     for f in load_kind("KeypointLoss") {
-        let (p, g, m, a) = (Owned::of(&f, "in.pred_kpts"), Owned::of(&f, "in.gt_kpts"), Owned::of(&f, "in.kpt_mask"), Owned::of(&f, "in.area"));
+        let (p, g, m, a) = (
+            Owned::of(&f, "in.pred_kpts"),
+            Owned::of(&f, "in.gt_kpts"),
+            Owned::of(&f, "in.kpt_mask"),
+            Owned::of(&f, "in.area"),
+        );
         let sigmas = f.get("in.sigmas").data.clone();
         let (loss, grad) = keypoint_loss(p.r(), g.r(), m.r(), a.r(), &sigmas).unwrap();
         assert_close(&format!("{} loss", f.name), &[loss as f64], f.get("out.loss"));

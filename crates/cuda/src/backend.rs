@@ -140,7 +140,12 @@ impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
         }
     }
 
-    fn run_overwrite(&self, preds: C::Preds<'_>, batch: &C::Batch<'_>, grads: GradBufs<f32>) -> Result<LossValues<f32>> {
+    fn run_overwrite(
+        &self,
+        preds: C::Preds<'_>,
+        batch: &C::Batch<'_>,
+        grads: GradBufs<f32>,
+    ) -> Result<LossValues<f32>> {
         match self {
             Self::Cpu(c) => c.run_overwrite(preds, batch, grads),
             Self::Cuda(g) => g.run_overwrite(preds, batch, grads),

@@ -22,8 +22,8 @@ use yolo_loss_core::tensor::fmt_shape;
 use yolo_loss_core::{LossError, TensorRef};
 
 use crate::{
-    arg, guarded_js, invalid, js_copy, out_tensor, out_tensor_from, to_usize, with_views, Code,
-    CoreResult, NativeTensor,
+    arg, guarded_js, invalid, js_copy, out_tensor, out_tensor_from, to_usize, with_views, Code, CoreResult,
+    NativeTensor,
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -46,14 +46,7 @@ fn value_grads(
 ) -> CoreResult<NativeValueGrads> {
     Ok(NativeValueGrads {
         value: out_tensor(env, &value, dims)?,
-        grads: if want_grad {
-            grads
-                .iter()
-                .map(|g| js_copy(env, g))
-                .collect::<CoreResult<_>>()?
-        } else {
-            Vec::new()
-        },
+        grads: if want_grad { grads.iter().map(|g| js_copy(env, g)).collect::<CoreResult<_>>()? } else { Vec::new() },
     })
 }
 
@@ -62,9 +55,7 @@ fn finite(name: &str, v: f64) -> CoreResult<f64> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(invalid(format!(
-            "{name}: expected a finite number, got {v}"
-        )))
+        Err(invalid(format!("{name}: expected a finite number, got {v}")))
     }
 }
 
@@ -89,11 +80,7 @@ fn upstream(t: Option<&NativeTensor>, value_dims: &[usize]) -> CoreResult<Vec<f3
 }
 
 /// The upstream gradient when the gradient is asked for.
-fn upstream_if(
-    want_grad: bool,
-    t: Option<&NativeTensor>,
-    value_dims: &[usize],
-) -> CoreResult<Option<Vec<f32>>> {
+fn upstream_if(want_grad: bool, t: Option<&NativeTensor>, value_dims: &[usize]) -> CoreResult<Option<Vec<f32>>> {
     want_grad.then(|| upstream(t, value_dims)).transpose()
 }
 
@@ -106,9 +93,7 @@ fn bool_mask(name: &str, t: &TensorRef<'_, f32>) -> CoreResult<Vec<bool>> {
         .map(|(i, &v)| match v {
             0.0 => Ok(false),
             1.0 => Ok(true),
-            _ => Err(invalid(format!(
-                "{name}: expected 0 or 1 (a boolean mask), got {v} at flat index {i}"
-            ))),
+            _ => Err(invalid(format!("{name}: expected 0 or 1 (a boolean mask), got {v} at flat index {i}"))),
         })
         .collect()
 }
@@ -119,12 +104,7 @@ const MAX_BROADCAST_ROWS: usize = 1 << 27;
 /// Row-wise broadcasting of two tensors whose last axis holds one record each (a box, a point): the leading
 /// axes broadcast as in NumPy. Returns the leading shape of the result and, for each of its rows, the row of
 /// each input.
-fn broadcast_rows(
-    n1: &str,
-    s1: &[usize],
-    n2: &str,
-    s2: &[usize],
-) -> CoreResult<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+fn broadcast_rows(n1: &str, s1: &[usize], n2: &str, s2: &[usize]) -> CoreResult<(Vec<usize>, Vec<usize>, Vec<usize>)> {
     let (l1, l2) = (&s1[..s1.len() - 1], &s2[..s2.len() - 1]);
     let rank = l1.len().max(l2.len());
     let pad = |l: &[usize]| {
@@ -148,16 +128,14 @@ fn broadcast_rows(
             }
         });
     }
-    let n = out
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_BROADCAST_ROWS)
-        .ok_or_else(|| {
+    let n = out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= MAX_BROADCAST_ROWS).ok_or_else(
+        || {
             invalid(format!(
                 "{n1}, {n2}: expected a broadcast result of at most {MAX_BROADCAST_ROWS} rows, got leading shape {}",
                 fmt_shape(&out)
             ))
-        })?;
+        },
+    )?;
     // Row-major strides of each input over the broadcast axes (0 where it is broadcast).
     let strides = |l: &[usize]| {
         let mut st = vec![0usize; rank];
@@ -194,10 +172,7 @@ fn broadcast_rows(
 /// Checks that a tensor is at least rank 1 with `width` values on its last axis.
 fn records(name: &str, d: &[usize], width: usize, what: &str) -> CoreResult<()> {
     if d.last() != Some(&width) {
-        return Err(LossError::shape(format!(
-            "{name}: expected shape [..., {width}] ({what}), got {}",
-            fmt_shape(d)
-        )));
+        return Err(LossError::shape(format!("{name}: expected shape [..., {width}] ({what}), got {}", fmt_shape(d))));
     }
     Ok(())
 }
@@ -221,19 +196,9 @@ pub fn varifocal_loss_native(
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
     guarded_js("VarifocalLoss.forward", || {
-        let args = [
-            arg("predScore", &pred_score),
-            arg("gtScore", &gt_score),
-            arg("label", &label),
-        ];
+        let args = [arg("predScore", &pred_score), arg("gtScore", &gt_score), arg("label", &label)];
         with_views(&args, |v| {
-            let (loss, gp, gq) = varifocal_loss(
-                v[0],
-                v[1],
-                v[2],
-                finite("gamma", gamma)?,
-                finite("alpha", alpha)?,
-            )?;
+            let (loss, gp, gq) = varifocal_loss(v[0], v[1], v[2], finite("gamma", gamma)?, finite("alpha", alpha)?)?;
             value_grads(&env, vec![loss], &[], want_grad, vec![gp, gq])
         })
     })
@@ -251,8 +216,7 @@ pub fn focal_loss_native(
 ) -> napi::Result<NativeValueGrads, Code> {
     guarded_js("FocalLoss.forward", || {
         with_views(&[arg("pred", &pred), arg("label", &label)], |v| {
-            let (loss, gp) =
-                focal_loss(v[0], v[1], finite("gamma", gamma)?, finite("alpha", alpha)?)?;
+            let (loss, gp) = focal_loss(v[0], v[1], finite("gamma", gamma)?, finite("alpha", alpha)?)?;
             value_grads(&env, vec![loss], &[], want_grad, vec![gp])
         })
     })
@@ -270,22 +234,19 @@ pub fn df_loss_native(
 ) -> napi::Result<NativeValueGrads, Code> {
     guarded_js("DFLoss", || {
         let r = to_usize("reg_max", reg_max)?;
-        with_views(
-            &[arg("predDist", &pred_dist), arg("target", &target)],
-            |v| {
-                let dt = v[1].shape;
-                if dt.len() != 2 || dt[1] != 4 {
-                    return Err(LossError::shape(format!(
-                        "target: expected shape [n, 4] (l, t, r, b distances per anchor), got {}",
-                        fmt_shape(dt)
-                    )));
-                }
-                let up = upstream_if(want_grad, upstream_grad.as_ref(), &[dt[0], 1])?;
-                let (loss, grad) = dfl_loss(v[0], v[1], r, up.as_deref())?;
-                let vd = [loss.len(), 1];
-                value_grads(&env, loss, &vd, want_grad, vec![grad])
-            },
-        )
+        with_views(&[arg("predDist", &pred_dist), arg("target", &target)], |v| {
+            let dt = v[1].shape;
+            if dt.len() != 2 || dt[1] != 4 {
+                return Err(LossError::shape(format!(
+                    "target: expected shape [n, 4] (l, t, r, b distances per anchor), got {}",
+                    fmt_shape(dt)
+                )));
+            }
+            let up = upstream_if(want_grad, upstream_grad.as_ref(), &[dt[0], 1])?;
+            let (loss, grad) = dfl_loss(v[0], v[1], r, up.as_deref())?;
+            let vd = [loss.len(), 1];
+            value_grads(&env, loss, &vd, want_grad, vec![grad])
+        })
     })
 }
 
@@ -312,24 +273,16 @@ pub fn bbox_loss_native(
     rotated: bool,
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
-    let what = if rotated {
-        "RotatedBboxLoss.forward"
-    } else {
-        "BboxLoss.forward"
-    };
+    let what = if rotated { "RotatedBboxLoss.forward" } else { "BboxLoss.forward" };
     guarded_js(what, || {
         let i = &inputs;
         let r = to_usize("reg_max", reg_max)?;
         if r == 0 {
-            return Err(invalid(
-                "reg_max: expected a positive integer, got 0".to_string(),
-            ));
+            return Err(invalid("reg_max: expected a positive integer, got 0".to_string()));
         }
         let s = inputs.target_scores_sum;
         if !s.is_finite() {
-            return Err(LossError::non_finite(format!(
-                "targetScoresSum: expected a finite number, got {s}"
-            )));
+            return Err(LossError::non_finite(format!("targetScoresSum: expected a finite number, got {s}")));
         }
         if s <= 0.0 {
             return Err(invalid(format!(
@@ -355,11 +308,7 @@ pub fn bbox_loss_native(
                 target_scores_sum: s as f32,
                 fg_mask: &fg,
             };
-            let out = if rotated {
-                rotated_bbox_loss(&inp, r)?
-            } else {
-                bbox_loss(&inp, r)?
-            };
+            let out = if rotated { rotated_bbox_loss(&inp, r)? } else { bbox_loss(&inp, r)? };
             value_grads(
                 &env,
                 vec![out.loss_iou, out.loss_dfl],
@@ -383,21 +332,11 @@ pub fn keypoint_loss_native(
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
     guarded_js("KeypointLoss.forward", || {
-        if let Some((i, v)) = sigmas
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-        {
-            return Err(invalid(format!(
-                "sigmas[{i}]: expected a positive finite number, got {v}"
-            )));
+        if let Some((i, v)) = sigmas.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+            return Err(invalid(format!("sigmas[{i}]: expected a positive finite number, got {v}")));
         }
-        let args = [
-            arg("predKpts", &pred_kpts),
-            arg("gtKpts", &gt_kpts),
-            arg("kptMask", &kpt_mask),
-            arg("area", &area),
-        ];
+        let args =
+            [arg("predKpts", &pred_kpts), arg("gtKpts", &gt_kpts), arg("kptMask", &kpt_mask), arg("area", &area)];
         with_views(&args, |v| {
             let (loss, grad) = keypoint_loss(v[0], v[1], v[2], v[3], &sigmas)?;
             value_grads(&env, vec![loss], &[], want_grad, vec![grad])
@@ -432,18 +371,12 @@ pub fn task_aligned_assign_native(
     mask_gt: NativeTensor,
     rotated: bool,
 ) -> napi::Result<Vec<NativeTensor>, Code> {
-    let what = if rotated {
-        "RotatedTaskAlignedAssigner.forward"
-    } else {
-        "TaskAlignedAssigner.forward"
-    };
+    let what = if rotated { "RotatedTaskAlignedAssigner.forward" } else { "TaskAlignedAssigner.forward" };
     guarded_js(what, || {
         let topk = to_usize("topk", config.topk)?;
         let num_classes = to_usize("num_classes", config.num_classes)?;
         if topk == 0 || num_classes == 0 {
-            return Err(invalid(format!(
-                "topk, num_classes: expected positive integers, got {topk}, {num_classes}"
-            )));
+            return Err(invalid(format!("topk, num_classes: expected positive integers, got {topk}, {num_classes}")));
         }
         let cfg = AssignerConfig {
             topk,
@@ -461,11 +394,7 @@ pub fn task_aligned_assign_native(
             arg("mask_gt", &mask_gt),
         ];
         with_views(&args, |vs| {
-            let assign = if rotated {
-                assign_dense_rotated
-            } else {
-                assign_dense
-            };
+            let assign = if rotated { assign_dense_rotated } else { assign_dense };
             let out: DenseAssignment<f32> = assign(&cfg, vs[0], vs[1], vs[2], vs[3], vs[4], vs[5])?;
             // pd_scores was validated as [B, A, nc].
             let (b, a, nc) = (vs[0].shape[0], vs[0].shape[1], vs[0].shape[2]);
@@ -504,10 +433,9 @@ pub fn make_anchors_native(
             .iter()
             .enumerate()
             .map(|(l, s)| match s.as_slice() {
-                [h, w] => Ok((
-                    to_usize(&format!("feats[{l}] height"), *h)?,
-                    to_usize(&format!("feats[{l}] width"), *w)?,
-                )),
+                [h, w] => {
+                    Ok((to_usize(&format!("feats[{l}] height"), *h)?, to_usize(&format!("feats[{l}] width"), *w)?))
+                }
                 other => Err(LossError::shape(format!(
                     "feats[{l}]: expected a level size [H, W], got {} values",
                     other.len()
@@ -529,10 +457,7 @@ pub fn make_anchors_native(
                 ))
             })?;
         let (points, st) = AnchorGrid::new(&hw, &strides).make_anchors::<f32>(offset);
-        Ok(vec![
-            out_tensor(&env, &points, &[a, 2])?,
-            out_tensor(&env, &st, &[a, 1])?,
-        ])
+        Ok(vec![out_tensor(&env, &points, &[a, 2])?, out_tensor(&env, &st, &[a, 1])?])
     })
 }
 
@@ -545,12 +470,7 @@ struct Records<'a> {
 }
 
 fn rec<'a>(name: &'a str, t: &'a NativeTensor, width: usize, what: &'a str) -> Records<'a> {
-    Records {
-        name,
-        t,
-        width,
-        what,
-    }
+    Records { name, t, width, what }
 }
 
 /// What [`pairwise`] computed: the values and their shape, the shapes of the inputs and, for each output row, the
@@ -579,20 +499,11 @@ fn pairwise(
         let (w1, w2) = (x.width, y.width);
         let mut out = vec![0f32; r1.len() * out_w];
         for (o, (&i, &j)) in r1.iter().zip(&r2).enumerate() {
-            f(
-                &v[0].data[i * w1..(i + 1) * w1],
-                &v[1].data[j * w2..(j + 1) * w2],
-                &mut out[o * out_w..(o + 1) * out_w],
-            );
+            f(&v[0].data[i * w1..(i + 1) * w1], &v[1].data[j * w2..(j + 1) * w2], &mut out[o * out_w..(o + 1) * out_w]);
         }
         let mut shape = lead;
         shape.push(out_w);
-        Ok(Pairwise {
-            out,
-            shape,
-            inputs: [d1.to_vec(), d2.to_vec()],
-            rows: [r1, r2],
-        })
+        Ok(Pairwise { out, shape, inputs: [d1.to_vec(), d2.to_vec()], rows: [r1, r2] })
     })
 }
 
@@ -693,22 +604,10 @@ pub fn bbox_iou_native(
     guarded_js("bbox_iou", || {
         let eps = finite("eps", options.eps)? as f32;
         let kind = IouKind::from_flags(options.giou, options.diou, options.ciou);
-        let what = if options.xywh {
-            "cx, cy, w, h"
-        } else {
-            "x1, y1, x2, y2"
-        };
-        pairwise_grad::<4>(
-            &env,
-            "box1",
-            &box1,
-            "box2",
-            &box2,
-            what,
-            upstream_grad.as_ref(),
-            want_grad,
-            |a, b, up| bbox_iou_grad(a, b, options.xywh, kind, eps, up),
-        )
+        let what = if options.xywh { "cx, cy, w, h" } else { "x1, y1, x2, y2" };
+        pairwise_grad::<4>(&env, "box1", &box1, "box2", &box2, what, upstream_grad.as_ref(), want_grad, |a, b, up| {
+            bbox_iou_grad(a, b, options.xywh, kind, eps, up)
+        })
     })
 }
 
@@ -757,21 +656,11 @@ pub fn dist2rbox_native(
     want_grad: bool,
 ) -> napi::Result<NativeValueGrads, Code> {
     guarded_js("dist2rbox", || {
-        let args = [
-            arg("pred_dist", &pred_dist),
-            arg("pred_angle", &pred_angle),
-            arg("anchor_points", &anchor_points),
-        ];
+        let args = [arg("pred_dist", &pred_dist), arg("pred_angle", &pred_angle), arg("anchor_points", &anchor_points)];
         with_views(&args, |v| {
             let up = upstream_if(want_grad, upstream_grad.as_ref(), v[0].shape)?;
             let out = dist2rbox_batch(v[0], v[1], v[2], up.as_deref())?;
-            value_grads(
-                &env,
-                out.boxes,
-                &out.shape,
-                want_grad,
-                vec![out.grad_pred_dist, out.grad_pred_angle],
-            )
+            value_grads(&env, out.boxes, &out.shape, want_grad, vec![out.grad_pred_dist, out.grad_pred_angle])
         })
     })
 }

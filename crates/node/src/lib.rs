@@ -97,9 +97,7 @@ fn to_usize(name: &str, v: f64) -> CoreResult<usize> {
     if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
         Ok(v as usize)
     } else {
-        Err(invalid(format!(
-            "{name}: expected a non-negative integer, got {v}"
-        )))
+        Err(invalid(format!("{name}: expected a non-negative integer, got {v}")))
     }
 }
 
@@ -110,9 +108,7 @@ fn to_dims(name: &str, shape: &[f64]) -> CoreResult<Vec<usize>> {
         .enumerate()
         .map(|(i, &d)| {
             to_usize(&format!("{name}.shape[{i}]"), d).map_err(|_| {
-                LossError::shape(format!(
-                    "{name}.shape[{i}]: expected a non-negative integer dimension, got {d}"
-                ))
+                LossError::shape(format!("{name}.shape[{i}]: expected a non-negative integer dimension, got {d}"))
             })
         })
         .collect()
@@ -141,9 +137,7 @@ const MAX_BATCH_SIZE: usize = 1 << 24;
 /// Bounds the padded `[B, M, cols]` table of `preprocess` (M ≤ the number of label rows `n`).
 fn check_table_size(batch_size: usize, n: usize, cols: usize) -> CoreResult<()> {
     if batch_size > MAX_BATCH_SIZE {
-        return Err(invalid(format!(
-            "batchSize: expected at most {MAX_BATCH_SIZE}, got {batch_size}"
-        )));
+        return Err(invalid(format!("batchSize: expected at most {MAX_BATCH_SIZE}, got {batch_size}")));
     }
     match batch_size.checked_mul(n).and_then(|x| x.checked_mul(cols)) {
         Some(total) if total <= MAX_BUILT_ELEMENTS => Ok(()),
@@ -170,28 +164,14 @@ pub(crate) struct Arg<'a> {
 
 fn arg<'a>(name: impl Into<Cow<'a, str>>, t: &'a NativeTensor) -> Arg<'a> {
     // `&*t.data` is the caller's memory: no copy.
-    Arg {
-        name: name.into(),
-        data: &t.data,
-        shape: &t.shape,
-    }
+    Arg { name: name.into(), data: &t.data, shape: &t.shape }
 }
 
 /// Checks tensor arguments as every native function does, every shape first (integer dimensions), then every
 /// length against its shape, and hands their views to `f`, in order.
-fn with_views<R>(
-    args: &[Arg<'_>],
-    f: impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<R>,
-) -> CoreResult<R> {
-    let dims = args
-        .iter()
-        .map(|a| to_dims(&a.name, a.shape))
-        .collect::<CoreResult<Vec<_>>>()?;
-    let views = args
-        .iter()
-        .zip(&dims)
-        .map(|(a, d)| view(&a.name, a.data, d))
-        .collect::<CoreResult<Vec<_>>>()?;
+fn with_views<R>(args: &[Arg<'_>], f: impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<R>) -> CoreResult<R> {
+    let dims = args.iter().map(|a| to_dims(&a.name, a.shape)).collect::<CoreResult<Vec<_>>>()?;
+    let views = args.iter().zip(&dims).map(|(a, d)| view(&a.name, a.data, d)).collect::<CoreResult<Vec<_>>>()?;
     f(&views)
 }
 
@@ -207,26 +187,16 @@ pub struct NativeTensor {
 
 /// A fresh output tensor of a synchronous function: a V8-owned copy of `data` (see [`js_copy`]).
 fn out_tensor(env: &Env, data: &[f32], dims: &[usize]) -> CoreResult<NativeTensor> {
-    Ok(NativeTensor {
-        data: js_copy(env, data)?,
-        shape: dims_to_js(dims),
-    })
+    Ok(NativeTensor { data: js_copy(env, data)?, shape: dims_to_js(dims) })
 }
 
 /// [`out_tensor`] of values converted on the way (integers, flags): written straight into the V8-owned array.
-fn out_tensor_from(
-    env: &Env,
-    values: impl ExactSizeIterator<Item = f32>,
-    dims: &[usize],
-) -> CoreResult<NativeTensor> {
+fn out_tensor_from(env: &Env, values: impl ExactSizeIterator<Item = f32>, dims: &[usize]) -> CoreResult<NativeTensor> {
     let mut out = js_zeros(env, values.len())?;
     for (o, v) in out.as_mut_slice().iter_mut().zip(values) {
         *o = v;
     }
-    Ok(NativeTensor {
-        data: out.0,
-        shape: dims_to_js(dims),
-    })
+    Ok(NativeTensor { data: out.0, shape: dims_to_js(dims) })
 }
 
 /// Hyperparameters with every key present (the facade fills in the `default.yaml` values).
@@ -308,14 +278,7 @@ fn js_zeros(env: &Env, len: usize) -> CoreResult<JsGrad> {
     unsafe { yolo_loss_core::alloc::advise_huge_pages(data.cast(), bytes) };
     let mut array = std::ptr::null_mut();
     let status = unsafe {
-        sys::napi_create_typedarray(
-            env.raw(),
-            sys::TypedarrayType::float32_array,
-            len,
-            buffer,
-            0,
-            &mut array,
-        )
+        sys::napi_create_typedarray(env.raw(), sys::TypedarrayType::float32_array, len, buffer, 0, &mut array)
     };
     if status != sys::Status::napi_ok {
         return Err(failed("Float32Array", format!("napi status {status}")));
@@ -450,13 +413,8 @@ fn cuda_report() -> NativeCudaAvailability {
         reason,
         compute_capability: devices.first().map(|d| d.compute_capability.clone()),
         kernels: found.devices.first().and_then(native_kernels),
-        driver_version: found
-            .driver_version
-            .map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)),
-        sass_architectures: yolo_loss_cuda::sass_architectures()
-            .iter()
-            .map(|a| format!("sm_{a}"))
-            .collect(),
+        driver_version: found.driver_version.map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)),
+        sass_architectures: yolo_loss_cuda::sass_architectures().iter().map(|a| format!("sm_{a}")).collect(),
         devices,
     }
 }
@@ -486,9 +444,7 @@ fn native_device(d: &yolo_loss_cuda::DeviceInfo) -> NativeCudaDevice {
 
 /// `options.device` as the CUDA crate's [`Device`]: 'cpu', 'cuda', 'cuda:N' or 'auto' (`Device`'s `FromStr`).
 fn parse_device(requested: &str) -> CoreResult<Device> {
-    requested
-        .parse::<Device>()
-        .map_err(|e| invalid(format!("options.{}", e.message)))
+    requested.parse::<Device>().map_err(|e| invalid(format!("options.{}", e.message)))
 }
 
 /// The CUDA backend's `ERR_CUDA_UNAVAILABLE` says which option asked for CUDA: its message is the reason alone, or,
@@ -498,10 +454,7 @@ fn cuda_refused(mut e: LossError) -> LossError {
         e.message = if e.message.starts_with("device:") {
             format!("options.{}", e.message)
         } else {
-            format!(
-                "options.device: CUDA was requested but cannot be used: {}",
-                e.message
-            )
+            format!("options.device: CUDA was requested but cannot be used: {}", e.message)
         };
     }
     e
@@ -580,9 +533,7 @@ pub fn panic_for_test() -> napi::Result<(), Code> {
     // catching are unaffected). Real panics keep the default hook, whose report helps to find the bug.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = guarded("__panicForTest", || -> CoreResult<()> {
-        panic!("deliberate panic for the test suite")
-    });
+    let result = guarded("__panicForTest", || -> CoreResult<()> { panic!("deliberate panic for the test suite") });
     std::panic::set_hook(previous);
     result.map_err(to_js)
 }
@@ -595,11 +546,7 @@ mod tests {
     fn dims_reject_non_integers_and_negatives() {
         assert_eq!(to_dims("t", &[1.0, 0.0, 3.0]).unwrap(), vec![1, 0, 3]);
         for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e300] {
-            assert_eq!(
-                to_dims("t", &[bad]).unwrap_err().code,
-                ErrorCode::ShapeMismatch,
-                "{bad}"
-            );
+            assert_eq!(to_dims("t", &[bad]).unwrap_err().code, ErrorCode::ShapeMismatch, "{bad}");
         }
     }
 
@@ -607,14 +554,8 @@ mod tests {
     fn view_checks_length_without_overflow() {
         let data = [0f32; 6];
         assert!(view("t", &data, &[2, 3]).is_ok());
-        assert_eq!(
-            view("t", &data, &[2, 4]).unwrap_err().code,
-            ErrorCode::ShapeMismatch
-        );
-        assert_eq!(
-            view("t", &data, &[usize::MAX, 3]).unwrap_err().code,
-            ErrorCode::ShapeMismatch
-        );
+        assert_eq!(view("t", &data, &[2, 4]).unwrap_err().code, ErrorCode::ShapeMismatch);
+        assert_eq!(view("t", &data, &[usize::MAX, 3]).unwrap_err().code, ErrorCode::ShapeMismatch);
     }
 
     #[test]
@@ -629,10 +570,7 @@ mod tests {
         assert!(check_table_size(16, 100, 5).is_ok());
         assert!(check_table_size(MAX_BATCH_SIZE, 0, 5).is_ok());
         for (b, n) in [(MAX_BATCH_SIZE + 1, 0), (1 << 20, 1 << 10), (usize::MAX, 2)] {
-            assert_eq!(
-                check_table_size(b, n, 5).unwrap_err().code,
-                ErrorCode::InvalidArgument
-            );
+            assert_eq!(check_table_size(b, n, 5).unwrap_err().code, ErrorCode::InvalidArgument);
         }
     }
 
@@ -654,36 +592,23 @@ mod tests {
             );
         }
         // A task without a CUDA backend (none is left: v8OBBLoss paired with NoCuda stands in) names itself.
-        type CpuOnly = yolo_loss_cuda::Selected<
-            yolo_loss_core::V8OBBLoss,
-            yolo_loss_cuda::NoCuda<yolo_loss_core::V8OBBLoss>,
-        >;
+        type CpuOnly =
+            yolo_loss_cuda::Selected<yolo_loss_core::V8OBBLoss, yolo_loss_cuda::NoCuda<yolo_loss_core::V8OBBLoss>>;
         let e = cuda_refused(
             CpuOnly::new(
-                DetectionConfig {
-                    nc: 1,
-                    reg_max: 16,
-                    strides: vec![8.0],
-                    hyp: Hyp::default(),
-                    tal_topk: 10,
-                },
+                DetectionConfig { nc: 1, reg_max: 16, strides: vec![8.0], hyp: Hyp::default(), tal_topk: 10 },
                 Device::Cuda(1),
             )
             .unwrap_err(),
         );
         assert_eq!(e.code, ErrorCode::CudaUnavailable);
         assert!(
-            e.message.starts_with(
-                "options.device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet"
-            ),
+            e.message.starts_with("options.device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet"),
             "{}",
             e.message
         );
         let e = cuda_refused(LossError::new(ErrorCode::CudaUnavailable, "no driver"));
-        assert_eq!(
-            e.message,
-            "options.device: CUDA was requested but cannot be used: no driver"
-        );
+        assert_eq!(e.message, "options.device: CUDA was requested but cannot be used: no driver");
         assert_eq!(cuda_refused(invalid("x".into())).message, "x");
     }
 }

@@ -34,7 +34,12 @@ impl<'a, F: Real> Assigned<'a, F> {
     /// As [`Assigned::new`]; with `check_finite`, also says whether the channels outside the class window are
     /// finite (each image checked just before its assignment reads them). The assigner neither fails nor panics on
     /// non-finite logits; the caller reports them.
-    pub fn new_checking(head: Head<'a, F>, batch: &DetBatch<F>, topk: usize, check_finite: bool) -> Result<(Self, bool)> {
+    pub fn new_checking(
+        head: Head<'a, F>,
+        batch: &DetBatch<F>,
+        topk: usize,
+        check_finite: bool,
+    ) -> Result<(Self, bool)> {
         let (labels, gt) = labels_and_gt(&head, batch, topk)?;
         let (positives, finite) = assign_batch(&head, &gt, &AssignerConfig::for_loss(topk, head.nc), check_finite);
         let s = score_divisor::<F>(&positives);
@@ -55,7 +60,11 @@ impl<'a, F: Real> Assigned<'a, F> {
 /// The labels validated against `head` (class ids index the head's `nc` loss classes), the padded GT table in
 /// pixels (boxes scaled by [`Head::image_size`]) and the check that the head has at least `topk` anchors when
 /// there are labels: what the detection-family losses run before assigning, in this order, with these messages.
-pub fn labels_and_gt<F: Real>(head: &Head<F>, batch: &DetBatch<F>, topk: usize) -> Result<(crate::labels::Labels<F>, GtTable<F>)> {
+pub fn labels_and_gt<F: Real>(
+    head: &Head<F>,
+    batch: &DetBatch<F>,
+    topk: usize,
+) -> Result<(crate::labels::Labels<F>, GtTable<F>)> {
     let labels = validate_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, head.nc)?;
     let (img_h, img_w) = head.image_size();
     let gt = GtTable::build(&labels, head.batch, [img_w, img_h, img_w, img_h]);
@@ -72,7 +81,12 @@ pub fn labels_and_gt<F: Real>(head: &Head<F>, batch: &DetBatch<F>, topk: usize) 
 /// Runs the assigner on every image (in parallel) with the detection head's decode. With `check_finite`, each image's
 /// channels outside the class window are checked first (then in cache for the decode); the flag is whether all were
 /// finite (true without the check).
-pub(crate) fn assign_batch<F: Real>(head: &Head<F>, gt: &GtTable<F>, cfg: &AssignerConfig, check_finite: bool) -> (Vec<Vec<Positive<F>>>, bool) {
+pub(crate) fn assign_batch<F: Real>(
+    head: &Head<F>,
+    gt: &GtTable<F>,
+    cfg: &AssignerConfig,
+    check_finite: bool,
+) -> (Vec<Vec<Positive<F>>>, bool) {
     let per_image: Vec<(Vec<Positive<F>>, bool)> = (0..head.batch)
         .into_par_iter()
         .map(|b| {

@@ -33,7 +33,14 @@ impl<'a, F: Real> Head<'a, F> {
     }
 
     /// As [`Head::validate`] with an explicit channel count and class-channel window (TVP losses).
-    pub fn validate_channels(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, channels: usize, cls_ch0: usize, nc: usize) -> Result<Self> {
+    pub fn validate_channels(
+        feats: &[TensorRef<'a, F>],
+        strides: &[f64],
+        reg_max: usize,
+        channels: usize,
+        cls_ch0: usize,
+        nc: usize,
+    ) -> Result<Self> {
         let head = Self::validate_shapes(feats, strides, reg_max, channels, cls_ch0, nc)?;
         check_preds_finite(feats)?;
         Ok(head)
@@ -41,19 +48,38 @@ impl<'a, F: Real> Head<'a, F> {
 
     /// [`Head::validate_channels`] without its last step, the finiteness check ([`check_preds_finite`]): for a
     /// backend that checks finiteness where the data lives. Every shape error comes first, as there.
-    pub fn validate_shapes(feats: &[TensorRef<'a, F>], strides: &[f64], reg_max: usize, channels: usize, cls_ch0: usize, nc: usize) -> Result<Self> {
+    pub fn validate_shapes(
+        feats: &[TensorRef<'a, F>],
+        strides: &[f64],
+        reg_max: usize,
+        channels: usize,
+        cls_ch0: usize,
+        nc: usize,
+    ) -> Result<Self> {
         if feats.len() != strides.len() {
-            return Err(LossError::shape(format!("preds: expected {} level tensors (one per stride {:?}), got {}", strides.len(), strides, feats.len())));
+            return Err(LossError::shape(format!(
+                "preds: expected {} level tensors (one per stride {:?}), got {}",
+                strides.len(),
+                strides,
+                feats.len()
+            )));
         }
         let mut shapes = Vec::with_capacity(feats.len());
         let mut batch = 0;
         for (l, f) in feats.iter().enumerate() {
             let name = format!("preds[{l}]");
-            f.check_rank(&name, 4, &format!("[B, {channels}, H, W] (4·reg_max + nc = 4·{reg_max} + {} channels)", channels - 4 * reg_max))?;
+            f.check_rank(
+                &name,
+                4,
+                &format!("[B, {channels}, H, W] (4·reg_max + nc = 4·{reg_max} + {} channels)", channels - 4 * reg_max),
+            )?;
             if l == 0 {
                 batch = f.shape[0];
             } else if f.shape[0] != batch {
-                return Err(LossError::shape(format!("{name}: expected batch size {batch} like preds[0], got shape {}", fmt_shape(f.shape))));
+                return Err(LossError::shape(format!(
+                    "{name}: expected batch size {batch} like preds[0], got shape {}",
+                    fmt_shape(f.shape)
+                )));
             }
             if f.shape[1] != channels {
                 return Err(LossError::shape(format!(
@@ -69,7 +95,10 @@ impl<'a, F: Real> Head<'a, F> {
         }
         let (h0, w0) = shapes[0];
         if h0 == 0 || w0 == 0 {
-            return Err(LossError::shape(format!("preds[0]: expected a non-empty feature map, got shape {}", fmt_shape(feats[0].shape))));
+            return Err(LossError::shape(format!(
+                "preds[0]: expected a non-empty feature map, got shape {}",
+                fmt_shape(feats[0].shape)
+            )));
         }
         let (img_h, img_w) = (h0 as f64 * strides[0], w0 as f64 * strides[0]);
         for (l, &(h, w)) in shapes.iter().enumerate().skip(1) {
@@ -83,7 +112,15 @@ impl<'a, F: Real> Head<'a, F> {
                 )));
             }
         }
-        Ok(Self { batch, grid: AnchorGrid::new(&shapes, strides), levels: feats.iter().map(|f| f.data).collect(), channels, reg_max, cls_ch0, nc })
+        Ok(Self {
+            batch,
+            grid: AnchorGrid::new(&shapes, strides),
+            levels: feats.iter().map(|f| f.data).collect(),
+            channels,
+            reg_max,
+            cls_ch0,
+            nc,
+        })
     }
 
     /// (H_img, W_img) as the losses see it: the first level's size times the first stride (the scale of the

@@ -36,7 +36,19 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
     pub fn new(head: &'h Head<'a, F>, b: usize, cache: bool) -> Self {
         let data = (0..head.grid.levels.len()).map(|l| head.image_level(b, l)).collect();
         let decoded = if cache { vec![None; head.grid.num_anchors] } else { Vec::new() };
-        Self { head, data, decoded, bulk: Vec::new(), last_gt: None, logits: vec![F::zero(); 4 * head.reg_max], probs: vec![F::zero(); 4 * head.reg_max], lse: [F::zero(); 4], columns: Default::default(), runs: Vec::new(), run_anchors: 0..0 }
+        Self {
+            head,
+            data,
+            decoded,
+            bulk: Vec::new(),
+            last_gt: None,
+            logits: vec![F::zero(); 4 * head.reg_max],
+            probs: vec![F::zero(); 4 * head.reg_max],
+            lse: [F::zero(); 4],
+            columns: Default::default(),
+            runs: Vec::new(),
+            run_anchors: 0..0,
+        }
     }
 
     /// Decodes the distances of every anchor of the image up front (channel-major, vectorised):
@@ -48,6 +60,8 @@ impl<'h, 'a, F: Real> ImagePreds<'h, 'a, F> {
         for (l, lv) in grid.levels.iter().enumerate() {
             let hw = lv.len();
             side.resize(hw, F::zero());
+            // `s` picks both the side's rows of the level tensor and the side's slot of every anchor's four.
+            #[allow(clippy::needless_range_loop)]
             for s in 0..4 {
                 let z = &self.data[l][s * r * hw..(s + 1) * r * hw];
                 if r == 1 {

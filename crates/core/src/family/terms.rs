@@ -62,7 +62,12 @@ impl<'f, F: Real> GradScales<'f, F> {
     /// ∂(B · gain · sum / S)/∂sum for the (box, cls, dfl) gains.
     pub fn new(batch: usize, gains: [f64; 3], s: F) -> Self {
         let bsz = F::from_usize_(batch);
-        GradScales { iou: bsz * F::c(gains[0]) / s, cls: bsz * F::c(gains[1]) / s, dfl: bsz * F::c(gains[2]) / s, frozen_alpha: None }
+        GradScales {
+            iou: bsz * F::c(gains[0]) / s,
+            cls: bsz * F::c(gains[1]) / s,
+            dfl: bsz * F::c(gains[2]) / s,
+            frozen_alpha: None,
+        }
     }
 }
 
@@ -90,7 +95,14 @@ where
 
 /// Σ_{a,c} BCE(x, t) of image `b` over the loss's class channels; the gradient (σ(x) − t)·scale.
 /// The dense part uses t = 0 everywhere; positives then get BCE(x, t) = BCE(x, 0) − x·t and −t·scale.
-pub(crate) fn class_terms<F: Real, const W: usize>(head: &Head<F>, gt: &GtTable<F, W>, b: usize, positives: &[Positive<F>], scale: F, grads: &mut [&mut [F]]) -> f64 {
+pub(crate) fn class_terms<F: Real, const W: usize>(
+    head: &Head<F>,
+    gt: &GtTable<F, W>,
+    b: usize,
+    positives: &[Positive<F>],
+    scale: F,
+    grads: &mut [&mut [F]],
+) -> f64 {
     let (c0, nc) = (head.cls_ch0, head.nc);
     let mut total = 0.0f64;
     for l in 0..head.grid.levels.len() {
@@ -114,7 +126,14 @@ pub(crate) fn class_terms<F: Real, const W: usize>(head: &Head<F>, gt: &GtTable<
 
 /// Σ (1 − CIoU)·w and Σ DFL·w over image `b`'s positives (grid units: the target box divided by the
 /// anchor's stride), with their gradients into the box channels.
-pub(crate) fn box_terms<F: Real>(head: &Head<F>, gt: &GtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> (f64, f64) {
+pub(crate) fn box_terms<F: Real>(
+    head: &Head<F>,
+    gt: &GtTable<F>,
+    b: usize,
+    positives: &[Positive<F>],
+    sc: &GradScales<F>,
+    grads: &mut [&mut [F]],
+) -> (f64, f64) {
     let mut preds = ImagePreds::new(head, b, false);
     let r = head.reg_max;
     let (mut iou_sum, mut dfl_sum) = (0.0f64, 0.0f64);

@@ -26,7 +26,12 @@ struct RotatedPreds<'h, 'a, F> {
 impl<'h, 'a, F: Real> RotatedPreds<'h, 'a, F> {
     fn new(head: &'h Head<'a, F>, angle: &'a [F], b: usize) -> Self {
         let a = head.grid.num_anchors;
-        Self { inner: ImagePreds::new(head, b, false), angle: &angle[b * a..(b + 1) * a], cache: vec![None; a], last_gt: None }
+        Self {
+            inner: ImagePreds::new(head, b, false),
+            angle: &angle[b * a..(b + 1) * a],
+            cache: vec![None; a],
+            last_gt: None,
+        }
     }
 
     fn pixel_gauss(&mut self, a: usize) -> Gauss<F> {
@@ -125,7 +130,12 @@ pub fn decodes_all_up_front_rotated<F: Real>(head: &Head<F>, gts: &[GtBox<[F; 5]
 /// Runs the rotated assigner on every image (in parallel).
 /// Each image's channels outside the class window are checked for finiteness first (then in cache for the decode);
 /// the flag is whether all were finite.
-pub(super) fn assign_batch_rotated<'a, F: Real>(head: &Head<'a, F>, angle: &'a [F], gt: &ObbGtTable<F>, cfg: &AssignerConfig) -> (Vec<Vec<Positive<F>>>, bool) {
+pub(super) fn assign_batch_rotated<'a, F: Real>(
+    head: &Head<'a, F>,
+    angle: &'a [F],
+    gt: &ObbGtTable<F>,
+    cfg: &AssignerConfig,
+) -> (Vec<Vec<Positive<F>>>, bool) {
     let per_image: Vec<(Vec<Positive<F>>, bool)> = (0..head.batch)
         .into_par_iter()
         .map(|b| {

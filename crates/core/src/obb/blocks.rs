@@ -37,7 +37,13 @@ pub struct ProbiouOutput<F> {
 }
 
 /// `probiou(obb1, obb2, CIoU, eps)` row by row. Gradients are empty when `upstream` is `None`.
-pub fn probiou_batch<F: Real>(obb1: TensorRef<F>, obb2: TensorRef<F>, ciou: bool, eps: F, upstream: Option<&[F]>) -> Result<ProbiouOutput<F>> {
+pub fn probiou_batch<F: Real>(
+    obb1: TensorRef<F>,
+    obb2: TensorRef<F>,
+    ciou: bool,
+    eps: F,
+    upstream: Option<&[F]>,
+) -> Result<ProbiouOutput<F>> {
     obb1.check_rank("obb1", 2, "[N, 5] of (cx, cy, w, h, angle)")?;
     let n = obb1.shape[0];
     expect_shape(&obb1, "obb1", &[n, 5])?;
@@ -77,11 +83,19 @@ pub struct Dist2RboxOutput<F> {
 
 /// `dist2rbox(pred_dist [..., A, 4], pred_angle [..., A, 1], anchor_points [A, 2])`, anchors broadcast
 /// over the leading dimensions.
-pub fn dist2rbox_batch<F: Real>(pred_dist: TensorRef<F>, pred_angle: TensorRef<F>, anchor_points: TensorRef<F>, upstream: Option<&[F]>) -> Result<Dist2RboxOutput<F>> {
+pub fn dist2rbox_batch<F: Real>(
+    pred_dist: TensorRef<F>,
+    pred_angle: TensorRef<F>,
+    anchor_points: TensorRef<F>,
+    upstream: Option<&[F]>,
+) -> Result<Dist2RboxOutput<F>> {
     pred_dist.check_len("pred_dist")?;
     let rank = pred_dist.shape.len();
     if rank < 2 || pred_dist.shape[rank - 1] != 4 {
-        return Err(LossError::shape(format!("pred_dist: expected shape [..., A, 4] (l, t, r, b per anchor), got {}", fmt_shape(pred_dist.shape))));
+        return Err(LossError::shape(format!(
+            "pred_dist: expected shape [..., A, 4] (l, t, r, b per anchor), got {}",
+            fmt_shape(pred_dist.shape)
+        )));
     }
     let a = pred_dist.shape[rank - 2];
     let mut angle_shape = pred_dist.shape.to_vec();
@@ -91,7 +105,12 @@ pub fn dist2rbox_batch<F: Real>(pred_dist: TensorRef<F>, pred_angle: TensorRef<F
     expect_shape(&anchor_points, "anchor_points", &[a, 2])?;
     let n = pred_angle.data.len();
     check_upstream(upstream, 4 * n, "shaped like pred_dist")?;
-    let mut out = Dist2RboxOutput { boxes: Vec::with_capacity(4 * n), shape: pred_dist.shape.to_vec(), grad_pred_dist: Vec::new(), grad_pred_angle: Vec::new() };
+    let mut out = Dist2RboxOutput {
+        boxes: Vec::with_capacity(4 * n),
+        shape: pred_dist.shape.to_vec(),
+        grad_pred_dist: Vec::new(),
+        grad_pred_angle: Vec::new(),
+    };
     for i in 0..n {
         let ai = if a == 0 { 0 } else { i % a };
         let d = row::<F, 4>(pred_dist.data, i);
@@ -109,7 +128,12 @@ pub fn dist2rbox_batch<F: Real>(pred_dist: TensorRef<F>, pred_angle: TensorRef<F
 
 /// `bbox_decode` of v8OBBLoss on channel-last predictions: anchor_points `[A,2]`, pred_dist
 /// `[B,A,4R]`, pred_angle `[B,A,1]` → `[B,A,5]` grid (cx, cy, w, h, θ).
-pub fn bbox_decode_rotated<F: Real>(anchor_points: TensorRef<F>, pred_dist: TensorRef<F>, pred_angle: TensorRef<F>, reg_max: usize) -> Result<(Vec<F>, Vec<usize>)> {
+pub fn bbox_decode_rotated<F: Real>(
+    anchor_points: TensorRef<F>,
+    pred_dist: TensorRef<F>,
+    pred_angle: TensorRef<F>,
+    reg_max: usize,
+) -> Result<(Vec<F>, Vec<usize>)> {
     if reg_max == 0 {
         return Err(LossError::invalid("reg_max: expected at least 1, got 0"));
     }

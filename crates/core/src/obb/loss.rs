@@ -39,12 +39,22 @@ impl V8OBBLoss {
 
     /// `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → (`[B,A,5]` grid
     /// (cx, cy, w, h, θ), shape).
-    pub fn bbox_decode<F: Real>(&self, anchor_points: TensorRef<F>, pred_dist: TensorRef<F>, pred_angle: TensorRef<F>) -> Result<(Vec<F>, Vec<usize>)> {
+    pub fn bbox_decode<F: Real>(
+        &self,
+        anchor_points: TensorRef<F>,
+        pred_dist: TensorRef<F>,
+        pred_angle: TensorRef<F>,
+    ) -> Result<(Vec<F>, Vec<usize>)> {
         bbox_decode_rotated(anchor_points, pred_dist, pred_angle, self.cfg.reg_max)
     }
 
     /// `preprocess(targets [N,7], batch_size, scale_tensor)` → `[B, M, 6]`.
-    pub fn preprocess<F: Real>(&self, targets: TensorRef<F>, batch_size: usize, scale: [F; 4]) -> Result<(Vec<F>, Vec<usize>)> {
+    pub fn preprocess<F: Real>(
+        &self,
+        targets: TensorRef<F>,
+        batch_size: usize,
+        scale: [F; 4],
+    ) -> Result<(Vec<F>, Vec<usize>)> {
         preprocess_obb(targets, batch_size, scale)
     }
 
@@ -52,15 +62,26 @@ impl V8OBBLoss {
     /// tensors' finiteness is checked by parts as in `V8DetectionLoss::run_window` (class window in the class pass,
     /// other channels in the assignment; see `run`), errors in the order of the validation in one go; a caller
     /// without those passes (the CUDA backend) checks the level tensors itself afterwards.
-    pub fn prepare<'a, F: Real>(&self, feats: &[TensorRef<'a, F>], angle: TensorRef<'a, F>, batch: &DetBatch<F>) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
+    pub fn prepare<'a, F: Real>(
+        &self,
+        feats: &[TensorRef<'a, F>],
+        angle: TensorRef<'a, F>,
+        batch: &DetBatch<F>,
+    ) -> Result<(Head<'a, F>, ObbGtTable<F>)> {
         let cfg = &self.cfg;
-        let head = Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, 4 * cfg.reg_max + cfg.nc, 4 * cfg.reg_max, cfg.nc)?;
+        let head =
+            Head::validate_shapes(feats, &cfg.strides, cfg.reg_max, 4 * cfg.reg_max + cfg.nc, 4 * cfg.reg_max, cfg.nc)?;
         let gt = self.prepare_labels(&head, angle, batch).map_err(|e| preds_error_first(feats, e))?;
         Ok((head, gt))
     }
 
     /// The angle's shape and finiteness, the labels and the GT table of [`prepare`](Self::prepare).
-    fn prepare_labels<F: Real>(&self, head: &Head<F>, angle: TensorRef<F>, batch: &DetBatch<F>) -> Result<ObbGtTable<F>> {
+    fn prepare_labels<F: Real>(
+        &self,
+        head: &Head<F>,
+        angle: TensorRef<F>,
+        batch: &DetBatch<F>,
+    ) -> Result<ObbGtTable<F>> {
         let cfg = &self.cfg;
         let a = head.grid.num_anchors;
         angle.check_len("preds.angle")?;
@@ -74,17 +95,28 @@ impl V8OBBLoss {
         angle.check_finite("preds.angle")?;
         let labels = validate_obb_labels(batch.batch_idx, batch.cls, batch.bboxes, head.batch, cfg.nc)?;
         let (img_h, img_w) = head.image_size();
-        let gt = ObbGtTable::build_rotated(&labels.without_tiny(img_h, img_w), head.batch, [img_w, img_h, img_w, img_h]);
+        let gt =
+            ObbGtTable::build_rotated(&labels.without_tiny(img_h, img_w), head.batch, [img_w, img_h, img_w, img_h]);
         gt.check_finite()?;
         if gt.max_labels > 0 && a < OBB_TOPK {
-            return Err(LossError::shape(format!("preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)")));
+            return Err(LossError::shape(format!(
+                "preds: expected at least topk = {OBB_TOPK} anchors in total, got {a} (feature maps too small)"
+            )));
         }
         Ok(gt)
     }
 
     /// The loss terms and gradients for a fixed assignment and divisor S (the function autograd
     /// differentiates: the assigner and S are constants), and the raw class sum (non-finite when a class logit is).
-    fn losses_into<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, grads: GradBufs<F>) -> (LossValues<F>, f64) {
+    fn losses_into<F: Real>(
+        &self,
+        head: &Head<F>,
+        angle: &[F],
+        gt: &ObbGtTable<F>,
+        positives: &[Vec<Positive<F>>],
+        s: F,
+        grads: GradBufs<F>,
+    ) -> (LossValues<F>, f64) {
         let gains = [self.cfg.hyp.box_gain, self.cfg.hyp.cls, self.cfg.hyp.dfl];
         let scales = GradScales::new(head.batch, gains, s);
         let sums = per_image_grads(grads, head.batch, |b, g| {
@@ -93,15 +125,28 @@ impl V8OBBLoss {
             TermSums { bce, iou, dfl }
         });
         // No positives: box = Σ(θ·0) = 0 (θ is finite), with a zero gradient.
-        let items: Vec<F> = [sums.iou, sums.bce, sums.dfl].iter().zip(gains).map(|(&v, g)| F::c(v) / s * F::c(g)).collect();
+        let items: Vec<F> =
+            [sums.iou, sums.bce, sums.dfl].iter().zip(gains).map(|(&v, g)| F::c(v) / s * F::c(g)).collect();
         ((times_batch(&items, head.batch), items), sums.bce)
     }
 
     /// [`losses_into`](Self::losses_into) with fresh buffers (or none), for the finite-difference tests.
     #[cfg(test)]
-    pub(super) fn losses_given_assignment<F: Real>(&self, head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, positives: &[Vec<Positive<F>>], s: F, want_grad: bool) -> crate::detection::LossOutput<F> {
+    pub(super) fn losses_given_assignment<F: Real>(
+        &self,
+        head: &Head<F>,
+        angle: &[F],
+        gt: &ObbGtTable<F>,
+        positives: &[Vec<Positive<F>>],
+        s: F,
+        want_grad: bool,
+    ) -> crate::detection::LossOutput<F> {
         let run = |g: GradBufs<F>| Ok(self.losses_into(head, angle, gt, positives, s, g).0);
-        let out = if want_grad { crate::loss::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run) } else { crate::loss::without_grads(run) };
+        let out = if want_grad {
+            crate::loss::with_fresh_grads(&[head.levels.as_slice(), &[angle]].concat(), run)
+        } else {
+            crate::loss::without_grads(run)
+        };
         out.unwrap_or_else(|e: crate::error::LossError| panic!("{e}"))
     }
 }
@@ -127,7 +172,8 @@ impl<F: Real> TaskLoss<F> for V8OBBLoss {
 
     fn run(&self, preds: ObbPreds<F>, batch: &DetBatch<F>, grads: GradBufs<F>) -> Result<LossValues<F>> {
         let (head, gt) = self.prepare(preds.feats, preds.angle, batch)?;
-        let (positives, finite) = assign_batch_rotated(&head, preds.angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
+        let (positives, finite) =
+            assign_batch_rotated(&head, preds.angle.data, &gt, &AssignerConfig::for_loss(OBB_TOPK, self.cfg.nc));
         if !finite {
             check_preds_finite(preds.feats)?;
         }
@@ -142,7 +188,15 @@ impl<F: Real> TaskLoss<F> for V8OBBLoss {
 
 /// Σ (1 − probIoU)·w and Σ DFL·w over image `b`'s positives (grid units), with their gradients into
 /// the box channels (`grads[l]`) and the angle (`grads[L]`, this image's `[A]` slice).
-fn rotated_box_terms<F: Real>(head: &Head<F>, angle: &[F], gt: &ObbGtTable<F>, b: usize, positives: &[Positive<F>], sc: &GradScales<F>, grads: &mut [&mut [F]]) -> (f64, f64) {
+fn rotated_box_terms<F: Real>(
+    head: &Head<F>,
+    angle: &[F],
+    gt: &ObbGtTable<F>,
+    b: usize,
+    positives: &[Positive<F>],
+    sc: &GradScales<F>,
+    grads: &mut [&mut [F]],
+) -> (f64, f64) {
     let mut preds = ImagePreds::new(head, b, false);
     let na = head.grid.num_anchors;
     let theta_img = &angle[b * na..(b + 1) * na];

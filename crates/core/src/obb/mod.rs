@@ -23,8 +23,11 @@ mod loss;
 #[cfg(test)]
 mod tests;
 
-pub use blocks::{assign_dense_rotated, bbox_decode_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss, Dist2RboxOutput, ProbiouOutput};
 pub use assign::decodes_all_up_front_rotated;
+pub use blocks::{
+    assign_dense_rotated, bbox_decode_rotated, dist2rbox_batch, probiou_batch, rotated_bbox_loss, Dist2RboxOutput,
+    ProbiouOutput,
+};
 pub use geometry::{center_in_rotated_box, corner_bounds, dist2rbox, dist2rbox_grad, xywhr_corners};
 pub use labels::{preprocess_obb, validate_obb_labels, ObbGtTable};
 pub use loss::{ObbBatch, ObbPreds, V8OBBLoss};

@@ -18,7 +18,13 @@ use crate::tensor::TensorRef;
 use crate::testing::{random_levels, Lcg};
 
 fn config(nc: usize, reg_max: usize, strides: &[f64]) -> DetectionConfig {
-    DetectionConfig { nc, reg_max, strides: strides.to_vec(), hyp: Hyp { box_gain: 7.5, cls: 0.5, dfl: 1.5, ..Hyp::default() }, tal_topk: 3 }
+    DetectionConfig {
+        nc,
+        reg_max,
+        strides: strides.to_vec(),
+        hyp: Hyp { box_gain: 7.5, cls: 0.5, dfl: 1.5, ..Hyp::default() },
+        tal_topk: 3,
+    }
 }
 
 /// Central differences in f64 of the whole OBB loss with the assignment (and S) held fixed, against
@@ -37,9 +43,14 @@ fn gradient_matches_finite_differences_with_frozen_assignment() {
         let mut angle: Vec<f64> = (0..2 * na).map(|_| rng.next() * 3.0 - 0.7).collect();
         let bi = [0.0, 0.0, 1.0, 1.0];
         let cls = [1.0, 2.0, 0.0, 2.0];
-        let boxes = [0.45, 0.5, 0.5, 0.3, 0.4, 0.5, 0.45, 0.4, 0.35, 1.2, 0.5, 0.55, 0.6, 0.5, 0.05, 0.3, 0.4, 0.3, 0.6, 1.5];
+        let boxes =
+            [0.45, 0.5, 0.5, 0.3, 0.4, 0.5, 0.45, 0.4, 0.35, 1.2, 0.5, 0.55, 0.6, 0.5, 0.05, 0.3, 0.4, 0.3, 0.6, 1.5];
         let (s1, s2, s5) = ([4usize], [4usize, 1usize], [4usize, 5usize]);
-        let batch = DetBatch { batch_idx: TensorRef::new(&bi, &s1), cls: TensorRef::new(&cls, &s2), bboxes: TensorRef::new(&boxes, &s5) };
+        let batch = DetBatch {
+            batch_idx: TensorRef::new(&bi, &s1),
+            cls: TensorRef::new(&cls, &s2),
+            bboxes: TensorRef::new(&boxes, &s5),
+        };
         let ashape = [2usize, 1, na];
         let feats: Vec<TensorRef<f64>> = levels.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
         let (head, gt) = crit.prepare(&feats, TensorRef::new(&angle, &ashape), &batch).unwrap();
@@ -47,7 +58,8 @@ fn gradient_matches_finite_differences_with_frozen_assignment() {
         assert!(positives.iter().map(|p| p.len()).sum::<usize>() >= 10, "the case must have positives");
         let s = score_divisor::<f64>(&positives);
         let base = crit.losses_given_assignment(&head, &angle, &gt, &positives, s, true);
-        let full = crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &ashape) }, &batch).unwrap();
+        let full =
+            crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &ashape) }, &batch).unwrap();
         assert_eq!(full.loss, base.loss);
         let total = |lv: &[Vec<f64>], ang: &[f64]| -> f64 {
             let feats: Vec<TensorRef<f64>> = lv.iter().zip(&shapes).map(|(d, s)| TensorRef::new(d, s)).collect();
@@ -55,7 +67,9 @@ fn gradient_matches_finite_differences_with_frozen_assignment() {
             crit.losses_given_assignment(&head, ang, &gt, &positives, s, false).loss.iter().sum()
         };
         let h = 1e-6;
-        let check = |fd: f64, an: f64, what: &str| assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "reg_max {reg_max} {what}: fd {fd} analytic {an}");
+        let check = |fd: f64, an: f64, what: &str| {
+            assert!((fd - an).abs() < 1e-6 * (1.0 + fd.abs()), "reg_max {reg_max} {what}: fd {fd} analytic {an}")
+        };
         for l in 0..levels.len() {
             for i in 0..levels[l].len() {
                 let orig = levels[l][i];
@@ -137,7 +151,9 @@ fn labels_filter_and_padding_follow_the_reference() {
     // Image 64 (H) × 192 (W): width scaled by H, height by W.
     let boxes = [0.5f32, 0.5, 2.5 / 64.0, 0.2, 0.3, 0.5, 0.5, 0.4, 0.3, 0.1, 0.2, 0.2, 0.5, 1.9 / 192.0, 0.0];
     let (s1, s2, s5) = ([3usize], [3usize, 1usize], [3usize, 5usize]);
-    let labels = validate_obb_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s2), TensorRef::new(&boxes, &s5), 2, 3).unwrap();
+    let labels =
+        validate_obb_labels(TensorRef::new(&bi, &s1), TensorRef::new(&cls, &s2), TensorRef::new(&boxes, &s5), 2, 3)
+            .unwrap();
     let kept = labels.without_tiny(64.0, 192.0);
     assert_eq!(kept.image, vec![0, 1]);
     let t = ObbGtTable::build_rotated(&kept, 2, [192.0, 64.0, 192.0, 64.0]);
@@ -150,7 +166,12 @@ fn labels_filter_and_padding_follow_the_reference() {
         let l = Labels::<f32, 5> { image: vec![0], cls: vec![0.0], boxes: vec![b] };
         assert_eq!(ObbGtTable::build_rotated(&l, 1, [1.0; 4]).valid, vec![valid]);
     }
-    let (rows, shape) = preprocess_obb(TensorRef::new(&[1.0f32, 2.0, 0.5, 0.5, 0.25, 0.5, 1.0], &[1, 7]), 2, [100.0, 50.0, 100.0, 50.0]).unwrap();
+    let (rows, shape) = preprocess_obb(
+        TensorRef::new(&[1.0f32, 2.0, 0.5, 0.5, 0.25, 0.5, 1.0], &[1, 7]),
+        2,
+        [100.0, 50.0, 100.0, 50.0],
+    )
+    .unwrap();
     assert_eq!(shape, vec![2, 1, 6]);
     assert_eq!(rows, vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 50.0, 25.0, 25.0, 25.0, 1.0]);
 }
@@ -166,8 +187,20 @@ fn no_positives_give_zero_box_terms_and_zero_angle_gradient() {
     let ash = [2usize, 1, 80];
     // One 3×3 px GT between anchor centres.
     let (bi, cls, bb) = ([0.0f32], [1.0f32], [10.0 / 64.0, 26.0 / 64.0, 3.0 / 64.0, 3.0 / 64.0, 0.3]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[1]), cls: TensorRef::new(&cls, &[1, 1]), bboxes: TensorRef::new(&bb, &[1, 5]) };
-    let out = crit.value_and_grad(ObbPreds { feats: &[TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)], angle: TensorRef::new(&angle, &ash) }, &batch).unwrap();
+    let batch = DetBatch {
+        batch_idx: TensorRef::new(&bi, &[1]),
+        cls: TensorRef::new(&cls, &[1, 1]),
+        bboxes: TensorRef::new(&bb, &[1, 5]),
+    };
+    let out = crit
+        .value_and_grad(
+            ObbPreds {
+                feats: &[TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)],
+                angle: TensorRef::new(&angle, &ash),
+            },
+            &batch,
+        )
+        .unwrap();
     assert_eq!(out.loss[0], 0.0);
     assert_eq!(out.loss[2], 0.0);
     assert!(out.loss[1] > 0.0);
@@ -187,7 +220,11 @@ fn bad_inputs_are_rejected() {
     let feats = [TensorRef::new(&l0, &sh0)];
     let angle = vec![0.1f32; 16];
     let (bi, cls, bb) = ([0.0f32], [1.0f32], [0.5f32, 0.5, 0.5, 0.5, 0.2]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[1]), cls: TensorRef::new(&cls, &[1, 1]), bboxes: TensorRef::new(&bb, &[1, 5]) };
+    let batch = DetBatch {
+        batch_idx: TensorRef::new(&bi, &[1]),
+        cls: TensorRef::new(&cls, &[1, 1]),
+        bboxes: TensorRef::new(&bb, &[1, 5]),
+    };
     assert!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &batch).is_ok());
     let e = crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 16, 1]) }, &batch).unwrap_err();
     assert_eq!(e.code, ErrorCode::ShapeMismatch);
@@ -203,7 +240,10 @@ fn bad_inputs_are_rejected() {
     assert!(e.message.contains("[1, 5]"), "{}", e.message);
     let bbi = [0.5f32, 0.5, 0.5, 0.5, f32::INFINITY];
     let binf = DetBatch { bboxes: TensorRef::new(&bbi, &[1, 5]), ..batch };
-    assert_eq!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &binf).unwrap_err().code, ErrorCode::NonFinite);
+    assert_eq!(
+        crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &binf).unwrap_err().code,
+        ErrorCode::NonFinite
+    );
     // Finite when normalized, infinite in pixels.
     let bbo = [0.5f32, 0.5, 3e37, 0.5, 0.1];
     let bov = DetBatch { bboxes: TensorRef::new(&bbo, &[1, 5]), ..batch };
@@ -212,22 +252,49 @@ fn bad_inputs_are_rejected() {
     assert!(e.message.contains("batch.bboxes"), "{}", e.message);
     let cls_bad = [2.0f32];
     let bc = DetBatch { cls: TensorRef::new(&cls_bad, &[1, 1]), ..batch };
-    assert_eq!(crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &bc).unwrap_err().code, ErrorCode::LabelOutOfRange);
+    assert_eq!(
+        crit.call(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, 16]) }, &bc).unwrap_err().code,
+        ErrorCode::LabelOutOfRange
+    );
     // Fewer anchors than the fixed top-10 while labels exist.
     let l_small = vec![0.5f32; 6 * 3 * 3];
-    let e = crit.call(ObbPreds { feats: &[TensorRef::new(&l_small, &[1, 6, 3, 3])], angle: TensorRef::new(&angle[..9], &[1, 1, 9]) }, &batch).unwrap_err();
+    let e = crit
+        .call(
+            ObbPreds {
+                feats: &[TensorRef::new(&l_small, &[1, 6, 3, 3])],
+                angle: TensorRef::new(&angle[..9], &[1, 1, 9]),
+            },
+            &batch,
+        )
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::ShapeMismatch);
     // Building blocks.
     let o = [1.0f32, 2.0, 3.0, 4.0, 0.5];
-    let e = probiou_batch(TensorRef::new(&o, &[1, 5]), TensorRef::new(&o[..4], &[1, 4]), false, 1e-7, None).unwrap_err();
+    let e =
+        probiou_batch(TensorRef::new(&o, &[1, 5]), TensorRef::new(&o[..4], &[1, 4]), false, 1e-7, None).unwrap_err();
     assert!(e.message.contains("obb2"), "{}", e.message);
     let on = [1.0f32, 2.0, 3.0, 4.0, f32::NAN];
-    assert_eq!(probiou_batch(TensorRef::new(&o, &[1, 5]), TensorRef::new(&on, &[1, 5]), false, 1e-7, None).unwrap_err().code, ErrorCode::NonFinite);
+    assert_eq!(
+        probiou_batch(TensorRef::new(&o, &[1, 5]), TensorRef::new(&on, &[1, 5]), false, 1e-7, None).unwrap_err().code,
+        ErrorCode::NonFinite
+    );
     let d = [1.0f32, 2.0, 3.0, 4.0];
-    let e = dist2rbox_batch(TensorRef::new(&d, &[1, 4]), TensorRef::new(&[f32::INFINITY], &[1, 1]), TensorRef::new(&[0.0f32, 0.0], &[1, 2]), None).unwrap_err();
+    let e = dist2rbox_batch(
+        TensorRef::new(&d, &[1, 4]),
+        TensorRef::new(&[f32::INFINITY], &[1, 1]),
+        TensorRef::new(&[0.0f32, 0.0], &[1, 2]),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::NonFinite);
     assert!(e.message.contains("pred_angle"), "{}", e.message);
-    let e = dist2rbox_batch(TensorRef::new(&d, &[1, 4]), TensorRef::new(&[0.1f32], &[1, 1]), TensorRef::new(&[0.0f32, 0.0, 1.0, 1.0], &[2, 2]), None).unwrap_err();
+    let e = dist2rbox_batch(
+        TensorRef::new(&d, &[1, 4]),
+        TensorRef::new(&[0.1f32], &[1, 1]),
+        TensorRef::new(&[0.0f32, 0.0, 1.0, 1.0], &[2, 2]),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::ShapeMismatch);
 }
 
@@ -272,7 +339,11 @@ fn rotated_bbox_loss_gradient_matches_finite_differences() {
         let m = run(&dist, &pred);
         pred[i] = o;
         let fd = (p.loss_iou + p.loss_dfl - m.loss_iou - m.loss_dfl) / (2.0 * h);
-        assert!((fd - base.grad_pred_bboxes[i]).abs() < 1e-6 * (1.0 + fd.abs()), "box {i}: fd {fd} analytic {}", base.grad_pred_bboxes[i]);
+        assert!(
+            (fd - base.grad_pred_bboxes[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "box {i}: fd {fd} analytic {}",
+            base.grad_pred_bboxes[i]
+        );
     }
     for i in 0..dist.len() {
         let o = dist[i];
@@ -282,7 +353,11 @@ fn rotated_bbox_loss_gradient_matches_finite_differences() {
         let m = run(&dist, &pred);
         dist[i] = o;
         let fd = (p.loss_iou + p.loss_dfl - m.loss_iou - m.loss_dfl) / (2.0 * h);
-        assert!((fd - base.grad_pred_dist[i]).abs() < 1e-6 * (1.0 + fd.abs()), "dist {i}: fd {fd} analytic {}", base.grad_pred_dist[i]);
+        assert!(
+            (fd - base.grad_pred_dist[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "dist {i}: fd {fd} analytic {}",
+            base.grad_pred_dist[i]
+        );
     }
 }
 
@@ -299,10 +374,15 @@ fn fused_loss_agrees_with_dense_blocks() {
     let l1: Vec<f64> = (0..c * h1 * w1).map(|_| rng.next() * 3.0 - 1.5).collect();
     let angle: Vec<f64> = (0..na).map(|_| rng.next() * 2.0 - 0.5).collect();
     let (bi, cls, bb) = ([0.0f64, 0.0], [1.0f64, 0.0], [0.4f64, 0.5, 0.6, 0.5, 0.7, 0.6, 0.45, 0.3, 0.6, 1.2]);
-    let batch = DetBatch { batch_idx: TensorRef::new(&bi, &[2]), cls: TensorRef::new(&cls, &[2, 1]), bboxes: TensorRef::new(&bb, &[2, 5]) };
+    let batch = DetBatch {
+        batch_idx: TensorRef::new(&bi, &[2]),
+        cls: TensorRef::new(&cls, &[2, 1]),
+        bboxes: TensorRef::new(&bb, &[2, 5]),
+    };
     let (sh0, sh1) = ([1usize, c, h0, w0], [1usize, c, h1, w1]);
     let feats = [TensorRef::new(&l0, &sh0), TensorRef::new(&l1, &sh1)];
-    let out = crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, na]) }, &batch).unwrap();
+    let out =
+        crit.value_and_grad(ObbPreds { feats: &feats, angle: TensorRef::new(&angle, &[1, 1, na]) }, &batch).unwrap();
     // Channel-last copies for the dense blocks.
     let head = Head::validate(&feats, &strides, r, nc).unwrap();
     let (anc, st) = head.grid.make_anchors::<f64>(0.5);
@@ -315,11 +395,19 @@ fn fused_loss_agrees_with_dense_blocks() {
         pd.extend((0..4 * r).map(|k| lv[k * hw + p.cell]));
         sc.extend((0..nc).map(|k| sigmoid(lv[(4 * r + k) * hw + p.cell])));
     }
-    let (dec, _) = crit.bbox_decode(TensorRef::new(&anc, &[na, 2]), TensorRef::new(&pd, &[1, na, 4 * r]), TensorRef::new(&angle, &[1, na, 1])).unwrap();
-    let px: Vec<f64> = dec.chunks(5).zip(&st).flat_map(|(b, &s)| [b[0] * s, b[1] * s, b[2] * s, b[3] * s, b[4]]).collect();
+    let (dec, _) = crit
+        .bbox_decode(
+            TensorRef::new(&anc, &[na, 2]),
+            TensorRef::new(&pd, &[1, na, 4 * r]),
+            TensorRef::new(&angle, &[1, na, 1]),
+        )
+        .unwrap();
+    let px: Vec<f64> =
+        dec.chunks(5).zip(&st).flat_map(|(b, &s)| [b[0] * s, b[1] * s, b[2] * s, b[3] * s, b[4]]).collect();
     let anc_px: Vec<f64> = anc.chunks(2).zip(&st).flat_map(|(p, &s)| [p[0] * s, p[1] * s]).collect();
     let (img_h, img_w) = (48.0, 64.0);
-    let gtb: Vec<f64> = bb.chunks(5).flat_map(|b| [b[0] * img_w, b[1] * img_h, b[2] * img_w, b[3] * img_h, b[4]]).collect();
+    let gtb: Vec<f64> =
+        bb.chunks(5).flat_map(|b| [b[0] * img_w, b[1] * img_h, b[2] * img_w, b[3] * img_h, b[4]]).collect();
     let asg = assign_dense_rotated(
         &AssignerConfig::for_loss(OBB_TOPK, nc),
         TensorRef::new(&sc, &[1, na, nc]),
@@ -332,7 +420,12 @@ fn fused_loss_agrees_with_dense_blocks() {
     .unwrap();
     assert!(asg.fg_mask.iter().filter(|&&f| f).count() >= 5);
     let s = asg.target_scores.iter().sum::<f64>().max(1.0);
-    let tb: Vec<f64> = asg.target_bboxes.chunks(5).zip(&st).flat_map(|(b, &s)| [b[0] / s, b[1] / s, b[2] / s, b[3] / s, b[4]]).collect();
+    let tb: Vec<f64> = asg
+        .target_bboxes
+        .chunks(5)
+        .zip(&st)
+        .flat_map(|(b, &s)| [b[0] / s, b[1] / s, b[2] / s, b[3] / s, b[4]])
+        .collect();
     let (s_d, s_b, s_a, s_s) = ([1, na, 4 * r], [1, na, 5], [na, 2], [1, na, nc]);
     let inp = BboxLossInputs {
         pred_dist: TensorRef::new(&pd, &s_d),
@@ -351,7 +444,8 @@ fn fused_loss_agrees_with_dense_blocks() {
     let mut probs = vec![0.0f64; r];
     for a in 0..na {
         let g: [f64; 5] = std::array::from_fn(|k| bl.grad_pred_bboxes[5 * a + k]);
-        let d: [f64; 4] = std::array::from_fn(|s| softmax_expectation(&pd[(4 * a + s) * r..(4 * a + s + 1) * r], &mut probs));
+        let d: [f64; 4] =
+            std::array::from_fn(|s| softmax_expectation(&pd[(4 * a + s) * r..(4 * a + s + 1) * r], &mut probs));
         let want = 7.5 * (g[4] + dist2rbox_grad(d, angle[a], [g[0], g[1], g[2], g[3]]).1);
         assert!((out.grads[2][a] - want).abs() < 1e-12, "anchor {a}: fused {} dense {want}", out.grads[2][a]);
         if !asg.fg_mask[a] {

@@ -3,20 +3,33 @@
 
 #![allow(dead_code, unused_imports)]
 
-pub use yolo_loss_testkit::{assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned};
+pub use yolo_loss_testkit::{
+    assert_close, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Owned,
+};
 
 use yolo_loss_core::{LossOutput, TaskLoss};
 
 /// `value_and_grad_overwrite` into buffers full of leftovers (NaN, 1e30: a training loop's from its last step) gives
 /// `out`, the same call's `value_and_grad`, bit for bit: every element of every gradient is written, whether the loss
 /// clears what it does not write itself (the detection losses) or gets its buffers zero-filled first (the default).
-pub fn check_overwrite<L: TaskLoss<f32>>(name: &str, crit: &L, preds: L::Preds<'_>, batch: &L::Batch<'_>, out: &LossOutput<f32>) {
-    let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| (0..g.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
+pub fn check_overwrite<L: TaskLoss<f32>>(
+    name: &str,
+    crit: &L,
+    preds: L::Preds<'_>,
+    batch: &L::Batch<'_>,
+    out: &LossOutput<f32>,
+) {
+    let mut bufs: Vec<Vec<f32>> =
+        out.grads.iter().map(|g| (0..g.len()).map(|i| if i % 3 == 0 { f32::NAN } else { 1e30 }).collect()).collect();
     let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-    let (loss, items) = crit.value_and_grad_overwrite(preds, batch, &mut slices).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (loss, items) =
+        crit.value_and_grad_overwrite(preds, batch, &mut slices).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!((&loss, &items), (&out.loss, &out.loss_items), "{name}: value_and_grad_overwrite values");
     for (i, (got, want)) in bufs.iter().zip(&out.grads).enumerate() {
-        assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: value_and_grad_overwrite gradient {i}");
+        assert!(
+            got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: value_and_grad_overwrite gradient {i}"
+        );
     }
 }
 
@@ -24,7 +37,10 @@ pub fn check_overwrite<L: TaskLoss<f32>>(name: &str, crit: &L, preds: L::Preds<'
 /// and checks the five outputs: masks and indices exactly, boxes and scores within tolerance.
 pub fn check_assigner_kind(
     kind: &str,
-    run: impl Fn(&yolo_loss_core::assigner::AssignerConfig, [yolo_loss_core::TensorRef<f32>; 6]) -> yolo_loss_core::Result<yolo_loss_core::blocks::DenseAssignment<f32>>,
+    run: impl Fn(
+        &yolo_loss_core::assigner::AssignerConfig,
+        [yolo_loss_core::TensorRef<f32>; 6],
+    ) -> yolo_loss_core::Result<yolo_loss_core::blocks::DenseAssignment<f32>>,
 ) {
     for f in load_kind(kind) {
         let c = &f.config;
@@ -52,7 +68,13 @@ pub fn check_assigner_kind(
 
 /// Runs a box loss (`BboxLoss` or `RotatedBboxLoss`) on every fixture of `kind` and checks both loss terms and
 /// both gradients.
-pub fn check_bbox_loss_kind(kind: &str, run: impl Fn(&yolo_loss_core::blocks::BboxLossInputs<f32>, usize) -> yolo_loss_core::Result<yolo_loss_core::blocks::BboxLossOutput<f32>>) {
+pub fn check_bbox_loss_kind(
+    kind: &str,
+    run: impl Fn(
+        &yolo_loss_core::blocks::BboxLossInputs<f32>,
+        usize,
+    ) -> yolo_loss_core::Result<yolo_loss_core::blocks::BboxLossOutput<f32>>,
+) {
     for f in load_kind(kind) {
         let r = f.config["reg_max"].as_u64().unwrap() as usize;
         let names = ["in.pred_dist", "in.pred_bboxes", "in.anchor_points", "in.target_bboxes", "in.target_scores"];
@@ -72,6 +94,10 @@ pub fn check_bbox_loss_kind(kind: &str, run: impl Fn(&yolo_loss_core::blocks::Bb
         assert_close(&format!("{} loss_iou", f.name), &[out.loss_iou as f64], f.get("out.loss_iou"));
         assert_close(&format!("{} loss_dfl", f.name), &[out.loss_dfl as f64], f.get("out.loss_dfl"));
         assert_close(&format!("{} grad.pred_dist", f.name), &to_f64(&out.grad_pred_dist), f.get("grad.pred_dist"));
-        assert_close(&format!("{} grad.pred_bboxes", f.name), &to_f64(&out.grad_pred_bboxes), f.get("grad.pred_bboxes"));
+        assert_close(
+            &format!("{} grad.pred_bboxes", f.name),
+            &to_f64(&out.grad_pred_bboxes),
+            f.get("grad.pred_bboxes"),
+        );
     }
 }

@@ -9,15 +9,15 @@ use napi_derive::napi;
 use yolo_loss_core::detection::bbox_decode;
 use yolo_loss_core::pose::PoseConfig;
 use yolo_loss_cuda::{
-    ClassificationLossAny, DetectionLossAny, E2EDetectLossAny, ObbLossAny, PoseLossAny,
-    SegmentationLossAny, TVPDetectLossAny, TVPSegmentLossAny,
+    ClassificationLossAny, DetectionLossAny, E2EDetectLossAny, ObbLossAny, PoseLossAny, SegmentationLossAny,
+    TVPDetectLossAny, TVPSegmentLossAny,
 };
 
 use super::run_async::LossTask;
 use super::{new_loss, run_sync, Labels, Packed};
 use crate::{
-    arg, detection_config, guarded_js, invalid, out_tensor, preprocess_table, to_js, to_usize,
-    with_views, Code, NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
+    arg, detection_config, guarded_js, invalid, out_tensor, preprocess_table, to_js, to_usize, with_views, Code,
+    NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
 };
 
 /// The batch of the segmentation losses: the detection labels plus `masks`.

@@ -27,8 +27,8 @@ use yolo_loss_core::{LossError, TaskLoss, TensorRef};
 use yolo_loss_cuda::{CpuLoss, CudaLoss, Selected};
 
 use crate::{
-    arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views,
-    Arg, Code, CoreResult, GradBuffer, NativeLossOutput, NativeTensor,
+    arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views, Arg, Code, CoreResult,
+    GradBuffer, NativeLossOutput, NativeTensor,
 };
 use out::CallerGrads;
 
@@ -57,11 +57,7 @@ impl<'a> Packed<'a> {
 
     /// One prediction tensor. Predictions come before every batch tensor.
     fn pred(mut self, a: Arg<'a>) -> Self {
-        debug_assert_eq!(
-            self.preds,
-            self.args.len(),
-            "prediction tensors are packed first"
-        );
+        debug_assert_eq!(self.preds, self.args.len(), "prediction tensors are packed first");
         self.args.push(a);
         self.preds = self.args.len();
         self
@@ -80,9 +76,7 @@ impl<'a> Packed<'a> {
     /// `batch.batch_idx`, `batch.cls`, `batch.bboxes`.
     fn labels(self, batch: &'a impl Labels) -> Self {
         let [batch_idx, cls, bboxes] = batch.labels();
-        self.label("batch.batch_idx", batch_idx)
-            .label("batch.cls", cls)
-            .label("batch.bboxes", bboxes)
+        self.label("batch.batch_idx", batch_idx).label("batch.cls", cls).label("batch.bboxes", bboxes)
     }
 }
 
@@ -112,10 +106,7 @@ pub(crate) trait Eval: Send + Sync + 'static {
 pub(crate) trait Unpack: CpuLoss {
     /// `t`: the tensors in packing order (checked against their shapes, not yet against the task); `groups`: the
     /// level-list sizes.
-    fn unpack<'a>(
-        t: &'a [TensorRef<'a, f32>],
-        groups: &[usize],
-    ) -> (Self::Preds<'a>, Self::Batch<'a>);
+    fn unpack<'a>(t: &'a [TensorRef<'a, f32>], groups: &[usize]) -> (Self::Preds<'a>, Self::Batch<'a>);
 
     /// The core's error messages in the words of this task's public API.
     fn rename(e: LossError) -> LossError {
@@ -174,9 +165,7 @@ fn run_packed<L: Eval + ?Sized, G: GradBuffer>(
 }
 
 /// Fresh zero-filled gradients as long as the prediction tensors, made by `zeros`.
-fn fresh<G>(
-    zeros: impl Fn(usize) -> CoreResult<G>,
-) -> impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>> {
+fn fresh<G>(zeros: impl Fn(usize) -> CoreResult<G>) -> impl FnOnce(&[TensorRef<'_, f32>]) -> CoreResult<Vec<G>> {
     move |preds| preds.iter().map(|v| zeros(v.data.len())).collect()
 }
 
@@ -192,33 +181,17 @@ fn run_sync<L: Eval + ?Sized>(
 ) -> napi::Result<NativeLossOutput, Code> {
     let (values, items, grads) = match out {
         None => {
-            let ((values, items), grads) = run_packed(
-                loss,
-                &packed.args,
-                &packed.groups,
-                packed.preds,
-                want_grad,
-                fresh(|n| js_zeros(env, n)),
-            )
-            .map_err(to_js)?;
-            (
-                values,
-                items,
-                grads.into_iter().map(crate::JsGrad::into_array).collect(),
-            )
+            let ((values, items), grads) =
+                run_packed(loss, &packed.args, &packed.groups, packed.preds, want_grad, fresh(|n| js_zeros(env, n)))
+                    .map_err(to_js)?;
+            (values, items, grads.into_iter().map(crate::JsGrad::into_array).collect())
         }
         Some(out) => {
             let mut out = CallerGrads(out);
             out.check(&packed).map_err(to_js)?;
-            let ((values, items), _) = run_packed(
-                loss,
-                &packed.args,
-                &packed.groups,
-                packed.preds,
-                want_grad,
-                |_| Ok(out.slices()),
-            )
-            .map_err(to_js)?;
+            let ((values, items), _) =
+                run_packed(loss, &packed.args, &packed.groups, packed.preds, want_grad, |_| Ok(out.slices()))
+                    .map_err(to_js)?;
             (values, items, Vec::new())
         }
     };
@@ -339,11 +312,7 @@ mod tests {
     fn packed_lengths_are_checked_before_the_core() {
         let data = [0f32; 3];
         let shape = [2.0, 2.0];
-        let args = [Arg {
-            name: "logits".into(),
-            data: &data,
-            shape: &shape,
-        }];
+        let args = [Arg { name: "logits".into(), data: &data, shape: &shape }];
         let e = run_packed(
             &ClassificationLossAny::new((), yolo_loss_cuda::Device::Cpu).unwrap(),
             &args,

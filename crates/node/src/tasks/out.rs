@@ -63,8 +63,7 @@ impl CallerGrads {
 
     /// The buffers as the core's gradient slices, as they are. Only after [`CallerGrads::check`] passed.
     pub(super) fn slices(&mut self) -> Vec<&mut [f32]> {
-        self
-            .0
+        self.0
             .iter_mut()
             // SAFETY: `check` made sure that no two buffers and no input share a byte, so this is the only reference
             // to this memory in Rust. The synchronous methods run with the JavaScript thread inside this call; the
@@ -90,14 +89,8 @@ mod tests {
         let data = [0f32; 8];
         assert!(overlaps(&data[0..4], &data[3..8]));
         assert!(overlaps(&data[2..3], &data[0..8]));
-        assert!(
-            !overlaps(&data[0..4], &data[4..8]),
-            "adjacent views share no byte"
-        );
-        assert!(
-            !overlaps(&data[2..2], &data[0..8]),
-            "an empty view shares nothing"
-        );
+        assert!(!overlaps(&data[0..4], &data[4..8]), "adjacent views share no byte");
+        assert!(!overlaps(&data[2..2], &data[0..8]), "an empty view shares nothing");
         assert!(!overlaps(&data[0..4], &[0f32; 4]));
     }
 }

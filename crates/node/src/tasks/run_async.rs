@@ -45,20 +45,9 @@ impl LossTask {
         let args = packed
             .args
             .into_iter()
-            .map(|a| OwnedArg {
-                name: a.name.into_owned(),
-                data: a.data.to_vec(),
-                shape: a.shape.to_vec(),
-            })
+            .map(|a| OwnedArg { name: a.name.into_owned(), data: a.data.to_vec(), shape: a.shape.to_vec() })
             .collect();
-        Ok(AsyncTask::new(LossTask {
-            loss,
-            args,
-            groups: packed.groups,
-            preds: packed.preds,
-            want_grad,
-            out,
-        }))
+        Ok(AsyncTask::new(LossTask { loss, args, groups: packed.groups, preds: packed.preds, want_grad, out }))
     }
 }
 
@@ -67,34 +56,15 @@ impl Task for LossTask {
     type JsValue = NativeLossOutput;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        let args: Vec<Arg<'_>> = self
-            .args
-            .iter()
-            .map(|a| Arg {
-                name: Cow::Borrowed(&a.name),
-                data: &a.data,
-                shape: &a.shape,
-            })
-            .collect();
-        let (loss, groups, preds, want_grad) =
-            (&*self.loss, &self.groups, self.preds, self.want_grad);
+        let args: Vec<Arg<'_>> =
+            self.args.iter().map(|a| Arg { name: Cow::Borrowed(&a.name), data: &a.data, shape: &a.shape }).collect();
+        let (loss, groups, preds, want_grad) = (&*self.loss, &self.groups, self.preds, self.want_grad);
         let out = match &mut self.out {
-            None => run_packed(
-                loss,
-                &args,
-                groups,
-                preds,
-                want_grad,
-                fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))),
-            ),
+            None => run_packed(loss, &args, groups, preds, want_grad, fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n)))),
             Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| Ok(out.slices()))
-            .map(|(values, _)| (values, Vec::new())),
+                .map(|(values, _)| (values, Vec::new())),
         };
-        Ok(out.map(|((loss, loss_items), grads)| LossOutput {
-            loss,
-            loss_items,
-            grads,
-        }))
+        Ok(out.map(|((loss, loss_items), grads)| LossOutput { loss, loss_items, grads }))
     }
 
     /// The results become external `ArrayBuffer`s that own the `Vec`s (no copy, nothing done on the JavaScript
