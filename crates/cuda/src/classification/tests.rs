@@ -17,12 +17,7 @@ fn emulator(_test: &str) -> Option<&'static dyn Fn() -> yolo_loss_core::Result<C
 
 #[cfg(not(yolo_cuda_emulator))]
 fn emulator(test: &str) -> Option<&'static dyn Fn() -> yolo_loss_core::Result<CudaClassificationLoss>> {
-    let why = env!("YOLO_LOSS_CUDA_EMULATOR_NOTE");
-    if std::env::var("YOLO_LOSS_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
-        panic!("YOLO_LOSS_REQUIRE_EMULATOR=1 but the kernel emulator was not built: {why}");
-    }
-    let _ =
-        std::io::Write::write_all(&mut std::io::stderr(), format!("skipping emulator test {test}: {why}\n").as_bytes());
+    crate::test_support::skip_without_emulator(test);
     None
 }
 
@@ -33,10 +28,8 @@ fn emulator_cls_params_layout_matches_the_kernel() {
     extern "C" {
         fn yl_emu_cls_params_layout(offsets: *mut usize, n: usize) -> usize;
     }
-    let mut offsets = [0usize; 5];
-    // SAFETY: writes at most 5 offsets into the array.
-    let size = unsafe { yl_emu_cls_params_layout(offsets.as_mut_ptr(), offsets.len()) };
-    assert_eq!((size, offsets), super::params::layout_probe(), "ClsParams: C++ (size, offsets) vs Rust");
+    let cxx = crate::test_support::cxx_params_layout(yl_emu_cls_params_layout);
+    assert_eq!(cxx, super::params::layout_probe(), "ClsParams: C++ (size, offsets) vs Rust");
 }
 
 #[test]

@@ -9,10 +9,7 @@ extern "C" {
 
 /// (size, field offsets) of DetParams as the C++ compiler lays it out.
 pub(crate) fn cxx_layout() -> (usize, [usize; 9]) {
-    let mut offsets = [0usize; 9];
-    // SAFETY: writes at most 9 offsets into the array.
-    let size = unsafe { yl_emu_det_params_layout(offsets.as_mut_ptr(), offsets.len()) };
-    (size, offsets)
+    crate::test_support::cxx_params_layout(yl_emu_det_params_layout)
 }
 
 /// (BCE(x, 0), σ(x)) as the kernels compute them (yl::bce_sigmoid of cuda/detect.cuh).

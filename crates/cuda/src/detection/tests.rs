@@ -30,12 +30,7 @@ fn emulator(test: &str) -> Option<parity::Makers<'static>> {
 
 #[cfg(not(yolo_cuda_emulator))]
 fn emulator(test: &str) -> Option<parity::Makers<'static>> {
-    let why = env!("YOLO_LOSS_CUDA_EMULATOR_NOTE");
-    if std::env::var("YOLO_LOSS_REQUIRE_EMULATOR").is_ok_and(|v| v == "1") {
-        panic!("YOLO_LOSS_REQUIRE_EMULATOR=1 but the kernel emulator was not built: {why}");
-    }
-    let _ =
-        std::io::Write::write_all(&mut std::io::stderr(), format!("skipping emulator test {test}: {why}\n").as_bytes());
+    crate::test_support::skip_without_emulator(test);
     None
 }
 
