@@ -12,7 +12,7 @@ use yolo_loss_core::obb::ObbPreds;
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::{SegBatch, SegPreds, V8SegmentationLoss};
-use yolo_loss_core::{LossOutput, Real, Result, TaskLoss, TensorRef, V8DetectionLoss, V8OBBLoss};
+use yolo_loss_core::{DetBatch, LossOutput, Real, Result, TaskLoss, TensorRef, V8DetectionLoss, V8OBBLoss};
 use yolo_loss_testkit::{config, load_kind, Fixture};
 
 /// A fixture tensor in both precisions.
@@ -122,125 +122,92 @@ fn line(total: &mut Fnv, kind: &str, name: &str, f: Forms) {
     );
 }
 
+/// The four forms of one loss on one fixture: `preds32`/`preds64` and `b32`/`b64` are expressions building the
+/// predictions and the batch in f32 and f64 (evaluated in each closure, since the forms borrow them).
+macro_rules! forms {
+    ($crit:expr, $preds32:expr, $preds64:expr, $b32:expr, $b64:expr) => {
+        Forms {
+            call: &|| $crit.call($preds32, $b32),
+            vg: &|| $crit.value_and_grad($preds32, $b32),
+            into: &|g| $crit.value_and_grad_into($preds32, $b32, g),
+            vg64: &|| $crit.value_and_grad($preds64, $b64),
+        }
+    };
+}
+
+/// The detection labels of a fixture, and further batch tensors by name.
+struct Labels {
+    batch_idx: T,
+    cls: T,
+    bboxes: T,
+}
+
+impl Labels {
+    fn of(f: &Fixture) -> Self {
+        Labels { batch_idx: T::of(f, "batch.batch_idx"), cls: T::of(f, "batch.cls"), bboxes: T::of(f, "batch.bboxes") }
+    }
+    fn det<F>(&self) -> DetBatch<'_, F>
+    where
+        T: Pick<F>,
+    {
+        DetBatch { batch_idx: self.batch_idx.r(), cls: self.cls.r(), bboxes: self.bboxes.r() }
+    }
+}
+
 fn main() {
     let mut total = Fnv::new();
-    for f in load_kind("v8DetectionLoss") {
-        let (feats, bi, cls, bb) =
-            (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
-        let crit = V8DetectionLoss::new(config(&f)).unwrap();
-        let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(&p32, &b32),
-                vg: &|| crit.value_and_grad(&p32, &b32),
-                into: &|g| crit.value_and_grad_into(&p32, &b32, g),
-                vg64: &|| crit.value_and_grad(&p64, &b64),
-            },
-        );
-    }
-    for f in load_kind("TVPDetectLoss") {
-        let (feats, bi, cls, bb) =
-            (T::levels(&f, "preds"), T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
-        let crit = TVPDetectLoss::new(config(&f)).unwrap();
-        let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(&p32, &b32),
-                vg: &|| crit.value_and_grad(&p32, &b32),
-                into: &|g| crit.value_and_grad_into(&p32, &b32, g),
-                vg64: &|| crit.value_and_grad(&p64, &b64),
-            },
-        );
+    for kind in ["v8DetectionLoss", "TVPDetectLoss"] {
+        for f in load_kind(kind) {
+            let (feats, labels) = (T::levels(&f, "preds"), Labels::of(&f));
+            let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
+            let (b32, b64) = (labels.det::<f32>(), labels.det::<f64>());
+            if kind == "TVPDetectLoss" {
+                let crit = TVPDetectLoss::new(config(&f)).unwrap();
+                line(&mut total, kind, &f.name, forms!(crit, &p32, &p64, &b32, &b64));
+            } else {
+                let crit = V8DetectionLoss::new(config(&f)).unwrap();
+                line(&mut total, kind, &f.name, forms!(crit, &p32, &p64, &b32, &b64));
+            }
+        }
     }
     for f in load_kind("E2EDetectLoss") {
-        let (o2m, o2o) = (T::levels(&f, "preds.one2many"), T::levels(&f, "preds.one2one"));
-        let (bi, cls, bb) = (T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
+        let (o2m, o2o, labels) = (T::levels(&f, "preds.one2many"), T::levels(&f, "preds.one2one"), Labels::of(&f));
         let crit = E2EDetectLoss::new(config(&f)).unwrap();
-        let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
+        let (b32, b64) = (labels.det::<f32>(), labels.det::<f64>());
         let (m32, m64, o32, o64) = (refs::<f32>(&o2m), refs::<f64>(&o2m), refs::<f32>(&o2o), refs::<f64>(&o2o));
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
-                vg: &|| crit.value_and_grad(E2EPreds { one2many: &m32, one2one: &o32 }, &b32),
-                into: &|g| crit.value_and_grad_into(E2EPreds { one2many: &m32, one2one: &o32 }, &b32, g),
-                vg64: &|| crit.value_and_grad(E2EPreds { one2many: &m64, one2one: &o64 }, &b64),
-            },
+        let forms = forms!(
+            crit,
+            E2EPreds { one2many: &m32, one2one: &o32 },
+            E2EPreds { one2many: &m64, one2one: &o64 },
+            &b32,
+            &b64
         );
+        line(&mut total, &f.kind, &f.name, forms);
     }
     for kind in ["v8SegmentationLoss", "TVPSegmentLoss"] {
         for f in load_kind(kind) {
             let (feats, pm, pr) = (T::levels(&f, "preds"), T::of(&f, "preds.pred_masks"), T::of(&f, "preds.proto"));
-            let (bi, cls, bb, masks) = (
-                T::of(&f, "batch.batch_idx"),
-                T::of(&f, "batch.cls"),
-                T::of(&f, "batch.bboxes"),
-                T::of(&f, "batch.masks"),
-            );
-            let b32 = SegBatch {
-                det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
-                masks: masks.r(),
-            };
-            let b64 = SegBatch {
-                det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
-                masks: masks.r(),
-            };
+            let (labels, masks) = (Labels::of(&f), T::of(&f, "batch.masks"));
+            let b32 = SegBatch { det: labels.det(), masks: masks.r() };
+            let b64 = SegBatch { det: labels.det(), masks: masks.r() };
             let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
+            macro_rules! seg_forms {
+                ($crit:expr) => {
+                    forms!(
+                        $crit,
+                        SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() },
+                        SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() },
+                        &b32,
+                        &b64
+                    )
+                };
+            }
             if kind == "TVPSegmentLoss" {
                 let crit = TVPSegmentLoss::new(config(&f)).unwrap();
-                line(
-                    &mut total,
-                    kind,
-                    &f.name,
-                    Forms {
-                        call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                        vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                        into: &|g| {
-                            crit.value_and_grad_into(
-                                SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() },
-                                &b32,
-                                g,
-                            )
-                        },
-                        vg64: &|| {
-                            crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64)
-                        },
-                    },
-                );
+                line(&mut total, kind, &f.name, seg_forms!(crit));
             } else {
                 let crit = V8SegmentationLoss::new(config(&f)).unwrap();
-                line(
-                    &mut total,
-                    kind,
-                    &f.name,
-                    Forms {
-                        call: &|| crit.call(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                        vg: &|| crit.value_and_grad(SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() }, &b32),
-                        into: &|g| {
-                            crit.value_and_grad_into(
-                                SegPreds { feats: &p32, pred_masks: pm.r(), proto: pr.r() },
-                                &b32,
-                                g,
-                            )
-                        },
-                        vg64: &|| {
-                            crit.value_and_grad(SegPreds { feats: &p64, pred_masks: pm.r(), proto: pr.r() }, &b64)
-                        },
-                    },
-                );
+                line(&mut total, kind, &f.name, seg_forms!(crit));
             }
         }
     }
@@ -250,66 +217,33 @@ fn main() {
         let oks = f.config["kpt_shape_is_list"].as_bool().unwrap_or(true);
         let crit = V8PoseLoss::new(PoseConfig { det: config(&f), kpt_shape, oks_sigmas: Some(oks) }).unwrap();
         let (feats, kp) = (T::levels(&f, "preds"), T::of(&f, "preds.kpts"));
-        let (bi, cls, bb, gk) = (
-            T::of(&f, "batch.batch_idx"),
-            T::of(&f, "batch.cls"),
-            T::of(&f, "batch.bboxes"),
-            T::of(&f, "batch.keypoints"),
-        );
-        let b32 = PoseBatch {
-            det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
-            keypoints: gk.r(),
-        };
-        let b64 = PoseBatch {
-            det: yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() },
-            keypoints: gk.r(),
-        };
+        let (labels, gk) = (Labels::of(&f), T::of(&f, "batch.keypoints"));
+        let b32 = PoseBatch { det: labels.det(), keypoints: gk.r() };
+        let b64 = PoseBatch { det: labels.det(), keypoints: gk.r() };
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
-                vg: &|| crit.value_and_grad(PosePreds { feats: &p32, kpts: kp.r() }, &b32),
-                into: &|g| crit.value_and_grad_into(PosePreds { feats: &p32, kpts: kp.r() }, &b32, g),
-                vg64: &|| crit.value_and_grad(PosePreds { feats: &p64, kpts: kp.r() }, &b64),
-            },
-        );
+        let forms =
+            forms!(crit, PosePreds { feats: &p32, kpts: kp.r() }, PosePreds { feats: &p64, kpts: kp.r() }, &b32, &b64);
+        line(&mut total, &f.kind, &f.name, forms);
     }
     for f in load_kind("v8OBBLoss") {
-        let (feats, ang) = (T::levels(&f, "preds"), T::of(&f, "preds.angle"));
-        let (bi, cls, bb) = (T::of(&f, "batch.batch_idx"), T::of(&f, "batch.cls"), T::of(&f, "batch.bboxes"));
+        let (feats, ang, labels) = (T::levels(&f, "preds"), T::of(&f, "preds.angle"), Labels::of(&f));
         let crit = V8OBBLoss::new(config(&f)).unwrap();
-        let b32 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
-        let b64 = yolo_loss_core::DetBatch { batch_idx: bi.r(), cls: cls.r(), bboxes: bb.r() };
+        let (b32, b64) = (labels.det::<f32>(), labels.det::<f64>());
         let (p32, p64) = (refs::<f32>(&feats), refs::<f64>(&feats));
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
-                vg: &|| crit.value_and_grad(ObbPreds { feats: &p32, angle: ang.r() }, &b32),
-                into: &|g| crit.value_and_grad_into(ObbPreds { feats: &p32, angle: ang.r() }, &b32, g),
-                vg64: &|| crit.value_and_grad(ObbPreds { feats: &p64, angle: ang.r() }, &b64),
-            },
+        let forms = forms!(
+            crit,
+            ObbPreds { feats: &p32, angle: ang.r() },
+            ObbPreds { feats: &p64, angle: ang.r() },
+            &b32,
+            &b64
         );
+        line(&mut total, &f.kind, &f.name, forms);
     }
     for f in load_kind("v8ClassificationLoss") {
         let (lg, cls) = (T::of(&f, "preds.logits"), T::of(&f, "batch.cls"));
         let crit = V8ClassificationLoss::new();
-        line(
-            &mut total,
-            &f.kind,
-            &f.name,
-            Forms {
-                call: &|| crit.call(lg.r(), &<T as Pick<f32>>::r(&cls)),
-                vg: &|| crit.value_and_grad(lg.r(), &<T as Pick<f32>>::r(&cls)),
-                into: &|g| crit.value_and_grad_into(lg.r(), &<T as Pick<f32>>::r(&cls), g),
-                vg64: &|| crit.value_and_grad(lg.r(), &<T as Pick<f64>>::r(&cls)),
-            },
-        );
+        let (c32, c64): (TensorRef<f32>, TensorRef<f64>) = (cls.r(), cls.r());
+        line(&mut total, &f.kind, &f.name, forms!(crit, lg.r(), lg.r(), &c32, &c64));
     }
     println!("total {:016x}", total.0);
 }
