@@ -7,38 +7,30 @@
 use yolo_loss_core::classification::V8ClassificationLoss;
 use yolo_loss_core::{LossOutput, Result, TaskLoss, TensorRef};
 
-use super::common::{assert_close_tol, check_loss_output, load_kind, to_f64, Lcg, Owned};
+use super::common::{check_forms, check_loss_output, check_refusal, load_kind, Case, Lcg, Owned};
 
 /// Any loss with the classification loss's inputs (the CUDA type on either device).
 pub trait ClsLoss: for<'a> TaskLoss<f32, Preds<'a> = TensorRef<'a, f32>, Batch<'a> = TensorRef<'a, f32>> {}
 impl<T: for<'a> TaskLoss<f32, Preds<'a> = TensorRef<'a, f32>, Batch<'a> = TensorRef<'a, f32>>> ClsLoss for T {}
 
-/// CUDA against CPU: the fixtures' tolerance (relative 1e-4, floor 1e-5 of the largest magnitude); the emulator
-/// agrees to the bit (same expf/logf), a GPU within its expf's ulps.
-fn compare(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>) {
-    assert_close_tol(&format!("{what} loss"), &to_f64(&cuda.loss), &to_f64(&cpu.loss), 1e-4, 1e-5);
-    assert_close_tol(&format!("{what} items"), &to_f64(&cuda.loss_items), &to_f64(&cpu.loss_items), 1e-4, 1e-5);
-    assert_eq!(cuda.grads.len(), cpu.grads.len(), "{what}: gradient count");
-    for (g, c) in cuda.grads.iter().zip(&cpu.grads) {
-        assert_close_tol(&format!("{what} grad"), &to_f64(g), &to_f64(c), 1e-4, 1e-5);
+/// One classification call's inputs, owned: logits `[B, nc]`, class ids `[B]` or `[B, 1]`.
+pub struct ClsCase {
+    pub logits: Owned,
+    pub cls: Owned,
+}
+
+impl Case for ClsCase {
+    type Preds<'a> = TensorRef<'a, f32>;
+    type Batch<'a> = TensorRef<'a, f32>;
+    fn lend<T>(&self, f: impl FnOnce(Self::Preds<'_>, &Self::Batch<'_>) -> T) -> T {
+        f(self.logits.r(), &self.cls.r())
     }
 }
 
-/// Every form on one input: `value_and_grad` against the CPU backend, `call` with the same values and no
-/// gradient, `value_and_grad_into` on NaN-filled buffers (the CUDA backend writes every element) giving the same
-/// bits as `value_and_grad`. Returns the `value_and_grad` output.
-fn check_forms<L: ClsLoss>(what: &str, loss: &L, logits: TensorRef<f32>, cls: &TensorRef<f32>) -> LossOutput<f32> {
-    let cpu = V8ClassificationLoss::new().value_and_grad(logits, cls).unwrap();
-    let out = loss.value_and_grad(logits, cls).unwrap_or_else(|e| panic!("{what}: {e}"));
-    compare(what, &out, &cpu);
-    let call = loss.call(logits, cls).unwrap();
-    assert_eq!((&call.loss, &call.loss_items), (&out.loss, &out.loss_items), "{what}: call");
-    assert!(call.grads.is_empty(), "{what}: call computes no gradient");
-    let mut buf = vec![f32::NAN; logits.data.len()];
-    let (l, items) = loss.value_and_grad_into(logits, cls, &mut [&mut buf]).unwrap();
-    assert_eq!((&l, &items), (&out.loss, &out.loss_items), "{what}: value_and_grad_into");
-    assert_eq!(to_f64(&buf), to_f64(&out.grads[0]), "{what}: value_and_grad_into gradient");
-    out
+/// Every form on one input ([`check_forms`]), CUDA against CPU within the fixtures' tolerance (relative 1e-4, floor
+/// 1e-5 of the largest magnitude); the emulator agrees to the bit (same expf/logf), a GPU within its expf's ulps.
+fn check<L: ClsLoss>(what: &str, loss: &L, case: &ClsCase) -> LossOutput<f32> {
+    check_forms::<ClsCase>(what, loss, &V8ClassificationLoss::new(), case, (1e-4, 1e-5))
 }
 
 /// Every v8ClassificationLoss fixture: against the reference and the CPU backend.
@@ -47,8 +39,8 @@ pub fn fixtures<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
     assert!(!fixtures.is_empty(), "no v8ClassificationLoss fixtures");
     let loss = make().unwrap();
     for f in fixtures {
-        let (lg, cls) = (Owned::of(&f, "preds.logits"), Owned::of(&f, "batch.cls"));
-        let out = check_forms(&f.name, &loss, lg.r(), &cls.r());
+        let case = ClsCase { logits: Owned::of(&f, "preds.logits"), cls: Owned::of(&f, "batch.cls") };
+        let out = check(&f.name, &loss, &case);
         check_loss_output(&format!("CUDA {}", f.name), &f, &out, &["grad.logits".to_string()]);
     }
 }
@@ -63,7 +55,7 @@ pub fn synthetic<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
         let mut rng = Lcg(seed);
         let logits = Owned { data: (0..b * nc).map(|_| rng.uniform(-spread, spread)).collect(), shape: vec![b, nc] };
         let cls = Owned { data: (0..b).map(|_| (rng.next_u32() as usize % nc) as f32).collect(), shape: vec![b, 1] };
-        check_forms(&format!("B {b}, nc {nc}, logits in ±{spread}"), &loss, logits.r(), &cls.r());
+        check(&format!("B {b}, nc {nc}, logits in ±{spread}"), &loss, &ClsCase { logits, cls });
     }
 }
 
@@ -82,10 +74,6 @@ pub fn errors<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
         ("negative class", t(vec![0.0; 4], vec![2, 2]), t(vec![1.0, -1.0], vec![2])),
     ];
     for (what, logits, cls) in cases {
-        let want = cpu.value_and_grad(logits.r(), &cls.r()).expect_err("bad input must be rejected");
-        let got = loss.value_and_grad(logits.r(), &cls.r()).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what}");
-        let got = loss.call(logits.r(), &cls.r()).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what} (call)");
+        check_refusal::<ClsCase>(what, &loss, &cpu, &ClsCase { logits, cls });
     }
 }

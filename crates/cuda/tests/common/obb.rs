@@ -8,8 +8,8 @@ use yolo_loss_core::obb::{ObbBatch, ObbPreds};
 use yolo_loss_core::{DetectionConfig, LossOutput, Result, TaskLoss, V8OBBLoss};
 
 use super::common::{
-    assert_close_tol, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg,
-    Owned,
+    check_forms, check_loss_output, check_refusal, config, grad_names, levels, load_kind, refs, Case, Fixture, Labels,
+    Lcg, Owned,
 };
 use super::parity::{synthetic as detection_case, SynthSpec};
 
@@ -36,44 +36,22 @@ impl ObbCase {
             labels: Labels::of(f),
         }
     }
+}
 
-    fn run<T>(&self, f: impl FnOnce(ObbPreds<f32>, &ObbBatch<f32>) -> T) -> T {
+impl Case for ObbCase {
+    type Preds<'a> = ObbPreds<'a, f32>;
+    type Batch<'a> = ObbBatch<'a, f32>;
+    fn lend<T>(&self, f: impl FnOnce(Self::Preds<'_>, &Self::Batch<'_>) -> T) -> T {
         let feats = refs(&self.levels);
         f(ObbPreds { feats: &feats, angle: self.angle.r() }, &self.labels.det())
     }
 }
 
-/// CUDA against CPU within the fixtures' tolerance: |Δ| ≤ 1e-4·|ref| + 1e-5·max|ref|.
-fn compare(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>) {
-    let close = |name: &str, a: &[f32], b: &[f32]| {
-        assert_close_tol(&format!("{what} {name}"), &to_f64(a), &to_f64(b), 1e-4, 1e-5)
-    };
-    close("loss", &cuda.loss, &cpu.loss);
-    close("items", &cuda.loss_items, &cpu.loss_items);
-    assert_eq!(cuda.grads.len(), cpu.grads.len(), "{what}: gradient count");
-    for (i, (g, c)) in cuda.grads.iter().zip(&cpu.grads).enumerate() {
-        close(&format!("grad[{i}]"), g, c);
-    }
-}
-
-/// Every form on one case: `value_and_grad` against the CPU backend, `call` with the same values and no gradient,
-/// `value_and_grad_into` on NaN-filled buffers (every element written) with the same bits. Returns the output.
-fn check_forms<L: ObbLoss>(what: &str, make: Maker<L>, c: &ObbCase) -> LossOutput<f32> {
-    let cpu = c.run(|p, b| V8OBBLoss::new(c.cfg.clone()).unwrap().value_and_grad(p, b)).unwrap();
-    let loss = make(c.cfg.clone()).unwrap();
-    let out = c.run(|p, b| loss.value_and_grad(p, b)).unwrap_or_else(|e| panic!("{what}: {e}"));
-    compare(what, &out, &cpu);
-    let call = c.run(|p, b| loss.call(p, b)).unwrap();
-    assert_eq!((&call.loss, &call.loss_items), (&out.loss, &out.loss_items), "{what}: call");
-    assert!(call.grads.is_empty(), "{what}: call computes no gradient");
-    let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| vec![f32::NAN; g.len()]).collect();
-    let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    let (l, items) = c.run(|p, b| loss.value_and_grad_into(p, b, &mut slices)).unwrap();
-    assert_eq!((&l, &items), (&out.loss, &out.loss_items), "{what}: value_and_grad_into");
-    for (i, (got, want)) in bufs.iter().zip(&out.grads).enumerate() {
-        assert_eq!(to_f64(got), to_f64(want), "{what}: value_and_grad_into gradient {i}");
-    }
-    out
+/// Every form on one case ([`check_forms`]), CUDA against CPU within the fixtures' tolerance: |Δ| ≤ 1e-4·|ref| +
+/// 1e-5·max|ref|.
+fn check<L: ObbLoss>(what: &str, make: Maker<L>, c: &ObbCase) -> LossOutput<f32> {
+    let (loss, cpu) = (make(c.cfg.clone()).unwrap(), V8OBBLoss::new(c.cfg.clone()).unwrap());
+    check_forms::<ObbCase>(what, &loss, &cpu, c, (1e-4, 1e-5))
 }
 
 /// Every v8OBBLoss fixture: against the CPU backend and the reference.
@@ -82,7 +60,7 @@ pub fn fixtures<L: ObbLoss>(make: Maker<L>) {
     assert!(!fixtures.is_empty(), "no v8OBBLoss fixtures");
     for f in fixtures {
         let c = ObbCase::of(&f);
-        let out = check_forms(&f.name, make, &c);
+        let out = check(&f.name, make, &c);
         let mut names = grad_names("grad.preds", c.levels.len());
         names.push("grad.angle".to_string());
         check_loss_output(&format!("CUDA {}", f.name), &f, &out, &names);
@@ -129,14 +107,14 @@ pub fn synthetic<L: ObbLoss>(make: Maker<L>) {
         ("reg_max 1", SynthSpec { seed: 73, reg_max: 1, ..base }),
     ];
     for (name, spec) in cases {
-        check_forms(name, make, &synthetic_case(&spec));
+        check(name, make, &synthetic_case(&spec));
     }
     let mut c = synthetic_case(&SynthSpec { seed: 74, batch: 3, ..base });
     keep_labels(&mut c, |image| image != 1);
-    check_forms("an image without labels", make, &c);
+    check("an image without labels", make, &c);
     let mut c = synthetic_case(&SynthSpec { seed: 75, ..base });
     keep_labels(&mut c, |_| false);
-    let out = check_forms("no labels", make, &c);
+    let out = check("no labels", make, &c);
     assert!(out.grads.last().unwrap().iter().all(|&g| g == 0.0), "no labels: a zero angle gradient");
     assert_eq!((out.loss_items[0], out.loss_items[2]), (0.0, 0.0), "no labels: zero box and DFL terms");
 }
@@ -145,13 +123,7 @@ pub fn synthetic<L: ObbLoss>(make: Maker<L>) {
 pub fn errors<L: ObbLoss>(make: Maker<L>) {
     let base = synthetic_case(&SynthSpec { seed: 81, per_image: 2, ..SynthSpec::default() });
     let (cpu, loss) = (V8OBBLoss::new(base.cfg.clone()).unwrap(), make(base.cfg.clone()).unwrap());
-    let check = |what: &str, c: &ObbCase| {
-        let want = c.run(|p, b| cpu.value_and_grad(p, b)).expect_err("bad input must be rejected");
-        let got = c.run(|p, b| loss.value_and_grad(p, b)).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what}");
-        let got = c.run(|p, b| loss.call(p, b)).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what} (call)");
-    };
+    let check = |what: &str, c: &ObbCase| check_refusal::<ObbCase>(what, &loss, &cpu, c);
     let copy = |o: &Owned| Owned { data: o.data.clone(), shape: o.shape.clone() };
     let variant = |edit: &dyn Fn(&mut ObbCase)| {
         let mut c = ObbCase {

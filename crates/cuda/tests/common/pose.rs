@@ -8,8 +8,8 @@ use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::{LossOutput, Result, TaskLoss};
 
 use super::common::{
-    assert_close_tol, check_loss_output, config, grad_names, levels, load_kind, refs, to_f64, Fixture, Labels, Lcg,
-    Owned,
+    check_forms, check_loss_output, check_refusal, config, grad_names, levels, load_kind, refs, Case, Fixture, Labels,
+    Lcg, Owned,
 };
 use super::parity::{synthetic as detection_case, SynthSpec};
 
@@ -41,45 +41,23 @@ impl PoseCase {
             keypoints: Owned::of(f, "batch.keypoints"),
         }
     }
+}
 
-    fn run<T>(&self, f: impl FnOnce(PosePreds<f32>, &PoseBatch<f32>) -> T) -> T {
+impl Case for PoseCase {
+    type Preds<'a> = PosePreds<'a, f32>;
+    type Batch<'a> = PoseBatch<'a, f32>;
+    fn lend<T>(&self, f: impl FnOnce(Self::Preds<'_>, &Self::Batch<'_>) -> T) -> T {
         let feats = refs(&self.levels);
         let preds = PosePreds { feats: &feats, kpts: self.kpts.r() };
         f(preds, &PoseBatch { det: self.labels.det(), keypoints: self.keypoints.r() })
     }
 }
 
-/// CUDA against CPU: relative 1e-5 with a floor of 1e-6 of the largest magnitude (as the detection bodies).
-fn compare(what: &str, cuda: &LossOutput<f32>, cpu: &LossOutput<f32>) {
-    let close = |name: &str, a: &[f32], b: &[f32]| {
-        assert_close_tol(&format!("{what} {name}"), &to_f64(a), &to_f64(b), 1e-5, 1e-6)
-    };
-    close("loss", &cuda.loss, &cpu.loss);
-    close("items", &cuda.loss_items, &cpu.loss_items);
-    assert_eq!(cuda.grads.len(), cpu.grads.len(), "{what}: gradient count");
-    for (i, (g, c)) in cuda.grads.iter().zip(&cpu.grads).enumerate() {
-        close(&format!("grad[{i}]"), g, c);
-    }
-}
-
-/// Every form on one case: `value_and_grad` against the CPU backend, `call` with the same values and no gradient,
-/// `value_and_grad_into` on NaN-filled buffers (every element written) with the same bits. Returns the output.
-fn check_forms<L: PoseLoss>(what: &str, make: Maker<L>, c: &PoseCase) -> LossOutput<f32> {
-    let cpu = c.run(|p, b| V8PoseLoss::new(c.cfg.clone()).unwrap().value_and_grad(p, b)).unwrap();
-    let loss = make(c.cfg.clone()).unwrap();
-    let out = c.run(|p, b| loss.value_and_grad(p, b)).unwrap_or_else(|e| panic!("{what}: {e}"));
-    compare(what, &out, &cpu);
-    let call = c.run(|p, b| loss.call(p, b)).unwrap();
-    assert_eq!((&call.loss, &call.loss_items), (&out.loss, &out.loss_items), "{what}: call");
-    assert!(call.grads.is_empty(), "{what}: call computes no gradient");
-    let mut bufs: Vec<Vec<f32>> = out.grads.iter().map(|g| vec![f32::NAN; g.len()]).collect();
-    let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    let (l, items) = c.run(|p, b| loss.value_and_grad_into(p, b, &mut slices)).unwrap();
-    assert_eq!((&l, &items), (&out.loss, &out.loss_items), "{what}: value_and_grad_into");
-    for (i, (got, want)) in bufs.iter().zip(&out.grads).enumerate() {
-        assert_eq!(to_f64(got), to_f64(want), "{what}: value_and_grad_into gradient {i}");
-    }
-    out
+/// Every form on one case ([`check_forms`]), CUDA against CPU within relative 1e-5 with a floor of 1e-6 of the
+/// largest magnitude (as the detection bodies).
+fn check<L: PoseLoss>(what: &str, make: Maker<L>, c: &PoseCase) -> LossOutput<f32> {
+    let (loss, cpu) = (make(c.cfg.clone()).unwrap(), V8PoseLoss::new(c.cfg.clone()).unwrap());
+    check_forms::<PoseCase>(what, &loss, &cpu, c, (1e-5, 1e-6))
 }
 
 /// Every v8PoseLoss fixture (both sigma choices, D = 2 and 3, invisible keypoints, no positives): against the
@@ -89,7 +67,7 @@ pub fn fixtures<L: PoseLoss>(make: Maker<L>) {
     assert!(!fixtures.is_empty(), "no v8PoseLoss fixtures");
     for f in fixtures {
         let c = PoseCase::of(&f);
-        let out = check_forms(&f.name, make, &c);
+        let out = check(&f.name, make, &c);
         let mut names = grad_names("grad.preds", c.levels.len());
         names.push("grad.kpts".to_string());
         check_loss_output(&format!("CUDA {}", f.name), &f, &out, &names);
@@ -150,14 +128,14 @@ pub fn synthetic<L: PoseLoss>(make: Maker<L>) {
         ("top-1", SynthSpec { seed: 55, topk: 1, ..base }, (6, 3), None),
     ];
     for (name, spec, shape, oks) in cases {
-        check_forms(name, make, &synthetic_case(&spec, shape, oks));
+        check(name, make, &synthetic_case(&spec, shape, oks));
     }
     let mut c = synthetic_case(&SynthSpec { seed: 56, batch: 3, ..base }, (17, 3), None);
     keep_labels(&mut c, |image| image != 1);
-    check_forms("an image without labels", make, &c);
+    check("an image without labels", make, &c);
     let mut c = synthetic_case(&SynthSpec { seed: 57, ..base }, (5, 3), None);
     keep_labels(&mut c, |_| false);
-    let out = check_forms("no labels", make, &c);
+    let out = check("no labels", make, &c);
     assert!(out.grads.last().unwrap().iter().all(|&g| g == 0.0), "no labels: a zero kpts gradient");
 }
 
@@ -165,13 +143,7 @@ pub fn synthetic<L: PoseLoss>(make: Maker<L>) {
 pub fn errors<L: PoseLoss>(make: Maker<L>) {
     let base = synthetic_case(&SynthSpec { seed: 61, per_image: 2, ..SynthSpec::default() }, (5, 3), None);
     let (cpu, loss) = (V8PoseLoss::new(base.cfg.clone()).unwrap(), make(base.cfg.clone()).unwrap());
-    let check = |what: &str, c: &PoseCase| {
-        let want = c.run(|p, b| cpu.value_and_grad(p, b)).expect_err("bad input must be rejected");
-        let got = c.run(|p, b| loss.value_and_grad(p, b)).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what}");
-        let got = c.run(|p, b| loss.call(p, b)).expect_err("bad input must be rejected");
-        assert_eq!((got.code, &got.message), (want.code, &want.message), "{what} (call)");
-    };
+    let check = |what: &str, c: &PoseCase| check_refusal::<PoseCase>(what, &loss, &cpu, c);
     let copy = |o: &Owned| Owned { data: o.data.clone(), shape: o.shape.clone() };
     let variant = |edit: &dyn Fn(&mut PoseCase)| {
         let mut c = PoseCase {
