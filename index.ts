@@ -52,6 +52,7 @@ export {
   type OBBBatch,
   type OBBPreds,
   type OBBValueAndGrad,
+  type PinnedMemory,
   type PoseBatch,
   type PoseOptions,
   type PosePreds,

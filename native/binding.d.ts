@@ -20,6 +20,16 @@ export declare class NativeClassificationLoss {
    * the promise settles.
    */
   valueAndGradAsync(preds: NativeTensor, cls: NativeTensor, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
 }
 
 /** Native half of `v8DetectionLoss` (CUDA or CPU). */
@@ -41,6 +51,16 @@ export declare class NativeDetectionLoss {
    * the promise settles.
    */
   valueAndGradAsync(preds: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy. */
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor): NativeTensor
 }
@@ -64,6 +84,16 @@ export declare class NativeE2EDetectLoss {
    * the promise settles.
    */
   valueAndGradAsync(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
 }
 
 /** Native half of `v8OBBLoss`. Gradients: one per level, then `angle`. */
@@ -85,6 +115,16 @@ export declare class NativeObbLoss {
    * the promise settles.
    */
   valueAndGradAsync(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → `[B,A,5]` grid xywhr. */
   bboxDecode(anchorPoints: NativeTensor, predDist: NativeTensor, predAngle: NativeTensor): NativeTensor
   /** `preprocess(targets [N,7], batch_size, scale (W,H,W,H))` → `[B, M, 6]`. */
@@ -110,6 +150,16 @@ export declare class NativePoseLoss {
    * the promise settles.
    */
   valueAndGradAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
   /** The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K). */
   get sigmas(): Array<number>
 }
@@ -133,6 +183,16 @@ export declare class NativeSegmentationLoss {
    * the promise settles.
    */
   valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
 }
 
 /** Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts). */
@@ -154,6 +214,16 @@ export declare class NativeTvpDetectLoss {
    * the promise settles.
    */
   valueAndGradAsync(feats: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
 }
 
 /** Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call). */
@@ -175,6 +245,16 @@ export declare class NativeTvpSegmentLoss {
    * the promise settles.
    */
   valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
+  /**
+   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
+   * zeros on the CPU), and its registrations over its life.
+   */
+  pinnedMemory(): NativePinnedMemory
+  /**
+   * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
+   * when the instance is collected); later calls lock `out` buffers anew.
+   */
+  releasePinnedMemory(): void
 }
 
 /**
@@ -320,6 +400,17 @@ export interface NativeLossOutput {
   lossItems: Float32Array
   /** One flat gradient per prediction tensor (empty for `call`); shapes are those of the inputs. */
   grads: Array<Float32Array>
+}
+
+/** What `pinnedMemory()` returns. */
+export interface NativePinnedMemory {
+  /** Buffers page-locked now, and their bytes. */
+  buffers: number
+  bytes: number
+  /** Buffers locked and unlocked over the instance's life; lock attempts the driver refused. */
+  registrations: number
+  releases: number
+  refusals: number
 }
 
 /** The batch of the pose loss: the detection labels plus `keypoints [N, K, D]`. */

@@ -23,7 +23,7 @@ import {
   type ValueAndGrad,
 } from './common';
 import type { GradOptions } from './grads';
-import { LossRunner, familyAttributes, prepareLevels } from './tasks';
+import { LossRunner, familyAttributes, prepareLevels, type PinnedMemory } from './tasks';
 
 /** `valueAndGrad`'s result: `grads[i]` is d sum(loss) / d preds[i], shaped like `preds[i]`. */
 export interface DetectionValueAndGrad extends ValueAndGrad<Tensor[]> {
@@ -69,6 +69,17 @@ export class v8DetectionLoss {
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
     return this.#run.device;
+  }
+
+  /** The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA; see docs/api.md). */
+  pinnedMemory(): PinnedMemory {
+    return this.#run.pinnedMemory();
+  }
+
+  /** Unlocks every buffer this instance page-locked (also done when the instance is garbage-collected). Call it
+   * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
+  releasePinnedMemory(): void {
+    this.#run.releasePinnedMemory();
   }
 
   /**

@@ -94,9 +94,24 @@ export interface PoseOptions extends Options {
 // ------------------------------------------------------------------------------------------------------------
 // The shared machinery
 
+/**
+ * The `out` buffers a CUDA instance keeps page-locked (registered with the driver) so that gradients are copied
+ * from the GPU straight into them: `buffers` and `bytes` now, and over the instance's life how many were locked,
+ * unlocked, and refused by the driver (then its copies simply stay staged). All zeros on the CPU backend.
+ */
+export interface PinnedMemory {
+  buffers: number;
+  bytes: number;
+  registrations: number;
+  releases: number;
+  refusals: number;
+}
+
 /** The native side of a task loss (method shorthand: argument lists differ per loss). */
 export interface NativeTaskLoss {
   readonly device: string;
+  pinnedMemory(): PinnedMemory;
+  releasePinnedMemory(): void;
   call(...args: never[]): Native.NativeLossOutput;
   valueAndGrad(...args: never[]): Native.NativeLossOutput;
   callAsync(...args: never[]): Promise<Native.NativeLossOutput>;
@@ -127,6 +142,14 @@ export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
     return this.native.device === 'cuda' ? 'cuda' : 'cpu';
+  }
+
+  pinnedMemory(): PinnedMemory {
+    return this.native.pinnedMemory();
+  }
+
+  releasePinnedMemory(): void {
+    this.native.releasePinnedMemory();
   }
 
   call(p: Prepared): [loss: Float32Array, lossItems: Float32Array] {
@@ -190,6 +213,17 @@ export abstract class TaskLoss<P, B> {
   /** The backend that runs the computation: 'cpu' or 'cuda'. */
   get device(): 'cpu' | 'cuda' {
     return this.#run.device;
+  }
+
+  /** The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA; see docs/api.md). */
+  pinnedMemory(): PinnedMemory {
+    return this.#run.pinnedMemory();
+  }
+
+  /** Unlocks every buffer this instance page-locked (also done when the instance is garbage-collected). Call it
+   * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
+  releasePinnedMemory(): void {
+    this.#run.releasePinnedMemory();
   }
 
   /** `__call__(preds, batch)`: `[loss, lossItems]` (the back-propagated vector and the detached one). */

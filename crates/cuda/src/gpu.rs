@@ -13,8 +13,9 @@ use yolo_loss_core::{LossError, Result};
 
 use crate::embedded::{loaded_source, KernelSource, MODULES};
 use crate::errors;
+use crate::pinned::{route, HostRange, Route};
 use crate::probe::{devices, usable_device, DeviceInfo};
-use crate::staging::{Staging, MIN_STAGED_BYTES};
+use crate::staging::Staging;
 
 /// An opened CUDA device with every kernel of this build loaded.
 ///
@@ -54,6 +55,11 @@ pub fn gpu(ordinal: usize) -> Result<&'static Gpu> {
 /// Device `ordinal` if it has been opened in this process (nothing is opened here).
 pub fn opened_gpu(ordinal: usize) -> Option<&'static Gpu> {
     slots().get(ordinal)?.get()?.as_ref().ok()
+}
+
+/// Every device opened so far in this process.
+pub(crate) fn opened_gpus() -> impl Iterator<Item = &'static Gpu> {
+    slots().iter().filter_map(|s| s.get()?.as_ref().ok())
 }
 
 /// One slot per device the probe found, filled when that device is first opened.
@@ -156,31 +162,48 @@ impl Gpu {
         self.staged.store(on, Ordering::Relaxed);
     }
 
-    /// Copies `src` to device address `dst` (a buffer of at least `src.len()` bytes of this crate's).
+    /// Copies `src` to device address `dst` (a buffer of at least `src.len()` bytes of this crate's). `src` may be
+    /// reused when this returns, except where it is registered for the current call (pinned/call.rs: the call's
+    /// end waits for the copy).
     pub(crate) fn copy_htod(&self, what: &str, dst: u64, src: &[u8]) -> Result<()> {
-        if src.len() >= MIN_STAGED_BYTES && self.staged.load(Ordering::Relaxed) {
+        let staged = self.staged.load(Ordering::Relaxed);
+        if route(HostRange::of(src), staged) == Route::Staged {
             if let Some(r) = self.staging.htod(&self.stream, what, dst, src) {
                 return r;
             }
         }
+        // Direct (registered memory: a DMA queued and not waited for) or plain (pageable: the driver stages it and
+        // returns once `src` has been read).
         self.stream.context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
-        // SAFETY: the caller guarantees that dst is a device buffer of at least src.len() bytes.
+        // SAFETY: the caller guarantees that dst is a device buffer of at least src.len() bytes. A direct copy reads
+        // `src` after this returns: the call's PinnedCall scope waits for it before the caller gets `src` back.
         unsafe { cudarc::driver::result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
             .map_err(|e| errors::driver(&format!("copying {what} to the GPU"), e))
     }
 
-    /// Copies `dst.len()` bytes from device address `src` (a buffer of this crate's), after all queued work; waits.
+    /// Copies `dst.len()` bytes from device address `src` (a buffer of this crate's), after all queued work. Waits
+    /// for the copy, except into memory registered for the current call (its PinnedCall scope waits at the end:
+    /// nothing reads such a buffer, a caller's gradient output, before the call returns).
     pub(crate) fn copy_dtoh(&self, what: &str, src: u64, dst: &mut [u8]) -> Result<()> {
-        if dst.len() >= MIN_STAGED_BYTES && self.staged.load(Ordering::Relaxed) {
-            if let Some(r) = self.staging.dtoh(&self.stream, what, src, dst) {
-                return r;
-            }
-        }
+        let staged = self.staged.load(Ordering::Relaxed);
+        let direct = match route(HostRange::of(dst), staged) {
+            Route::Staged => match self.staging.dtoh(&self.stream, what, src, dst) {
+                Some(r) => return r,
+                None => false,
+            },
+            Route::Direct => true,
+            Route::Plain => false,
+        };
         self.stream.context().bind_to_thread().map_err(|e| errors::driver("binding the CUDA context", e))?;
-        // SAFETY: the caller guarantees that src is a device buffer of at least dst.len() bytes.
+        // SAFETY: the caller guarantees that src is a device buffer of at least dst.len() bytes. A direct copy writes
+        // `dst` after this returns: its PinnedCall scope waits before the caller gets `dst` back.
         unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
             .map_err(|e| errors::driver(&format!("copying {what} from the GPU"), e))?;
-        self.synchronize()
+        if direct {
+            Ok(())
+        } else {
+            self.synchronize()
+        }
     }
 
     /// Waits for all queued work.

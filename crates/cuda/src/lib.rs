@@ -12,6 +12,8 @@
 //! * `embedded.rs`: the fatbins that build.rs embedded, [`KERNELS_BUILT`], [`kernel_names`], and which part of
 //!   them runs on a given GPU ([`KernelSource`]: SASS, or PTX JIT-compiled by the driver);
 //! * `gpu.rs`: one [`Gpu`] per device (context, stream, loaded kernels, upload/download);
+//! * `staging.rs`, `pinned.rs`: large host copies, through pinned staging buffers, or straight from and to caller
+//!   buffers that [`HostPins`] page-locked (the binding's `out` buffers and reused prediction arrays);
 //! * `errors.rs`: CUDA driver errors → [`yolo_loss_core::LossError`] (out of memory is its own code);
 //! * `launch.rs`: where kernels run ([`Gpu`], or the CPU emulator in tests), typed device buffers and arenas
 //!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
@@ -55,6 +57,7 @@ mod errors;
 mod gpu;
 mod launch;
 pub mod obb;
+mod pinned;
 pub mod pose;
 mod probe;
 pub mod prompts;
@@ -80,6 +83,10 @@ pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
 pub use gpu::{gpu, opened_gpu, Gpu};
 pub use obb::CudaObbLoss;
+pub use pinned::{
+    Driver, HostPins, HostRange, Keepalive, Offer, PinStats, PinnedCall, Registrar, Role, MIN_PIN_BYTES,
+    PIN_BUDGET_BYTES,
+};
 pub use pose::CudaPoseLoss;
 pub use probe::{availability, devices, usable_device, Availability, DeviceInfo, Devices};
 pub use prompts::CudaTVPDetectLoss;

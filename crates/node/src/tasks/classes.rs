@@ -13,6 +13,7 @@ use yolo_loss_cuda::{
     TVPDetectLossAny, TVPSegmentLossAny,
 };
 
+use super::pins::{NativePinnedMemory, Pins};
 use super::run_async::LossTask;
 use super::{new_loss, run_sync, Labels, Packed};
 use crate::{

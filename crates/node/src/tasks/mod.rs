@@ -15,7 +15,8 @@
 //! backend refuses `device: 'cuda'` there).
 //!
 //! Files: `mod.rs` the mechanism (packing, [`Eval`] over every [`Selected`] loss, the synchronous run, the
-//! constructor, the class macro), `run_async.rs` the asynchronous task, `out.rs` the caller's `out` buffers,
+//! constructor, the class macro), `run_async.rs` the asynchronous task, `out.rs` the caller's `out` buffers, `pins.rs`
+//! their page-locking on CUDA (`pinnedMemory()`, `releasePinnedMemory()`),
 //! `unpack.rs` how each task's packed tensors become its predictions and batch, `classes.rs` the classes.
 
 use std::sync::Arc;
@@ -24,15 +25,17 @@ use napi::bindgen_prelude::Float32Array;
 use napi::Env;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{LossError, TaskLoss, TensorRef};
-use yolo_loss_cuda::{CpuLoss, CudaLoss, Selected};
+use yolo_loss_cuda::{CpuLoss, CudaLoss, PinnedCall, Selected};
 
 use crate::{
     arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views, Arg, Code, CoreResult,
     GradBuffer, NativeLossOutput, NativeTensor,
 };
 use out::CallerGrads;
+use pins::Pins;
 
 mod out;
+mod pins;
 mod run_async;
 mod unpack;
 
@@ -171,10 +174,11 @@ fn fresh<G>(zeros: impl Fn(usize) -> CoreResult<G>) -> impl FnOnce(&[TensorRef<'
 
 /// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
 /// gradients written by the core directly, the two loss vectors copied); with `out`, the gradients go into the
-/// caller's buffers instead and `grads` comes back empty (the facade returns `out`).
+/// caller's buffers instead and `grads` comes back empty (the facade returns `out`), on CUDA straight from the GPU
+/// into them once `pins` has page-locked them.
 fn run_sync<L: Eval + ?Sized>(
     env: &Env,
-    loss: &L,
+    (loss, pins): (&L, &Pins),
     packed: Packed<'_>,
     want_grad: bool,
     out: Option<Vec<Float32Array>>,
@@ -189,9 +193,12 @@ fn run_sync<L: Eval + ?Sized>(
         Some(out) => {
             let mut out = CallerGrads(out);
             out.check(&packed).map_err(to_js)?;
-            let ((values, items), _) =
-                run_packed(loss, &packed.args, &packed.groups, packed.preds, want_grad, |_| Ok(out.slices()))
-                    .map_err(to_js)?;
+            let pinned = pins.prepare(env, &mut out.0);
+            let (args, groups, grads) = (&packed.args, &packed.groups, &mut out);
+            let ((values, items), _) = within(pinned, move || {
+                run_packed(loss, args, groups, packed.preds, want_grad, move |_| Ok(grads.slices()))
+            })
+            .map_err(to_js)?;
             (values, items, Vec::new())
         }
     };
@@ -202,11 +209,19 @@ fn run_sync<L: Eval + ?Sized>(
     })
 }
 
-/// A native class's loss and the backend it runs on ('cpu' or 'cuda').
-type Built<L> = (Arc<L>, &'static str);
+/// `run` inside the call's page-locked ranges, if it has any.
+fn within<T>(pinned: Option<PinnedCall>, run: impl FnOnce() -> CoreResult<T>) -> CoreResult<T> {
+    match pinned {
+        Some(call) => call.run(run),
+        None => run(),
+    }
+}
+
+/// A native class's loss, the backend it runs on ('cpu' or 'cuda') and its page-locked buffers.
+type Built<L> = (Arc<L>, &'static str, Pins);
 
 /// Builds a native class's loss under the guard: parses `device`, then the configuration, then selects the backend;
-/// returns the instance and the backend it runs on.
+/// returns the instance, the backend it runs on and its (empty) page-locked buffers.
 fn new_loss<C, G>(
     what: &str,
     device: &str,
@@ -219,8 +234,9 @@ where
     guarded_js(what, || {
         let device = parse_device(device)?;
         let loss = Selected::<C, G>::new(config()?, device).map_err(cuda_refused)?;
+        let pins = Pins::new(device, loss.backend());
         let backend = loss.backend().as_str();
-        Ok((Arc::new(loss), backend))
+        Ok((Arc::new(loss), backend, pins))
     })
 }
 
@@ -244,14 +260,16 @@ macro_rules! task_loss_class {
         pub struct $class {
             inner: Arc<$loss>,
             device: &'static str,
+            /// Released (unregistered, then the references dropped) when the instance is collected.
+            pins: Pins,
         }
 
         #[napi]
         impl $class {
             #[napi(constructor)]
             pub fn new($cfg: $cfg_ty) -> napi::Result<Self, Code> {
-                let (inner, device) = new_loss(concat!("new ", $name), &$device, || $config)?;
-                Ok(Self { inner, device })
+                let (inner, device, pins) = new_loss(concat!("new ", $name), &$device, || $config)?;
+                Ok(Self { inner, device, pins })
             }
 
             /// The backend that runs: 'cpu' or 'cuda'.
@@ -262,7 +280,7 @@ macro_rules! task_loss_class {
 
             #[napi]
             pub fn call(&self, env: Env, $($arg: $arg_ty),+) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&env, &*self.inner, $pack, false, None)
+                run_sync(&env, (&*self.inner, &self.pins), $pack, false, None)
             }
 
             #[doc = " With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are"]
@@ -274,7 +292,7 @@ macro_rules! task_loss_class {
                 $($arg: $arg_ty,)+
                 out: Option<Vec<Float32Array>>,
             ) -> napi::Result<NativeLossOutput, Code> {
-                run_sync(&env, &*self.inner, $pack, true, out)
+                run_sync(&env, (&*self.inner, &self.pins), $pack, true, out)
             }
 
             #[doc = " Like `call`, on the libuv thread pool. The inputs are copied before this returns."]
@@ -289,10 +307,25 @@ macro_rules! task_loss_class {
             #[napi(ts_return_type = "Promise<NativeLossOutput>")]
             pub fn value_and_grad_async(
                 &self,
+                env: Env,
                 $($arg: $arg_ty,)+
                 out: Option<Vec<Float32Array>>,
             ) -> napi::Result<AsyncTask<LossTask>, Code> {
-                LossTask::new(self.inner.clone(), $pack, true, out)
+                LossTask::new(self.inner.clone(), $pack, true, out.map(|o| (o, &self.pins, &env)))
+            }
+
+            #[doc = " The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;"]
+            #[doc = " zeros on the CPU), and its registrations over its life."]
+            #[napi]
+            pub fn pinned_memory(&self) -> NativePinnedMemory {
+                self.pins.stats().into()
+            }
+
+            #[doc = " Unlocks every buffer this instance page-locked and drops its references to them (done anyway"]
+            #[doc = " when the instance is collected); later calls lock `out` buffers anew."]
+            #[napi]
+            pub fn release_pinned_memory(&self) {
+                self.pins.release()
             }
 
             $($extra)*

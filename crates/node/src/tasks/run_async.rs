@@ -8,8 +8,11 @@ use napi::bindgen_prelude::{AsyncTask, Float32Array, JsError};
 use napi::{Env, Task};
 use yolo_loss_core::LossOutput;
 
+use yolo_loss_cuda::PinnedCall;
+
 use super::out::CallerGrads;
-use super::{fresh, run_packed, Eval, Packed};
+use super::pins::Pins;
+use super::{fresh, run_packed, within, Eval, Packed};
 use crate::{to_js, Arg, Code, CoreResult, NativeLossOutput};
 
 /// [`Arg`] with its own copies (the asynchronous methods).
@@ -28,26 +31,32 @@ pub struct LossTask {
     preds: usize,
     want_grad: bool,
     out: Option<CallerGrads>,
+    /// The `out` ranges page-locked for this call (CUDA).
+    pinned: Option<PinnedCall>,
 }
 
 impl LossTask {
-    /// Checks `out` against the caller's own tensors (the copies could not alias it), then copies the inputs.
+    /// Checks `out` against the caller's own tensors (the copies could not alias it) and has the instance's `pins`
+    /// lock it (here, on the JavaScript thread), then copies the inputs (fresh copies: never worth locking).
     pub(super) fn new(
         loss: Arc<dyn Eval>,
         packed: Packed<'_>,
         want_grad: bool,
-        out: Option<Vec<Float32Array>>,
+        out_and_pins: Option<(Vec<Float32Array>, &Pins, &Env)>,
     ) -> napi::Result<AsyncTask<LossTask>, Code> {
-        let out = out.map(CallerGrads);
-        if let Some(out) = &out {
-            out.check(&packed).map_err(to_js)?;
+        let (mut out, mut pinned) = (None, None);
+        if let Some((arrays, pins, env)) = out_and_pins {
+            let mut grads = CallerGrads(arrays);
+            grads.check(&packed).map_err(to_js)?;
+            pinned = pins.prepare(env, &mut grads.0);
+            out = Some(grads);
         }
         let args = packed
             .args
             .into_iter()
             .map(|a| OwnedArg { name: a.name.into_owned(), data: a.data.to_vec(), shape: a.shape.to_vec() })
             .collect();
-        Ok(AsyncTask::new(LossTask { loss, args, groups: packed.groups, preds: packed.preds, want_grad, out }))
+        Ok(AsyncTask::new(LossTask { loss, args, groups: packed.groups, preds: packed.preds, want_grad, out, pinned }))
     }
 }
 
@@ -59,10 +68,15 @@ impl Task for LossTask {
         let args: Vec<Arg<'_>> =
             self.args.iter().map(|a| Arg { name: Cow::Borrowed(&a.name), data: &a.data, shape: &a.shape }).collect();
         let (loss, groups, preds, want_grad) = (&*self.loss, &self.groups, self.preds, self.want_grad);
-        let out = match &mut self.out {
-            None => run_packed(loss, &args, groups, preds, want_grad, fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n)))),
-            Some(out) => run_packed(loss, &args, groups, preds, want_grad, |_| Ok(out.slices()))
-                .map(|(values, _)| (values, Vec::new())),
+        let out = match (&mut self.out, self.pinned.take()) {
+            (None, _) => {
+                run_packed(loss, &args, groups, preds, want_grad, fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))))
+            }
+            (Some(out), pinned) => {
+                let args = &args;
+                within(pinned, move || run_packed(loss, args, groups, preds, want_grad, move |_| Ok(out.slices())))
+                    .map(|(values, _)| (values, Vec::new()))
+            }
         };
         Ok(out.map(|((loss, loss_items), grads)| LossOutput { loss, loss_items, grads }))
     }
