@@ -75,7 +75,7 @@ pub use classification::CudaClassificationLoss;
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
 pub use cudarc::driver::CudaSlice;
-pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
+pub use detection::{time_kernels, Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
 pub use gpu::{gpu, opened_gpu, Gpu};
