@@ -6,8 +6,9 @@ that bench/data.ts wrote for one case, on the CPU in float32, and prints one JSO
     python3 bench/reference.py CASE_DIR '{"plan": {...}, "threads": 2}'
 
 The case folder holds manifest.json and one raw little-endian float32 file per tensor (bench/data.ts). The
-criterion gets a minimal model object (the attributes the losses read: parameters(), args, model[-1].stride / nc /
-reg_max / kpt_shape), as fixtures/generate.py does. Every timed iteration clears the leaves' .grad, calls the
+criterion and its inputs come from bench/ref_tasks.py (shared with bench/gpu_reference.py): a minimal model object
+(the attributes the losses read: parameters(), args, model[-1].stride / nc / reg_max / kpt_shape), as
+fixtures/generate.py does. Every timed iteration clears the leaves' .grad, calls the
 criterion and back-propagates loss.sum(), the trainer's step minus the optimizer. Peak RSS is
 resource.getrusage(RUSAGE_SELF).ru_maxrss (KiB on Linux) of this process, which holds one case only.
 
@@ -23,7 +24,6 @@ import platform
 import resource
 import sys
 import time
-from types import SimpleNamespace
 
 
 def rss_mb() -> float:
@@ -49,9 +49,9 @@ def probe() -> dict:
     }
 
 
-# The model object the criteria read (parameters, args, model[-1]): one definition, shared with the fixture generator.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
-from fake_model import FakeModel  # noqa: E402
+# The criterion and inputs of every task, shared with bench/gpu_reference.py.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ref_tasks import build, load_tensors  # noqa: E402
 
 
 def iterations(plan: dict, first_ms: float) -> int:
@@ -70,48 +70,17 @@ def quantile(s, q):
 def run(case_dir: str, opts: dict) -> dict:
     threads = int(opts.get("threads", 2))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import numpy as np
     import torch
     import ultralytics
-    from ultralytics.utils import loss as ref_loss
 
     torch.set_num_threads(threads)
     with open(os.path.join(case_dir, "manifest.json")) as f:
         m = json.load(f)
     c = m["case"]
 
-    def load(name):
-        e = m["tensors"][name]
-        a = np.fromfile(os.path.join(case_dir, e["file"]), dtype="<f4")
-        return torch.from_numpy(a.reshape(e["shape"]))
-
-    t = {name: load(name) for name in m["tensors"]}
+    t = load_tensors(case_dir, m)
     rss_after_load = rss_mb()
-
-    hyp = {"box": 7.5, "cls": 0.5, "dfl": 1.5, "pose": 12.0, "kobj": 1.0, "overlap_mask": True}
-    task = c["task"]
-    nlev = len(c["strides"])
-    feats = [t[f"preds.{i}"].requires_grad_(True) for i in range(nlev)]
-    batch = {"batch_idx": t["batch.batch_idx"], "cls": t["batch.cls"], "bboxes": t["batch.bboxes"]}
-    kpt_shape = None
-    if task == "detect":
-        crit_cls, preds, leaves = ref_loss.v8DetectionLoss, feats, list(feats)
-    elif task == "segment":
-        pm, pr = t["preds.pred_masks"].requires_grad_(True), t["preds.proto"].requires_grad_(True)
-        batch["masks"] = t["batch.masks"]
-        crit_cls, preds, leaves = ref_loss.v8SegmentationLoss, (feats, pm, pr), feats + [pm, pr]
-    elif task == "pose":
-        kp = t["preds.kpts"].requires_grad_(True)
-        batch["keypoints"] = t["batch.keypoints"]
-        kpt_shape = list(c["kpt_shape"])  # a list, as models built from YAML carry it (float64 COCO sigmas)
-        crit_cls, preds, leaves = ref_loss.v8PoseLoss, (feats, kp), feats + [kp]
-    elif task == "obb":
-        ang = t["preds.angle"].requires_grad_(True)
-        crit_cls, preds, leaves = ref_loss.v8OBBLoss, (feats, ang), feats + [ang]
-    else:
-        raise ValueError(f"unknown task {task}")
-    model = FakeModel(c["nc"], c["reg_max"], [float(s) for s in c["strides"]], hyp, kpt_shape)
-    crit = crit_cls(model, tal_topk=10) if task == "detect" else crit_cls(model)
+    crit, preds, batch, leaves = build(c, t)
 
     result = {}
 

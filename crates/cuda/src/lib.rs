@@ -19,6 +19,8 @@
 //!   (`launch/buffers.rs`), one launch for any kernel and its parameter struct;
 //! * `detection/`: [`CudaDetectionLoss`], the fused detection loss of cuda/det_*.cu (decode, assigner, class and
 //!   box terms with their gradient), and `e2e.rs`, `prompts.rs`: E2EDetectLoss and TVPDetectLoss on top of it;
+//!   every task launches its kernels through its `Kernels` (run.rs), so [`time_kernels`] times any task's calls
+//!   (benchmarks: examples/gpu_bench);
 //! * `obb/`: [`CudaObbLoss`] (the detection decode and class passes + cuda/obb.cu: rotated assignment, box terms);
 //! * `pose/`, `classification/`: [`CudaPoseLoss`] (the detection stages + cuda/pose.cu), [`CudaClassificationLoss`];
 //! * `segmentation/`: [`CudaSegmentationLoss`] and [`CudaTVPSegmentLoss`], the detection stages plus the mask
@@ -78,7 +80,7 @@ pub use classification::CudaClassificationLoss;
 /// on a possibly different cudarc version themselves.
 pub use cudarc;
 pub use cudarc::driver::CudaSlice;
-pub use detection::{Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
+pub use detection::{time_kernels, Assignment, CudaDetectionLoss, KernelTiming, StageTimes, STAGES};
 pub use e2e::CudaE2EDetectLoss;
 pub use embedded::{kernel_names, kernel_source, sass_architectures, KernelSource, KERNELS_BUILT};
 pub use gpu::{gpu, opened_gpu, Gpu};

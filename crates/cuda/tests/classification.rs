@@ -33,3 +33,9 @@ fn cuda_classification_errors() {
     let Some(make) = cuda("cuda_classification_errors") else { return };
     bodies::errors(make);
 }
+
+#[test]
+fn cuda_time_kernels() {
+    let Some(make) = cuda("cuda_time_kernels") else { return };
+    bodies::time_kernels(make, true);
+}

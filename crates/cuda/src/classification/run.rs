@@ -7,6 +7,7 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{Result, TensorRef};
 
 use super::params::ClsParams;
+use crate::detection::run::{Kernels, Timing};
 use crate::launch::{int, Dev};
 
 /// The kernel (cuda/cls.cu).
@@ -32,7 +33,10 @@ pub(crate) fn run(
         false => Some(dev.alloc::<f32>("the gradient of preds", logits.data.len())?),
     };
     let params = ClsParams::new(shape, &logits_dev, &target_dev, grad.as_ref(), &row_loss);
-    dev.launch(XENT, b.div_ceil(BLOCK as usize) as u32, BLOCK, &params)?;
+    // Through `Kernels` as every task's launches, so that `time_kernels` times this one too.
+    let mut kernels = Kernels::start(dev, Timing::Off)?;
+    kernels.launch(XENT, b.div_ceil(BLOCK as usize) as u32, BLOCK, &params)?;
+    kernels.finish()?;
     if let Some(g) = &grad {
         g.view().download("the gradient of preds", &mut *grads[0])?;
     }

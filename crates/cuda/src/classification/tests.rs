@@ -50,6 +50,12 @@ fn emulator_classification_errors() {
     bodies::errors(make);
 }
 
+#[test]
+fn emulator_time_kernels() {
+    let Some(make) = emulator("emulator_time_kernels") else { return };
+    bodies::time_kernels(make, false);
+}
+
 /// The loss type crosses threads (the binding runs it on worker threads).
 #[test]
 fn classification_loss_is_send_and_sync() {

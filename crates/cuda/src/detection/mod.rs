@@ -25,7 +25,7 @@ use crate::backend::CudaLoss;
 use crate::gpu::gpu;
 use crate::launch::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
-pub use run::{Assignment, StageTimes, STAGES};
+pub use run::{time_kernels, Assignment, StageTimes, STAGES};
 use run::{Job, RunOut, Timing};
 
 /// What `value_and_grad_timed` measured.

@@ -15,6 +15,7 @@
 //! own; the kernels' parameter struct is derived from the stages' buffers in one place (params.rs).
 //! Memory: the inputs, the gradients, and O(B·A + B·M) work buffers; nothing of size B·M·A.
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use cudarc::driver::CudaEvent;
@@ -73,6 +74,25 @@ pub(crate) enum Timing {
     PerKernel,
 }
 
+thread_local! {
+    /// Inside [`time_kernels`] on this thread: the device time of the calls' kernels so far (ms) and how many
+    /// calls recorded it. None outside.
+    static CLOCK: Cell<Option<(f32, u32)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` and returns its result with the device time (ms, CUDA events) of the kernels that the CUDA task losses
+/// launched on this thread meanwhile: per call, from before its first to after its last kernel, once its uploads
+/// are done (uploads and downloads excluded), summed over the calls (E2EDetectLoss runs two detection calls).
+/// None where no device time was recorded (no call, or the kernel emulator). For benchmarks: every call inside
+/// waits for its uploads before its kernels, as `CudaDetectionLoss::value_and_grad_timed` does. One place for every
+/// task, since all of them launch through [`Kernels`].
+pub fn time_kernels<R>(f: impl FnOnce() -> R) -> (R, Option<f32>) {
+    let outer = CLOCK.replace(Some((0.0, 0)));
+    let r = f();
+    let measured = CLOCK.replace(outer);
+    (r, measured.filter(|&(_, calls)| calls > 0).map(|(ms, _)| ms))
+}
+
 /// Per image, the positives after conflict resolution: (anchor, GT slot, soft target score), by anchor.
 pub type Assignment = Vec<Vec<(usize, usize, f32)>>;
 
@@ -93,8 +113,10 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    /// Timed runs wait for the uploads first, so that the events measure the kernels alone.
+    /// Timed runs wait for the uploads first, so that the events measure the kernels alone. Inside
+    /// [`time_kernels`] every run is timed (at least `Timing::Total`).
     pub fn start(dev: Dev, timing: Timing) -> Result<Self> {
+        let timing = if timing == Timing::Off && CLOCK.get().is_some() { Timing::Total } else { timing };
         let mut events = Vec::new();
         if timing != Timing::Off {
             dev.synchronize()?;
@@ -133,7 +155,11 @@ impl Kernels {
                 }
             }
         }
-        Ok(Some((ms(first, last)?, stage_ms)))
+        let total = ms(first, last)?;
+        if let Some((sum, calls)) = CLOCK.get() {
+            CLOCK.set(Some((sum + total, calls + 1)));
+        }
+        Ok(Some((total, stage_ms)))
     }
 }
 

@@ -77,3 +77,24 @@ pub fn errors<L: ClsLoss>(make: &dyn Fn() -> Result<L>) {
         check_refusal::<ClsCase>(what, &loss, &cpu, &ClsCase { logits, cls });
     }
 }
+
+/// `time_kernels` around calls (the benchmark's kernel clock, shared by every task through `Kernels`): the same
+/// output as an untimed call; the device time of both calls' kernels on a GPU (`device_clock`), none on the
+/// emulator (no device clock); none for a closure that launches nothing, and an inner clock's calls count in it only.
+pub fn time_kernels<L: ClsLoss>(make: &dyn Fn() -> Result<L>, device_clock: bool) {
+    use yolo_loss_cuda::time_kernels;
+    let loss = make().unwrap();
+    let mut rng = Lcg(7);
+    let logits = Owned { data: (0..64 * 100).map(|_| rng.uniform(-3.0, 3.0)).collect(), shape: vec![64, 100] };
+    let cls = Owned { data: (0..64).map(|_| (rng.next_u32() % 100) as f32).collect(), shape: vec![64] };
+    let plain = loss.value_and_grad(logits.r(), &cls.r()).unwrap();
+    let ((first, second), ms) = time_kernels(|| {
+        let first = loss.value_and_grad(logits.r(), &cls.r()).unwrap();
+        (first, loss.value_and_grad(logits.r(), &cls.r()).unwrap())
+    });
+    assert_eq!((&first, &second), (&plain, &plain), "timed calls compute what untimed ones do");
+    assert_eq!(ms.is_some(), device_clock, "device time: {ms:?}");
+    assert!(ms.is_none_or(|ms| ms > 0.0 && ms.is_finite()), "device time: {ms:?}");
+    let ((_, inner), outer) = time_kernels(|| time_kernels(|| loss.call(logits.r(), &cls.r()).unwrap()));
+    assert_eq!((inner.is_some(), outer), (device_clock, None), "nested clocks");
+}
