@@ -3,7 +3,9 @@
  * 'auto' gives the results of 'cpu' in every form (bit for bit where it resolves to the CPU, as on a machine
  * without a usable GPU; within the fixture tolerance where it runs on CUDA), and a configuration beyond the CUDA
  * backend's limits runs on the CPU under 'auto' but is refused under 'cuda'. For every task loss: the device
- * strings ('cuda:N', malformed ones, a GPU that is not there), and what `cudaAvailability()` reports.
+ * strings ('cuda:N', malformed ones, a GPU that is not there), and what `cudaAvailability()` reports. What `device`,
+ * `lastDevice` and `deviceFor` say: under 'auto' without a usable GPU, the CPU from the start; with one, 'auto', the
+ * probe's alternation over a shape's first six calls, then one backend for that shape.
  */
 import test from 'ava';
 import {
@@ -25,9 +27,16 @@ import { closeness, leaves, sameBits } from './helpers/fixtures.js';
 import { makeCase } from './helpers/synthetic.js';
 import { clsCase, e2eCase, obbCase, poseCase, segCase, tvpCase, tvpSegCase, type AnyLoss } from './helpers/tasks.js';
 
+/** What every loss says about where it runs. */
+interface Placement {
+  device: string;
+  lastDevice: string | undefined;
+  deviceFor(preds: unknown, batch: unknown): string | undefined;
+}
+
 interface DeviceCase {
   name: string;
-  make(options?: object): AnyLoss & { device: string };
+  make(options?: object): AnyLoss & Placement;
   preds: unknown;
   batch: unknown;
 }
@@ -94,6 +103,47 @@ for (const c of cases()) {
     }
   });
 }
+
+for (const c of cases()) {
+  test(`${c.name}: device, lastDevice and deviceFor under 'cpu' and 'auto'`, async (t) => {
+    const cpu = c.make({ device: 'cpu' });
+    t.deepEqual([cpu.device, cpu.lastDevice, cpu.deviceFor(c.preds, c.batch)], ['cpu', 'cpu', 'cpu'], "'cpu', before a call");
+    const auto = c.make();
+    if (autoBackend(c.name.split(' ')[0]) === 'cpu') {
+      // No usable GPU: the CPU alone, known before any call (nothing is timed).
+      t.deepEqual([auto.device, auto.lastDevice, auto.deviceFor(c.preds, c.batch)], ['cpu', 'cpu', 'cpu']);
+      auto.call(c.preds as never, c.batch as never);
+      t.is(auto.lastDevice, 'cpu');
+      return;
+    }
+    t.deepEqual([auto.device, auto.lastDevice], ['auto', undefined], "'auto' with a GPU, before a call");
+    const ran: (string | undefined)[] = [];
+    for (let i = 0; i < 6; i++) {
+      t.is(auto.deviceFor(c.preds, c.batch), undefined, `call ${i}: the shapes are still being timed`);
+      if (i % 2 === 0) auto.call(c.preds as never, c.batch as never);
+      else await auto.valueAndGradAsync(c.preds as never, c.batch as never);
+      ran.push(auto.lastDevice);
+    }
+    t.deepEqual(ran, ['cpu', 'cuda', 'cpu', 'cuda', 'cpu', 'cuda'], 'the probe alternates, three calls each');
+    const chosen = auto.deviceFor(c.preds, c.batch);
+    t.true(chosen === 'cpu' || chosen === 'cuda', `chosen: ${chosen}`);
+    t.log(`${c.name}: 'auto' chose ${chosen}`);
+    for (let i = 0; i < 2; i++) {
+      auto.valueAndGrad(c.preds as never, c.batch as never);
+      t.is(auto.lastDevice, chosen, 'every later call of these shapes');
+    }
+  });
+}
+
+test('deviceFor refuses tensors whose data does not fit their shape with the error of call', (t) => {
+  const c = makeCase();
+  const loss = new v8DetectionLoss(c.model);
+  const preds = c.preds.map((p, i) => (i === 0 ? { data: p.data.subarray(1), shape: p.shape } : p));
+  const viaCall = t.throws(() => loss.call(preds, c.batch)) as Error & { code?: string };
+  const viaDeviceFor = t.throws(() => loss.deviceFor(preds, c.batch)) as Error & { code?: string };
+  t.is(viaDeviceFor.code, 'ERR_SHAPE_MISMATCH');
+  t.deepEqual([viaDeviceFor.code, viaDeviceFor.message], [viaCall.code, viaCall.message]);
+});
 
 test("v8DetectionLoss: a tal_topk beyond the CUDA backend's 32 runs on the CPU under 'auto', is refused under 'cuda'", (t) => {
   const m = makeCase().model;

@@ -31,7 +31,7 @@ test('v8SegmentationLoss: attributes, loss = B·lossItems, grads [levels[], pred
   const c = segCase({ B: 3, perImage: 3 });
   const loss = new v8SegmentationLoss(c.model);
   t.true(loss instanceof TaskLoss);
-  t.is(loss.device, 'cpu');
+  t.is(loss.device, autoBackend('v8SegmentationLoss'));
   t.is(loss.nc, 2);
   t.is(loss.no, 66);
   t.is(loss.reg_max, 16);
@@ -227,7 +227,7 @@ test('every task loss: constructor inputs are not kept; fresh outputs; device au
     t.true(Object.isFrozen(loss.stride));
   }
   t.deepEqual([...(all[1] as v8PoseLoss).kpt_shape], [5, 3]);
-  t.is(new v8ClassificationLoss().device, 'cpu');
+  t.is(new v8ClassificationLoss().device, autoBackend('v8ClassificationLoss'));
   // Two calls give equal but distinct arrays.
   const c = segCase();
   const loss = new v8SegmentationLoss(c.model);

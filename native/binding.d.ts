@@ -4,8 +4,21 @@
 /** Native half of `v8ClassificationLoss`. Gradient: one, of the logits. */
 export declare class NativeClassificationLoss {
   constructor(device: string)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(preds: NativeTensor, cls: NativeTensor): string | null
   call(preds: NativeTensor, cls: NativeTensor): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -35,8 +48,21 @@ export declare class NativeClassificationLoss {
 /** Native half of `v8DetectionLoss` (CUDA or CPU). */
 export declare class NativeDetectionLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(preds: Array<NativeTensor>, batch: NativeDetBatch): string | null
   call(preds: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -68,8 +94,21 @@ export declare class NativeDetectionLoss {
 /** Native half of `E2EDetectLoss` (CUDA or CPU). Gradients: the one2many levels, then the one2one levels. */
 export declare class NativeE2EDetectLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): string | null
   call(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -99,8 +138,21 @@ export declare class NativeE2EDetectLoss {
 /** Native half of `v8OBBLoss`. Gradients: one per level, then `angle`. */
 export declare class NativeObbLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): string | null
   call(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -134,8 +186,21 @@ export declare class NativeObbLoss {
 /** Native half of `v8PoseLoss`. Gradients: one per level, then `kpts`. */
 export declare class NativePoseLoss {
   constructor(config: NativePoseConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): string | null
   call(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -167,8 +232,21 @@ export declare class NativePoseLoss {
 /** Native half of `v8SegmentationLoss`. Gradients: one per level, then `pred_masks`, then `proto`. */
 export declare class NativeSegmentationLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): string | null
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -198,8 +276,21 @@ export declare class NativeSegmentationLoss {
 /** Native half of `TVPDetectLoss` (CUDA or CPU; `nc` = text prompts, channels beyond them are visual prompts). */
 export declare class NativeTvpDetectLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(feats: Array<NativeTensor>, batch: NativeDetBatch): string | null
   call(feats: Array<NativeTensor>, batch: NativeDetBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are
@@ -229,8 +320,21 @@ export declare class NativeTvpDetectLoss {
 /** Native half of `TVPSegmentLoss` (intended semantics; the 8.3.117 reference raises on every call). */
 export declare class NativeTvpSegmentLoss {
   constructor(config: NativeDetectionConfig)
-  /** The backend that runs: 'cpu' or 'cuda'. */
+  /**
+   * What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+   * shapes).
+   */
   get device(): string
+  /**
+   * The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+   * under 'auto' before the first call.
+   */
+  get lastDevice(): string | null
+  /**
+   * The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing.
+   */
+  deviceFor(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): string | null
   call(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch): NativeLossOutput
   /**
    * With `out` (one buffer per prediction tensor, in the order of `grads`), the gradients are

@@ -6,15 +6,17 @@
  *     node scripts/gpu-node-check.cjs PACKAGE_DIR      # PACKAGE_DIR holds package.json, dist/, native/
  *
  * Checks, through the public JS API, on the real GPU:
- *   - cudaAvailability() finds it, and `device: 'auto'` picks CUDA for v8DetectionLoss, E2EDetectLoss and
- *     TVPDetectLoss (a `tal_topk` beyond the CUDA limit falls back to the CPU; `device: 'cuda'` refuses it);
+ *   - cudaAvailability() finds it, and `device: 'auto'` holds both backends for v8DetectionLoss, E2EDetectLoss and
+ *     TVPDetectLoss (`device` 'auto'; a `tal_topk` beyond the CUDA limit falls back to the CPU; `device: 'cuda'`
+ *     refuses it);
  *   - CUDA against CPU, every output (loss, items, every gradient element) within the fixtures' tolerance
  *     |Δ| ≤ 1e-4·|cpu| + 1e-5·max|cpu|, for call / valueAndGrad / callAsync / valueAndGradAsync;
  *   - inputs unchanged; a loss without a CUDA backend still refuses `device: 'cuda'` (ERR_CUDA_UNAVAILABLE);
  *   - what runs on cuda:0 once a loss has used it (SASS of this build for the GPU's compute capability, read back
  *     from a loaded kernel; PTX JIT only on a GPU newer than the build), every device the probe lists, and
  *     `device: 'cuda:N'` past the last GPU (ERR_CUDA_UNAVAILABLE naming how many there are);
- * and times valueAndGrad from Float32Arrays (B=16, 640×640, nc=80, 8 and 1000 labels per image), CUDA and CPU.
+ * and times valueAndGrad from Float32Arrays (B=16, 640×640, nc=80, 8 and 1000 labels per image), CUDA and CPU, and
+ * says which of the two 'auto' chose for those shapes after its six timed probe calls (and its time then).
  * Exit status 1 when a check fails.
  *
  * SPDX-License-Identifier: AGPL-3.0-only
@@ -126,9 +128,9 @@ async function main() {
 
   for (const [name, make, c] of makers) {
     const before = snapshot(c);
-    const gpu = make(c);
+    const gpu = make(c, { device: 'cuda' });
     const cpu = make(c, { device: 'cpu' });
-    check(gpu.device === 'cuda', `${name}: 'auto' runs on ${gpu.device}`);
+    check(make(c).device === 'auto', `${name}: 'auto' is ${make(c).device}, not both backends`);
     compare(`${name} valueAndGrad`, gpu.valueAndGrad(c.preds, c.batch), cpu.valueAndGrad(c.preds, c.batch));
     compare(`${name} call`, gpu.call(c.preds, c.batch), cpu.call(c.preds, c.batch));
     compare(`${name} valueAndGradAsync`, await gpu.valueAndGradAsync(c.preds, c.batch), cpu.valueAndGrad(c.preds, c.batch));
@@ -181,12 +183,20 @@ async function main() {
   const rows = [];
   for (const [labels, lo, hi] of [[8, 0.05, 0.6], [1000, 0.01, 0.08]]) {
     const c = detCase({ B: 16, size: 640, nc: 80, perImage: labels, lo, hi, seed: 7 });
-    const gpu = new yl.v8DetectionLoss(c.model);
+    const gpu = new yl.v8DetectionLoss(c.model, 10, { device: 'cuda' });
     const cpu = new yl.v8DetectionLoss(c.model, 10, { device: 'cpu' });
+    const auto = new yl.v8DetectionLoss(c.model);
     compare(`B16 640² ${labels} labels/img valueAndGrad`, gpu.valueAndGrad(c.preds, c.batch), cpu.valueAndGrad(c.preds, c.batch));
     const g = timeMs(() => gpu.valueAndGrad(c.preds, c.batch), 10);
     const p = timeMs(() => cpu.valueAndGrad(c.preds, c.batch), 5);
-    rows.push(`B16 640² nc80 ${labels} labels/img: valueAndGrad from Float32Array, CUDA ${g.toFixed(1)} ms, CPU ${p.toFixed(1)} ms`);
+    for (let i = 0; i < 6; i++) auto.valueAndGrad(c.preds, c.batch);
+    const chosen = auto.deviceFor(c.preds, c.batch);
+    check(chosen === 'cpu' || chosen === 'cuda', `${labels} labels/img: 'auto' decided after six calls (${chosen})`);
+    const a = timeMs(() => auto.valueAndGrad(c.preds, c.batch), 5);
+    rows.push(
+      `B16 640² nc80 ${labels} labels/img: valueAndGrad from Float32Array, CUDA ${g.toFixed(1)} ms, CPU ${p.toFixed(1)} ms, ` +
+        `'auto' chose ${chosen} (${a.toFixed(1)} ms)`,
+    );
   }
   rows.forEach((r) => console.log(r));
   console.log(failures === 0 ? 'node check: all ok' : `node check: ${failures} FAILED`);

@@ -50,11 +50,20 @@ export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 export interface Options {
   /**
    * Default 'auto'. Every loss has a CUDA backend (v8DetectionLoss, E2EDetectLoss, TVPDetectLoss,
-   * v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss, v8OBBLoss and v8ClassificationLoss): 'auto' runs it on CUDA
-   * (cuda:0) when it is usable (`cudaAvailability()`) and the configuration is within its limits (detection family:
-   * tal_topk ≤ 32, at most 8 levels), else on the CPU; 'cuda' / 'cuda:N' throws `ERR_CUDA_UNAVAILABLE` (with the
-   * reason; for a GPU that is not there, how many there are) when it cannot run. Any other string is
-   * `ERR_INVALID_ARGUMENT`. `device` on the instance says which backend runs ('cpu' or 'cuda').
+   * v8SegmentationLoss, TVPSegmentLoss, v8PoseLoss, v8OBBLoss and v8ClassificationLoss).
+   *
+   * 'auto': where CUDA is usable on cuda:0 (`cudaAvailability()`) and the configuration is within the CUDA backend's
+   * limits (detection family: tal_topk ≤ 32, at most 8 levels), the instance holds both backends and runs each call
+   * on the faster one for its shapes: the first calls of each shape key (the prediction tensors' shapes, the label
+   * count's power-of-two bucket, for segmentation the mask size) alternate CPU, CUDA, ... three each, timed
+   * wall-clock; the faster (fastest of its three) then runs every later call of that key (`deviceFor` says which).
+   * The two agree within the fixture tolerance but not to the bit, so a key's first six calls may differ in the last
+   * bits from later ones; 'cpu' or 'cuda' give fixed bits from the first call. Without a usable GPU (or beyond the
+   * CUDA limits) 'auto' is the CPU alone, with no timing at all.
+   *
+   * 'cuda' / 'cuda:N' throws `ERR_CUDA_UNAVAILABLE` (with the reason; for a GPU that is not there, how many there
+   * are) when it cannot run. Any other string is `ERR_INVALID_ARGUMENT`. `device` on the instance says what runs
+   * ('cpu', 'cuda' or 'auto'), `lastDevice` which backend the latest call ran on.
    */
   device?: Device;
 }

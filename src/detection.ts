@@ -54,7 +54,7 @@ export class v8DetectionLoss {
   /**
    * @param model what Ultralytics reads from the model: `nc`, `stride`, `reg_max` (default 16), `args`.
    * @param tal_topk top-k of the task-aligned assigner (default 10).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, tal_topk = 10, options?: Options) {
     const m = checkModel(model);
@@ -66,8 +66,9 @@ export class v8DetectionLoss {
     this.#run = new LossRunner(callNative(() => new N.NativeDetectionLoss(nativeConfig(m, topk, device))));
   }
 
-  /** The backend that runs the computation: 'cpu' or 'cuda'. */
-  get device(): 'cpu' | 'cuda' {
+  /** What runs the calls: 'cpu', 'cuda', or 'auto' (with a usable GPU under `device: 'auto'`: both backends, each
+   * call on the faster one for its shapes, see {@link Options}). */
+  get device(): 'cpu' | 'cuda' | 'auto' {
     return this.#run.device;
   }
 
@@ -80,6 +81,19 @@ export class v8DetectionLoss {
    * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
   releasePinnedMemory(): void {
     this.#run.releasePinnedMemory();
+  }
+
+  /** The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one, calls or not);
+   * `undefined` under 'auto' before the first call. */
+  get lastDevice(): 'cpu' | 'cuda' | undefined {
+    return this.#run.lastDevice;
+  }
+
+  /** The backend calls with the shapes of `preds` and `batch` run on, 'cpu' or 'cuda'; `undefined` under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing: the structure and shapes are
+   * checked as in `call`, the contents (label values, finiteness) are not. */
+  deviceFor(preds: Tensor[], batch: DetectionBatch): 'cpu' | 'cuda' | undefined {
+    return this.#run.deviceFor(prepareLevels(preds, batch));
   }
 
   /**

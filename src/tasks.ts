@@ -1,7 +1,7 @@
 /**
  * The task losses beyond v8DetectionLoss: v8SegmentationLoss, v8PoseLoss, v8OBBLoss, v8ClassificationLoss,
  * E2EDetectLoss, TVPDetectLoss and TVPSegmentLoss. Every one has `call`, `valueAndGrad`, `callAsync`,
- * `valueAndGradAsync` and `device`; `preds` and `batch` are laid out as in docs/api.md, and `grads` has the structure
+ * `valueAndGradAsync`, `device`, `lastDevice` and `deviceFor`; `preds` and `batch` are laid out as in docs/api.md, and `grads` has the structure
  * of `preds` (same nesting, every tensor shaped like its prediction tensor). Both `valueAndGrad` forms also write
  * into a caller's `out` of that structure instead of fresh arrays (`./grads`).
  *
@@ -112,6 +112,8 @@ export interface NativeTaskLoss {
   readonly device: string;
   pinnedMemory(): PinnedMemory;
   releasePinnedMemory(): void;
+  readonly lastDevice?: string | null;
+  deviceFor(...args: never[]): string | null | undefined;
   call(...args: never[]): Native.NativeLossOutput;
   valueAndGrad(...args: never[]): Native.NativeLossOutput;
   callAsync(...args: never[]): Promise<Native.NativeLossOutput>;
@@ -127,6 +129,12 @@ export interface Prepared {
 
 type AnyCall = (...args: unknown[]) => Native.NativeLossOutput;
 type AnyAsyncCall = (...args: unknown[]) => Promise<Native.NativeLossOutput>;
+type AnyDeviceFor = (...args: unknown[]) => string | null | undefined;
+
+/** A backend the binding names: 'cpu' or 'cuda'; anything else (null, undefined: none yet) is `undefined`. */
+function backendName(d: string | null | undefined): 'cpu' | 'cuda' | undefined {
+  return d === 'cpu' || d === 'cuda' ? d : undefined;
+}
 
 /**
  * The native half of a task loss (v8DetectionLoss's too) and the four ways to run it on prepared arguments: what
@@ -139,9 +147,21 @@ export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
     this.native = nativeLoss;
   }
 
-  /** The backend that runs the computation: 'cpu' or 'cuda'. */
-  get device(): 'cpu' | 'cuda' {
-    return this.native.device === 'cuda' ? 'cuda' : 'cpu';
+  /** What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its shapes). */
+  get device(): 'cpu' | 'cuda' | 'auto' {
+    const d = this.native.device;
+    return d === 'cuda' || d === 'auto' ? d : 'cpu';
+  }
+
+  /** The backend the latest call started on; with one backend always that one; `undefined` under 'auto' before the
+   * first call. */
+  get lastDevice(): 'cpu' | 'cuda' | undefined {
+    return backendName(this.native.lastDevice);
+  }
+
+  /** The backend calls with these prepared arguments' shapes run on; `undefined` under 'auto' while they are timed. */
+  deviceFor(p: Prepared): 'cpu' | 'cuda' | undefined {
+    return backendName(callNative(() => (this.native.deviceFor as AnyDeviceFor).apply(this.native, p.args)));
   }
 
   pinnedMemory(): PinnedMemory {
@@ -210,8 +230,9 @@ export abstract class TaskLoss<P, B> {
   /** Checks the structure of `preds` and `batch` and packs them for the binding. */
   protected abstract prepare(preds: P, batch: B): Prepared;
 
-  /** The backend that runs the computation: 'cpu' or 'cuda'. */
-  get device(): 'cpu' | 'cuda' {
+  /** What runs the calls: 'cpu', 'cuda', or 'auto' (with a usable GPU under `device: 'auto'`: both backends, each
+   * call on the faster one for its shapes, see {@link Options}). */
+  get device(): 'cpu' | 'cuda' | 'auto' {
     return this.#run.device;
   }
 
@@ -224,6 +245,17 @@ export abstract class TaskLoss<P, B> {
    * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
   releasePinnedMemory(): void {
     this.#run.releasePinnedMemory();
+  /** The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one, calls or not);
+   * `undefined` under 'auto' before the first call. */
+  get lastDevice(): 'cpu' | 'cuda' | undefined {
+    return this.#run.lastDevice;
+  }
+
+  /** The backend calls with the shapes of `preds` and `batch` run on, 'cpu' or 'cuda'; `undefined` under 'auto'
+   * while those shapes are still being timed (or were not seen yet). Runs nothing: the structure and shapes are
+   * checked as in `call`, the contents (label values, finiteness) are not. */
+  deviceFor(preds: P, batch: B): 'cpu' | 'cuda' | undefined {
+    return this.#run.deviceFor(this.prepare(preds, batch));
   }
 
   /** `__call__(preds, batch)`: `[loss, lossItems]` (the back-propagated vector and the detached one). */
@@ -340,7 +372,7 @@ export class v8SegmentationLoss extends DetectionFamilyLoss<SegmentationPreds, S
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args` (`box` is also the mask gain; `overlap_mask`).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeSegmentationLoss'));
@@ -431,7 +463,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     const [n, m] = family(model, options, 'NativeObbLoss');
@@ -480,7 +512,7 @@ export class v8OBBLoss extends DetectionFamilyLoss<OBBPreds, OBBBatch> {
  * 1-element value (not multiplied by B).
  */
 export class v8ClassificationLoss extends TaskLoss<Tensor, ClassificationBatch> {
-  /** @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': CUDA when usable, see {@link Options}). */
+  /** @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}). */
   constructor(options?: Options) {
     const device = checkDevice(options);
     super(callNative(() => new (native().NativeClassificationLoss)(device)));
@@ -511,7 +543,7 @@ export class E2EDetectLoss extends DetectionFamilyLoss<E2EPreds, DetectionBatch>
 
   /**
    * @param model `nc`, `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeE2EDetectLoss'));
@@ -552,7 +584,7 @@ export class TVPDetectLoss extends DetectionFamilyLoss<Tensor[], DetectionBatch>
 
   /**
    * @param model `nc` (text prompts), `stride`, `reg_max` (default 16), `args`.
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto': CUDA where usable, else the CPU; see {@link Options}).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeTvpDetectLoss'));
@@ -587,7 +619,7 @@ export class TVPSegmentLoss extends DetectionFamilyLoss<SegmentationPreds, Segme
 
   /**
    * @param model `nc` (text prompts), `stride`, `reg_max` (default 16), `args` (`overlap_mask`).
-   * @param options `device`: 'cpu' | 'cuda' | 'auto' (default 'auto', the CPU: this loss has no CUDA backend yet).
+   * @param options `device`: 'cpu' | 'cuda' | 'cuda:N' | 'auto' (default 'auto': where CUDA is usable, the faster of it and the CPU for each call's shapes, else the CPU; see {@link Options}).
    */
   constructor(model: ModelInfo, options?: Options) {
     super(...family(model, options, 'NativeTvpSegmentLoss'));

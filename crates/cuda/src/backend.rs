@@ -1,12 +1,16 @@
 //! Backend selection for every task loss: what the binding's `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` maps to.
 //!
-//! [`Selected`] holds the CPU type of a task or its CUDA type, chosen per instance from a [`Device`]:
+//! [`Selected`] holds the CPU type of a task, its CUDA type, or both, chosen per instance from a [`Device`]:
 //! * `Cuda(n)`: the CUDA backend on device `cuda:n` or an error — `ERR_CUDA_UNAVAILABLE` with the reason when there
 //!   is no usable driver, no such GPU, no kernel build or no CUDA backend for the task; `ERR_INVALID_ARGUMENT` for a
 //!   configuration beyond the CUDA backend's limits.
-//! * `Auto`: the CUDA backend on `cuda:0` when it can be built, otherwise (silently) the CPU backend; [`Backend`]
-//!   says which.
+//! * `Auto`: where the CUDA backend can be built on `cuda:0`, both backends, each call on the faster one for its
+//!   shapes, measured on the first calls of each shape ([`AutoLoss`], crate::auto); otherwise (no usable GPU, or a
+//!   configuration beyond the CUDA limits) the CPU backend alone, silently and with no probing.
 //! * `Cpu`: the CPU backend (crates/core).
+//!
+//! [`Selected::backend`] says which backend runs every call (None under 'auto' with both), [`Selected::last_backend`]
+//! which one ran the latest, [`Selected::backend_for`] which one calls of given shapes run on.
 //!
 //! Both sides implement [`TaskLoss`] with the same predictions and batch, so [`Selected`] does too, by delegation
 //! (f32 only). A task without a CUDA backend pairs its CPU type with [`NoCuda`], whose constructor refuses: giving
@@ -25,6 +29,7 @@ use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::V8SegmentationLoss;
 use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8DetectionLoss, V8OBBLoss};
 
+use crate::auto::{measured, AutoLoss, ShapeKey};
 use crate::classification::CudaClassificationLoss;
 use crate::detection::CudaDetectionLoss;
 use crate::e2e::CudaE2EDetectLoss;
@@ -78,23 +83,14 @@ impl Backend {
     }
 }
 
-/// `device` → a CUDA instance on the given ordinal, a CPU instance, or the CUDA error.
-fn select<T>(device: Device, cpu: impl FnOnce() -> Result<T>, cuda: impl FnOnce(usize) -> Result<T>) -> Result<T> {
-    match device {
-        Device::Cpu => cpu(),
-        Device::Cuda(ordinal) => cuda(ordinal),
-        // Any CUDA failure (no GPU, or a configuration only the CPU backend takes) falls back; an invalid
-        // configuration then fails in the CPU constructor with its own error.
-        Device::Auto => cuda(0).or_else(|_| cpu()),
-    }
-}
-
 /// The CPU loss of a task, as the selection builds it: its configuration, constructor and reference name.
 pub trait CpuLoss: TaskLoss<f32> + Sized {
     type Config: Clone;
     /// The reference's name of the loss (`v8DetectionLoss`), for messages.
     const NAME: &'static str;
     fn build(cfg: Self::Config) -> Result<Self>;
+    /// The shape key of a call ([`ShapeKey`]): what 'auto' remembers its choice of backend by.
+    fn shape_key(preds: &Self::Preds<'_>, batch: &Self::Batch<'_>) -> ShapeKey;
 }
 
 /// The CUDA backend of the CPU loss `C`: the same predictions and batch, built on a GPU.
@@ -105,26 +101,53 @@ pub trait CudaLoss<C: CpuLoss>:
     fn build_on(cfg: C::Config, ordinal: usize) -> Result<Self>;
 }
 
-/// A task loss on the backend a [`Device`] selected, per instance: the CPU type `C` or the CUDA type `G`.
+/// A task loss on the backend a [`Device`] selected, per instance: the CPU type `C`, the CUDA type `G`, or under
+/// 'auto' with a usable GPU both, each call on the faster one for its shapes.
 #[derive(Debug, Clone)]
 pub enum Selected<C, G> {
     Cpu(C),
     Cuda(G),
+    Auto(AutoLoss<C, G>),
 }
 
 impl<C: CpuLoss, G: CudaLoss<C>> Selected<C, G> {
     pub fn new(cfg: C::Config, device: Device) -> Result<Self> {
-        select(
-            device,
-            || C::build(cfg.clone()).map(Self::Cpu),
-            |ordinal| G::build_on(cfg.clone(), ordinal).map(Self::Cuda),
-        )
+        match device {
+            Device::Cpu => C::build(cfg).map(Self::Cpu),
+            Device::Cuda(ordinal) => G::build_on(cfg, ordinal).map(Self::Cuda),
+            // Any CUDA failure (no GPU, or a configuration only the CPU backend takes) falls back to the CPU alone,
+            // with no probing; an invalid configuration then fails in the CPU constructor with its own error.
+            Device::Auto => match G::build_on(cfg.clone(), 0) {
+                Ok(cuda) => Ok(Self::Auto(AutoLoss::new(C::build(cfg)?, cuda, measured))),
+                Err(_) => C::build(cfg).map(Self::Cpu),
+            },
+        }
     }
 
-    pub fn backend(&self) -> Backend {
+    /// The backend every call runs on; None under 'auto' with both backends (then it depends on the shapes).
+    pub fn backend(&self) -> Option<Backend> {
         match self {
-            Self::Cpu(_) => Backend::Cpu,
-            Self::Cuda(_) => Backend::Cuda,
+            Self::Cpu(_) => Some(Backend::Cpu),
+            Self::Cuda(_) => Some(Backend::Cuda),
+            Self::Auto(_) => None,
+        }
+    }
+
+    /// The backend the latest call started on (with one backend, that one, calls or not); None under 'auto' before
+    /// the first call.
+    pub fn last_backend(&self) -> Option<Backend> {
+        match self {
+            Self::Auto(a) => a.last_backend(),
+            _ => self.backend(),
+        }
+    }
+
+    /// The backend calls with these predictions and batch run on; None under 'auto' while their shapes are being
+    /// probed (or have not been seen).
+    pub fn backend_for(&self, preds: C::Preds<'_>, batch: &C::Batch<'_>) -> Option<Backend> {
+        match self {
+            Self::Auto(a) => a.backend_for(C::shape_key(&preds, batch)),
+            _ => self.backend(),
         }
     }
 }
@@ -137,6 +160,10 @@ impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
         match self {
             Self::Cpu(c) => c.run(preds, batch, grads),
             Self::Cuda(g) => g.run(preds, batch, grads),
+            Self::Auto(a) => a.run_on(C::shape_key(&preds, batch), |backend| match backend {
+                Backend::Cpu => a.cpu().run(preds, batch, grads),
+                Backend::Cuda => a.cuda().run(preds, batch, grads),
+            }),
         }
     }
 
@@ -149,6 +176,10 @@ impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
         match self {
             Self::Cpu(c) => c.run_overwrite(preds, batch, grads),
             Self::Cuda(g) => g.run_overwrite(preds, batch, grads),
+            Self::Auto(a) => a.run_on(C::shape_key(&preds, batch), |backend| match backend {
+                Backend::Cpu => a.cpu().run_overwrite(preds, batch, grads),
+                Backend::Cuda => a.cuda().run_overwrite(preds, batch, grads),
+            }),
         }
     }
 
@@ -156,6 +187,8 @@ impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
         match self {
             Self::Cpu(c) => c.overwrites_grads(),
             Self::Cuda(g) => g.overwrites_grads(),
+            // Either may run the next call.
+            Self::Auto(a) => a.cpu().overwrites_grads() && a.cuda().overwrites_grads(),
         }
     }
 }
@@ -205,6 +238,7 @@ impl<C: CpuLoss> Selected<C, NoCuda<C>> {
         match self {
             Self::Cpu(c) => c,
             Self::Cuda(none) => match none.0 {},
+            Self::Auto(a) => match a.cuda().0 {},
         }
     }
 }
@@ -239,6 +273,9 @@ macro_rules! cpu_loss {
             fn build(cfg: $config) -> Result<Self> {
                 <$loss>::new(cfg)
             }
+            fn shape_key(preds: &Self::Preds<'_>, batch: &Self::Batch<'_>) -> ShapeKey {
+                ShapeKey::of(preds, batch)
+            }
         })+
     };
 }
@@ -258,6 +295,9 @@ impl CpuLoss for V8ClassificationLoss {
     const NAME: &'static str = "v8ClassificationLoss";
     fn build((): ()) -> Result<Self> {
         Ok(Self::new())
+    }
+    fn shape_key(preds: &Self::Preds<'_>, batch: &Self::Batch<'_>) -> ShapeKey {
+        ShapeKey::of(preds, batch)
     }
 }
 
@@ -282,7 +322,7 @@ mod tests {
             )
         );
         for device in [Device::Auto, Device::Cpu] {
-            assert_eq!(CpuOnly::new(cfg.clone(), device).unwrap().backend(), Backend::Cpu);
+            assert_eq!(CpuOnly::new(cfg.clone(), device).unwrap().backend(), Some(Backend::Cpu));
         }
         // An invalid configuration is the CPU constructor's error under 'auto', on either pairing.
         let e = CpuOnly::new(DetectionConfig { nc: 0, ..cfg.clone() }, Device::Auto).unwrap_err();

@@ -25,9 +25,11 @@
 //! * `pose/`, `classification/`: [`CudaPoseLoss`] (the detection stages + cuda/pose.cu), [`CudaClassificationLoss`];
 //! * `segmentation/`: [`CudaSegmentationLoss`] and [`CudaTVPSegmentLoss`], the detection stages plus the mask
 //!   kernels of cuda/seg_mask.cu;
-//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core
-//!   or the CUDA type, per instance), one alias per task ([`DetectionLossAny`], ..., [`ClassificationLossAny`]):
-//!   what the binding calls.
+//! * `backend.rs`: `device: 'cpu' | 'cuda' | 'cuda:N' | 'auto'` → a [`Selected`] task loss (the CPU type of the core,
+//!   the CUDA type, or under 'auto' with a usable GPU both), one alias per task ([`DetectionLossAny`], ...,
+//!   [`ClassificationLossAny`]): what the binding calls;
+//! * `auto/`: 'auto' with both backends ([`AutoLoss`]): per shape key ([`ShapeKey`]), the first calls timed on each,
+//!   then the faster one.
 //!
 //! Every CUDA loss implements the core's `TaskLoss<f32>` with the same predictions and batch as the task's CPU type,
 //! and [`CudaLoss`] (its constructor on a GPU); [`Selected`] implements `TaskLoss<f32>` by delegation. A task without
@@ -36,10 +38,10 @@
 //!
 //! For the binding: parse the option with [`Device`]'s `FromStr`, build the task's alias with `new(config, device)`
 //! (the configuration of the CPU type: [`CpuLoss::Config`]), call `call` / `value_and_grad` / `value_and_grad_into`
-//! with the core's predictions and batch (f32 only), and report `.backend().as_str()` (`"cpu"` or `"cuda"`). `'cuda'`
-//! without a usable GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason (for `'cuda:N'` past the last GPU: how many
-//! there are; for a task without a CUDA backend a message about `device:` itself); `'auto'` tries `cuda:0` and falls
-//! back to the CPU silently.
+//! with the core's predictions and batch (f32 only), and report `.backend()` (`Some(Cpu | Cuda)`, or None for 'auto'
+//! with both) and `.last_backend()`. `'cuda'` without a usable GPU fails with `ERR_CUDA_UNAVAILABLE` and the reason
+//! (for `'cuda:N'` past the last GPU: how many there are; for a task without a CUDA backend a message about `device:`
+//! itself); `'auto'` tries `cuda:0` and falls back to the CPU silently.
 //!
 //! Testing without a GPU: `emu/` is a CPU emulator of every kernel of `cuda/*.cu` (built by build.rs with the host
 //! C++ compiler, linked into this crate's unit tests only), so the kernels' logic is checked against the CPU
@@ -50,6 +52,7 @@
 //! Launchers compile in every build (cudarc is always there); only the fatbins need nvcc, so a build without it
 //! reports "built without kernels" at run time instead of losing the launcher code from type checking.
 
+mod auto;
 pub mod backend;
 pub mod classification;
 pub mod detection;
@@ -71,6 +74,7 @@ mod test_support;
 #[cfg(test)]
 extern crate self as yolo_loss_cuda;
 
+pub use auto::{AutoLoss, ShapeKey};
 pub use backend::{
     Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, NoCuda, ObbLossAny,
     PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,

@@ -62,20 +62,38 @@ fn cuda_dense_1000_labels_per_image_matches_cpu() {
 fn device_selection_reports_the_backend() {
     let cfg = DetectionConfig { nc: 3, reg_max: 16, strides: vec![8.0, 16.0, 32.0], hyp: Hyp::default(), tal_topk: 10 };
     let auto = DetectionLossAny::new(cfg.clone(), Device::Auto).unwrap();
-    assert_eq!(DetectionLossAny::new(cfg.clone(), Device::Cpu).unwrap().backend(), Which::Cpu);
+    assert_eq!(DetectionLossAny::new(cfg.clone(), Device::Cpu).unwrap().backend(), Some(Which::Cpu));
     match yolo_loss_cuda::gpu(0) {
         Ok(g) => {
-            assert_eq!(auto.backend(), Which::Cuda);
+            // 'auto' holds both backends: the first six calls of a shape alternate, then the faster runs it.
+            assert_eq!(auto.backend(), None);
+            let s = parity::synthetic(&parity::SynthSpec::default());
+            let (feats, batch) = (common::refs(&s.levels), s.labels.det());
+            let auto = DetectionLossAny::new(s.cfg.clone(), Device::Auto).unwrap();
+            let cpu = DetectionLossAny::new(s.cfg.clone(), Device::Cpu).unwrap().value_and_grad(&feats, &batch);
+            let mut ran = Vec::new();
+            for _ in 0..8 {
+                let out = auto.value_and_grad(&feats, &batch).unwrap();
+                parity::compare_outputs("auto", &out, cpu.as_ref().unwrap());
+                ran.push(auto.last_backend().unwrap());
+            }
+            let chosen = auto.backend_for(&feats, &batch).unwrap();
+            assert_eq!(ran[..6], [Which::Cpu, Which::Cuda, Which::Cpu, Which::Cuda, Which::Cpu, Which::Cuda]);
+            assert_eq!(ran[6..], [chosen, chosen]);
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("note: 'auto' chose {} for the default synthetic case\n", chosen.as_str()).as_bytes(),
+            );
             let c = CudaDetectionLoss::new(cfg.clone()).unwrap();
             assert_eq!(c.device_name(), g.device_name());
             // A configuration beyond the CUDA limits: an error for 'cuda', the CPU for 'auto'.
             let big = DetectionConfig { tal_topk: 64, ..cfg.clone() };
             assert_eq!(CudaDetectionLoss::new(big.clone()).unwrap_err().code, ErrorCode::InvalidArgument);
-            assert_eq!(DetectionLossAny::new(big, Device::Auto).unwrap().backend(), Which::Cpu);
+            assert_eq!(DetectionLossAny::new(big, Device::Auto).unwrap().backend(), Some(Which::Cpu));
         }
         Err(_) => {
             assert!(!gpu::require_gpu(), "YOLO_LOSS_REQUIRE_GPU=1 but CUDA is unavailable");
-            assert_eq!(auto.backend(), Which::Cpu);
+            assert_eq!(auto.backend(), Some(Which::Cpu));
             let e = DetectionLossAny::new(cfg.clone(), Device::Cuda(0)).unwrap_err();
             assert_eq!(e.code, ErrorCode::CudaUnavailable, "{e}");
             assert!(!e.message.is_empty());

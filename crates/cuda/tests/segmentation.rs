@@ -29,15 +29,16 @@ seg_kernel_tests!(cuda => cuda_v8_segmentation_fixtures, cuda_tvp_segment_fixtur
     cuda_segmentation_synthetic_cases, cuda_segmentation_errors_match_cpu);
 
 /// Device selection: 'cuda' without a usable GPU is ERR_CUDA_UNAVAILABLE with the driver's reason (not a "no CUDA
-/// backend" message), 'auto' falls back to the CPU; with a GPU both are the CUDA backend.
+/// backend" message), 'auto' falls back to the CPU; with a GPU 'cuda' is the CUDA backend and 'auto' holds both
+/// (`backend()` None: chosen per shape).
 #[test]
 fn segmentation_device_selection() {
     let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
     match yolo_loss_cuda::gpu(0) {
         Ok(_) => {
-            for device in [Device::Cuda(0), Device::Auto] {
-                assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), Which::Cuda);
-                assert_eq!(TVPSegmentLossAny::new(cfg.clone(), device).unwrap().backend(), Which::Cuda);
+            for (device, want) in [(Device::Cuda(0), Some(Which::Cuda)), (Device::Auto, None)] {
+                assert_eq!(SegmentationLossAny::new(cfg.clone(), device).unwrap().backend(), want);
+                assert_eq!(TVPSegmentLossAny::new(cfg.clone(), device).unwrap().backend(), want);
             }
         }
         Err(why) => {
@@ -47,8 +48,8 @@ fn segmentation_device_selection() {
             ] {
                 assert_eq!((e.code, &e.message), (ErrorCode::CudaUnavailable, &why.message));
             }
-            assert_eq!(SegmentationLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Which::Cpu);
-            assert_eq!(TVPSegmentLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Which::Cpu);
+            assert_eq!(SegmentationLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Some(Which::Cpu));
+            assert_eq!(TVPSegmentLossAny::new(cfg.clone(), Device::Auto).unwrap().backend(), Some(Which::Cpu));
         }
     }
     // A configuration beyond the CUDA backend's limits: refused under 'cuda', the CPU under 'auto'.
@@ -59,6 +60,6 @@ fn segmentation_device_selection() {
         (ErrorCode::InvalidArgument, "tal_topk: the CUDA backend supports at most 32, got 33")
     );
     assert_eq!(TVPSegmentLossAny::new(deep.clone(), Device::Cuda(0)).unwrap_err().code, ErrorCode::InvalidArgument);
-    assert_eq!(SegmentationLossAny::new(deep.clone(), Device::Auto).unwrap().backend(), Which::Cpu);
-    assert_eq!(TVPSegmentLossAny::new(deep, Device::Auto).unwrap().backend(), Which::Cpu);
+    assert_eq!(SegmentationLossAny::new(deep.clone(), Device::Auto).unwrap().backend(), Some(Which::Cpu));
+    assert_eq!(TVPSegmentLossAny::new(deep, Device::Auto).unwrap().backend(), Some(Which::Cpu));
 }

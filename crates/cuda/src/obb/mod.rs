@@ -85,6 +85,7 @@ impl Selected<V8OBBLoss, CudaObbLoss> {
     pub fn cpu_loss(&self) -> V8OBBLoss {
         match self {
             Self::Cpu(c) => c.clone(),
+            Self::Auto(a) => a.cpu().clone(),
             Self::Cuda(g) => V8OBBLoss { cfg: g.cfg.clone() },
         }
     }

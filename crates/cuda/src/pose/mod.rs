@@ -86,6 +86,7 @@ impl Selected<V8PoseLoss, CudaPoseLoss> {
         match self {
             Self::Cpu(c) => &c.cfg,
             Self::Cuda(g) => &g.cfg,
+            Self::Auto(a) => &a.cpu().cfg,
         }
     }
 }

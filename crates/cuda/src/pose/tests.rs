@@ -62,7 +62,7 @@ fn pose_cuda_limits_refused_under_cuda_cpu_under_auto() {
         assert_eq!(e.code, yolo_loss_core::ErrorCode::InvalidArgument, "{e}");
         assert!(e.message.contains("tal_topk: the CUDA backend supports at most 32, got 33"), "{e}");
     }
-    assert_eq!(PoseLossAny::new(cfg, Device::Auto).unwrap().backend(), Backend::Cpu);
+    assert_eq!(PoseLossAny::new(cfg, Device::Auto).unwrap().backend(), Some(Backend::Cpu));
 }
 
 /// The loss type crosses threads (the binding runs it on worker threads).

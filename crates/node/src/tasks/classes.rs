@@ -15,7 +15,7 @@ use yolo_loss_cuda::{
 
 use super::pins::{NativePinnedMemory, Pins};
 use super::run_async::LossTask;
-use super::{new_loss, run_sync, Labels, Packed};
+use super::{device_for, new_loss, run_sync, Labels, Packed};
 use crate::{
     arg, detection_config, guarded_js, invalid, out_tensor, preprocess_table, to_js, to_usize, with_views, Code,
     NativeDetBatch, NativeDetectionConfig, NativeLossOutput, NativeTensor,
@@ -66,6 +66,7 @@ fn det_reg_max(loss: &DetectionLossAny) -> usize {
     match loss {
         DetectionLossAny::Cpu(c) => c.cfg.reg_max,
         DetectionLossAny::Cuda(g) => g.cfg.reg_max,
+        DetectionLossAny::Auto(a) => a.cpu().cfg.reg_max,
     }
 }
 

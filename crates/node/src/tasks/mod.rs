@@ -11,8 +11,9 @@
 //! caller's own gradient buffers ([`CallerGrads`]): the core then writes into them and nothing is allocated for the
 //! gradients. Each class is a thin shell written by [`task_loss_class!`]: one line per method, into that generic code.
 //!
-//! Every loss runs on the backend `device` selects: a `crates/cuda` [`Selected`] (CUDA or CPU; a task without a CUDA
-//! backend refuses `device: 'cuda'` there).
+//! Every loss runs on the backend `device` selects: a `crates/cuda` [`Selected`] (CUDA, CPU, or under 'auto' with a
+//! usable GPU both, each call on the faster one for its shapes: every path above, async and `out` included, goes
+//! through [`Eval::eval`] and so through that choice).
 //!
 //! Files: `mod.rs` the mechanism (packing, [`Eval`] over every [`Selected`] loss, the synchronous run, the
 //! constructor, the class macro), `run_async.rs` the asynchronous task, `out.rs` the caller's `out` buffers, `pins.rs`
@@ -25,7 +26,7 @@ use napi::bindgen_prelude::Float32Array;
 use napi::Env;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{LossError, TaskLoss, TensorRef};
-use yolo_loss_cuda::{CpuLoss, CudaLoss, PinnedCall, Selected};
+use yolo_loss_cuda::{Backend, CpuLoss, CudaLoss, PinnedCall, Selected};
 
 use crate::{
     arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views, Arg, Code, CoreResult,
@@ -102,6 +103,10 @@ pub(crate) trait Eval: Send + Sync + 'static {
         grads: Option<GradBufs<'_, '_, f32>>,
         zeroed: bool,
     ) -> CoreResult<LossValues<f32>>;
+
+    /// The backend calls with these tensors run on ([`Selected::backend_for`]): None under 'auto' while their
+    /// shapes are probed or unseen.
+    fn backend_for(&self, t: &[TensorRef<'_, f32>], groups: &[usize]) -> Option<Backend>;
 }
 
 /// How the packed tensors of a task's native class become the task's predictions and batch; implemented on the
@@ -136,6 +141,11 @@ where
             Some(bufs) => self.value_and_grad_overwrite(preds, &batch, bufs),
         }
         .map_err(C::rename)
+    }
+
+    fn backend_for(&self, t: &[TensorRef<'_, f32>], groups: &[usize]) -> Option<Backend> {
+        let (preds, batch) = C::unpack(t, groups);
+        Selected::backend_for(self, preds, &batch)
     }
 }
 
@@ -217,11 +227,18 @@ fn within<T>(pinned: Option<PinnedCall>, run: impl FnOnce() -> CoreResult<T>) ->
     }
 }
 
-/// A native class's loss, the backend it runs on ('cpu' or 'cuda') and its page-locked buffers.
+/// `deviceFor`: the backend calls of these arguments' shapes run on, once the tensors pass the length checks.
+fn device_for<L: Eval + ?Sized>(loss: &L, packed: Packed<'_>) -> napi::Result<Option<String>, Code> {
+    let backend = guarded_js("deviceFor", || with_views(&packed.args, |v| Ok(loss.backend_for(v, &packed.groups))))?;
+    Ok(backend.map(|b| b.as_str().to_string()))
+}
+
+/// A native class's loss, what it runs on ('cpu', 'cuda', or 'auto': both, chosen per shape) and its page-locked
+/// buffers.
 type Built<L> = (Arc<L>, &'static str, Pins);
 
 /// Builds a native class's loss under the guard: parses `device`, then the configuration, then selects the backend;
-/// returns the instance, the backend it runs on and its (empty) page-locked buffers.
+/// returns the instance, what it runs on and its (empty) page-locked buffers.
 fn new_loss<C, G>(
     what: &str,
     device: &str,
@@ -235,14 +252,14 @@ where
         let device = parse_device(device)?;
         let loss = Selected::<C, G>::new(config()?, device).map_err(cuda_refused)?;
         let pins = Pins::new(device, loss.backend());
-        let backend = loss.backend().as_str();
+        let backend = loss.backend().map_or("auto", Backend::as_str);
         Ok((Arc::new(loss), backend, pins))
     })
 }
 
 /// One native task-loss class over the selected loss `$loss`, named `$name` in JavaScript: the constructor, `device`,
-/// and `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, all four taking `$arg`s and packing them with
-/// `$pack`; then the class's own methods. The constructor takes the argument `$cfg`, reads the requested device from
+/// `lastDevice`, and `call`, `valueAndGrad`, `callAsync`, `valueAndGradAsync`, `deviceFor`, all taking `$arg`s and
+/// packing them with `$pack`; then the class's own methods. The constructor takes the argument `$cfg`, reads the requested device from
 /// `$device` and the loss's configuration from `$config`.
 ///
 /// Doc comments given to the macro are written `#[doc = " ..."]`: a `///` comment that passes through
@@ -272,10 +289,25 @@ macro_rules! task_loss_class {
                 Ok(Self { inner, device, pins })
             }
 
-            /// The backend that runs: 'cpu' or 'cuda'.
+            /// What runs the calls: 'cpu', 'cuda', or 'auto' (both backends, each call on the faster one for its
+            /// shapes).
             #[napi(getter)]
             pub fn device(&self) -> String {
                 self.device.to_string()
+            }
+
+            /// The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one); undefined
+            /// under 'auto' before the first call.
+            #[napi(getter)]
+            pub fn last_device(&self) -> Option<String> {
+                self.inner.last_backend().map(|b| b.as_str().to_string())
+            }
+
+            #[doc = " The backend calls with these arguments' shapes run on, 'cpu' or 'cuda'; undefined under 'auto'"]
+            #[doc = " while those shapes are still being timed (or were not seen yet). Runs nothing."]
+            #[napi]
+            pub fn device_for(&self, $($arg: $arg_ty),+) -> napi::Result<Option<String>, Code> {
+                device_for(&*self.inner, $pack)
             }
 
             #[napi]

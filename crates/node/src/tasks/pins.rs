@@ -13,12 +13,12 @@ use yolo_loss_cuda::{Backend, Device, HostPins, HostRange, Keepalive, PinStats, 
 pub(crate) struct Pins(Option<Mutex<HostPins<JsKeep>>>);
 
 impl Pins {
-    /// For an instance that `device` put on `backend`: `'auto'` runs CUDA on `cuda:0`.
-    pub(crate) fn new(device: Device, backend: Backend) -> Self {
+    /// For an instance that `device` put on `backend` (None: 'auto' holding both, whose CUDA side is `cuda:0`).
+    pub(crate) fn new(device: Device, backend: Option<Backend>) -> Self {
         let ordinal = match (backend, device) {
-            (Backend::Cpu, _) => return Pins(None),
-            (Backend::Cuda, Device::Cuda(n)) => n,
-            (Backend::Cuda, _) => 0,
+            (Some(Backend::Cpu), _) => return Pins(None),
+            (_, Device::Cuda(n)) => n,
+            _ => 0,
         };
         Pins(HostPins::on_device(ordinal).map(Mutex::new))
     }
