@@ -245,6 +245,8 @@ export abstract class TaskLoss<P, B> {
    * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
   releasePinnedMemory(): void {
     this.#run.releasePinnedMemory();
+  }
+
   /** The backend the latest call started on, 'cpu' or 'cuda' (with one backend: that one, calls or not);
    * `undefined` under 'auto' before the first call. */
   get lastDevice(): 'cpu' | 'cuda' | undefined {
