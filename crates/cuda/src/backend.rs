@@ -13,12 +13,8 @@
 //! which one ran the latest, [`Selected::backend_for`] which one calls of given shapes run on.
 //!
 //! Both sides implement [`TaskLoss`] with the same predictions and batch, so [`Selected`] does too, by delegation
-//! (f32 only). A task without a CUDA backend pairs its CPU type with [`NoCuda`], whose constructor refuses: giving
-//! a task a CUDA backend is implementing [`TaskLoss`] and [`CudaLoss`] for its CUDA type and naming that type in its
-//! alias below (and in [`CUDA_LOSSES`]).
+//! (f32 only). Every task has a CUDA type (implementing [`TaskLoss`] and [`CudaLoss`]), named in its alias below.
 
-use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::str::FromStr;
 
 use yolo_loss_core::classification::V8ClassificationLoss;
@@ -27,7 +23,7 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::pose::{PoseConfig, V8PoseLoss};
 use yolo_loss_core::prompts::{TVPDetectLoss, TVPSegmentLoss};
 use yolo_loss_core::segmentation::V8SegmentationLoss;
-use yolo_loss_core::{DetectionConfig, ErrorCode, LossError, Result, TaskLoss, V8DetectionLoss, V8OBBLoss};
+use yolo_loss_core::{DetectionConfig, LossError, Result, TaskLoss, V8DetectionLoss, V8OBBLoss};
 
 use crate::auto::{measured, AutoLoss, ShapeKey};
 use crate::classification::CudaClassificationLoss;
@@ -100,6 +96,42 @@ pub trait CudaLoss<C: CpuLoss>:
     /// Validates `cfg` as `C` does, then opens `cuda:<ordinal>`.
     fn build_on(cfg: C::Config, ordinal: usize) -> Result<Self>;
 }
+
+/// The constructors of a CUDA loss type `$cuda` (the backend of `$cpu`, configured by `$config`) from its one
+/// `fn on(cfg, dev: impl FnOnce() -> Result<Dev>) -> Result<Self>`, which validates `cfg` as the CPU type does and
+/// against the CUDA backend's limits before it opens the device (so a bad configuration is reported as such even
+/// without a GPU): `new` (on `cuda:0`), `on_device` (on `cuda:<ordinal>`), `emulated` (the kernels' CPU emulator, for
+/// this crate's tests) and the [`CudaLoss`] impl.
+macro_rules! cuda_constructors {
+    ($cuda:ty, $cpu:ty, $config:ty) => {
+        impl $cuda {
+            /// On the GPU `cuda:0` (as [`Self::on_device`]).
+            pub fn new(cfg: $config) -> yolo_loss_core::Result<Self> {
+                Self::on_device(cfg, 0)
+            }
+
+            /// Validates `cfg` as the CPU backend does, then opens the GPU `cuda:<ordinal>`: `ERR_CUDA_UNAVAILABLE`
+            /// (with the reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA
+            /// backend's limits.
+            pub fn on_device(cfg: $config, ordinal: usize) -> yolo_loss_core::Result<Self> {
+                Self::on(cfg, || Ok($crate::launch::Dev::Gpu($crate::gpu(ordinal)?)))
+            }
+
+            /// The same loss on the CPU emulator of the kernels (tests of this crate).
+            #[cfg(all(test, yolo_cuda_emulator))]
+            pub(crate) fn emulated(cfg: $config) -> yolo_loss_core::Result<Self> {
+                Self::on(cfg, || Ok($crate::launch::Dev::Emu))
+            }
+        }
+
+        impl $crate::backend::CudaLoss<$cpu> for $cuda {
+            fn build_on(cfg: $config, ordinal: usize) -> yolo_loss_core::Result<Self> {
+                Self::on_device(cfg, ordinal)
+            }
+        }
+    };
+}
+pub(crate) use cuda_constructors;
 
 /// A task loss on the backend a [`Device`] selected, per instance: the CPU type `C`, the CUDA type `G`, or under
 /// 'auto' with a usable GPU both, each call on the faster one for its shapes.
@@ -193,60 +225,6 @@ impl<C: CpuLoss, G: CudaLoss<C>> TaskLoss<f32> for Selected<C, G> {
     }
 }
 
-/// The CUDA side of a task without a CUDA backend: its constructor refuses (`ERR_CUDA_UNAVAILABLE`, naming the tasks
-/// that have one), so no value of it exists and a [`Selected`] of it is always the CPU one ('auto' falls back).
-pub struct NoCuda<C>(Infallible, PhantomData<C>);
-
-impl<C> Clone for NoCuda<C> {
-    fn clone(&self) -> Self {
-        match self.0 {}
-    }
-}
-
-impl<C> std::fmt::Debug for NoCuda<C> {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {}
-    }
-}
-
-impl<C: CpuLoss> TaskLoss<f32> for NoCuda<C> {
-    type Preds<'a> = C::Preds<'a>;
-    type Batch<'a> = C::Batch<'a>;
-
-    fn run(&self, _: C::Preds<'_>, _: &C::Batch<'_>, _: GradBufs<f32>) -> Result<LossValues<f32>> {
-        match self.0 {}
-    }
-}
-
-impl<C: CpuLoss> CudaLoss<C> for NoCuda<C> {
-    /// Refuses. The message starts with `device:` like those of [`Device`]'s parser: it names the option itself.
-    fn build_on(_: C::Config, ordinal: usize) -> Result<Self> {
-        Err(LossError::new(
-            ErrorCode::CudaUnavailable,
-            format!(
-                "device: 'cuda:{ordinal}' was requested but {} has no CUDA backend yet (only {CUDA_LOSSES} have one); use \
-                 'cpu' or 'auto'",
-                C::NAME
-            ),
-        ))
-    }
-}
-
-impl<C: CpuLoss> Selected<C, NoCuda<C>> {
-    /// The CPU loss: a selection without a CUDA backend holds nothing else.
-    pub fn cpu(&self) -> &C {
-        match self {
-            Self::Cpu(c) => c,
-            Self::Cuda(none) => match none.0 {},
-            Self::Auto(a) => match a.cuda().0 {},
-        }
-    }
-}
-
-/// The losses that have a CUDA backend, for messages.
-pub const CUDA_LOSSES: &str = "v8DetectionLoss, E2EDetectLoss, TVPDetectLoss, v8SegmentationLoss, TVPSegmentLoss, \
-                                v8PoseLoss, v8OBBLoss and v8ClassificationLoss";
-
 /// v8DetectionLoss on the selected backend.
 pub type DetectionLossAny = Selected<V8DetectionLoss, CudaDetectionLoss>;
 /// E2EDetectLoss on the selected backend.
@@ -306,29 +284,13 @@ mod tests {
     use super::*;
     use yolo_loss_core::ErrorCode;
 
-    /// A task without a CUDA backend (every task has one now: v8OBBLoss paired with [`NoCuda`] stands in for the
-    /// next one): 'cuda:N' is refused naming the task and those that have one, 'auto' and 'cpu' are the CPU backend.
+    /// Under 'auto', an invalid configuration is the CPU constructor's error (not a CUDA one), GPU or not.
     #[test]
-    fn a_task_without_cuda_backend_refuses_cuda_and_selects_the_cpu() {
-        type CpuOnly = Selected<V8OBBLoss, NoCuda<V8OBBLoss>>;
-        let cfg = DetectionConfig { nc: 2, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
-        let e = CpuOnly::new(cfg.clone(), Device::Cuda(1)).unwrap_err();
-        assert_eq!(e.code, ErrorCode::CudaUnavailable);
-        assert_eq!(
-            e.message,
-            format!(
-                "device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet (only {CUDA_LOSSES} have one); \
-                 use 'cpu' or 'auto'"
-            )
-        );
-        for device in [Device::Auto, Device::Cpu] {
-            assert_eq!(CpuOnly::new(cfg.clone(), device).unwrap().backend(), Some(Backend::Cpu));
-        }
-        // An invalid configuration is the CPU constructor's error under 'auto', on either pairing.
-        let e = CpuOnly::new(DetectionConfig { nc: 0, ..cfg.clone() }, Device::Auto).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
-        let e = ObbLossAny::new(DetectionConfig { nc: 0, ..cfg }, Device::Auto).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+    fn auto_reports_an_invalid_configuration_as_the_cpu_backend_does() {
+        let cfg = DetectionConfig { nc: 0, reg_max: 4, strides: vec![8.0], hyp: Default::default(), tal_topk: 10 };
+        let want = V8OBBLoss::new(cfg.clone()).unwrap_err();
+        let e = ObbLossAny::new(cfg, Device::Auto).unwrap_err();
+        assert_eq!((e.code, &e.message), (ErrorCode::InvalidArgument, &want.message));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use yolo_loss_core::e2e::{prefix, E2EDetectLoss, E2EPreds};
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{DetectionConfig, Result, TaskLoss};
 
-use crate::backend::CudaLoss;
+use crate::backend::cuda_constructors;
 use crate::detection::CudaDetectionLoss;
+use crate::launch::Dev;
 
 #[derive(Debug, Clone)]
 pub struct CudaE2EDetectLoss {
@@ -15,25 +16,16 @@ pub struct CudaE2EDetectLoss {
     pub one2one: CudaDetectionLoss,
 }
 
+cuda_constructors!(CudaE2EDetectLoss, E2EDetectLoss, DetectionConfig);
+
 impl CudaE2EDetectLoss {
-    /// `cfg.tal_topk` is ignored: the branches use 10 and 1 as the reference does. On `cuda:0`.
-    pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Self::on_device(cfg, 0)
-    }
-
-    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
+    /// `cfg.tal_topk` is ignored: the branches use 10 and 1 as the reference does. Each branch's configuration is
+    /// validated as the detection loss does it; the device is opened once, after the first's.
+    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
         let (one2many, one2one) = E2EDetectLoss::branch_configs(cfg);
-        Ok(Self {
-            one2many: CudaDetectionLoss::on_device(one2many, ordinal)?,
-            one2one: CudaDetectionLoss::on_device(one2one, ordinal)?,
-        })
-    }
-
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        let (one2many, one2one) = E2EDetectLoss::branch_configs(cfg);
-        Ok(Self { one2many: CudaDetectionLoss::emulated(one2many)?, one2one: CudaDetectionLoss::emulated(one2one)? })
+        let one2many = CudaDetectionLoss::on(one2many, dev)?;
+        let one2one = CudaDetectionLoss::on(one2one, || Ok(one2many.dev))?;
+        Ok(Self { one2many, one2one })
     }
 }
 
@@ -55,12 +47,6 @@ impl TaskLoss<f32> for CudaE2EDetectLoss {
 
     fn overwrites_grads(&self) -> bool {
         self.one2many.overwrites_grads() && self.one2one.overwrites_grads()
-    }
-}
-
-impl CudaLoss<E2EDetectLoss> for CudaE2EDetectLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }
 

@@ -32,6 +32,15 @@ pub(crate) enum Dev {
 pub(crate) unsafe trait KernelParams: DeviceRepr + Copy {}
 
 impl Dev {
+    /// The GPU's name, or the emulator's, for messages and `Debug`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dev::Gpu(g) => g.device_name(),
+            #[cfg(all(test, yolo_cuda_emulator))]
+            Dev::Emu => "CPU emulator",
+        }
+    }
+
     /// Launches `kernel` on `grid` blocks of `block` threads with `params`. An empty grid launches nothing.
     pub fn launch<P: KernelParams>(&self, kernel: &'static str, grid: u32, block: u32, params: &P) -> Result<()> {
         if grid == 0 {

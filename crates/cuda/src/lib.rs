@@ -32,9 +32,9 @@
 //!   then the faster one.
 //!
 //! Every CUDA loss implements the core's `TaskLoss<f32>` with the same predictions and batch as the task's CPU type,
-//! and [`CudaLoss`] (its constructor on a GPU); [`Selected`] implements `TaskLoss<f32>` by delegation. A task without
-//! a CUDA backend is selected with [`NoCuda`], a stand-in that refuses `'cuda'`, so that giving it one is implementing
-//! those two traits for the new CUDA type and naming it in the task's alias in backend.rs (and in [`CUDA_LOSSES`]).
+//! and [`CudaLoss`] (its constructor on a GPU); [`Selected`] implements `TaskLoss<f32>` by delegation. Giving a new
+//! task a CUDA backend is implementing those two traits for its CUDA type and naming it in the task's alias in
+//! backend.rs (crates/cuda/README.md has the whole recipe).
 //!
 //! For the binding: parse the option with [`Device`]'s `FromStr`, build the task's alias with `new(config, device)`
 //! (the configuration of the CPU type: [`CpuLoss::Config`]), call `call` / `value_and_grad` / `value_and_grad_into`
@@ -76,8 +76,8 @@ extern crate self as yolo_loss_cuda;
 
 pub use auto::{AutoLoss, ShapeKey};
 pub use backend::{
-    Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, NoCuda, ObbLossAny,
-    PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny, CUDA_LOSSES,
+    Backend, ClassificationLossAny, CpuLoss, CudaLoss, DetectionLossAny, Device, E2EDetectLossAny, ObbLossAny,
+    PoseLossAny, SegmentationLossAny, Selected, TVPDetectLossAny, TVPSegmentLossAny,
 };
 pub use classification::CudaClassificationLoss;
 /// The cudarc this crate is built with, so that callers can name device buffers ([`CudaSlice`]) without depending

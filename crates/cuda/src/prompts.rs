@@ -5,8 +5,9 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::prompts::{vp_window, TVPDetectLoss};
 use yolo_loss_core::{DetBatch, DetectionConfig, Result, TaskLoss, TensorRef};
 
-use crate::backend::CudaLoss;
+use crate::backend::cuda_constructors;
 use crate::detection::{CudaDetectionLoss, Flags, Window};
+use crate::launch::Dev;
 
 /// `cfg.nc` is the model's class count at construction (the text prompts).
 #[derive(Debug, Clone)]
@@ -14,20 +15,12 @@ pub struct CudaTVPDetectLoss {
     pub vp: CudaDetectionLoss,
 }
 
+cuda_constructors!(CudaTVPDetectLoss, TVPDetectLoss, DetectionConfig);
+
 impl CudaTVPDetectLoss {
-    /// On `cuda:0`.
-    pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Self::on_device(cfg, 0)
-    }
-
-    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Ok(Self { vp: CudaDetectionLoss::on_device(cfg, ordinal)? })
-    }
-
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        Ok(Self { vp: CudaDetectionLoss::emulated(cfg)? })
+    /// As [`CudaDetectionLoss`]'s.
+    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
+        Ok(Self { vp: CudaDetectionLoss::on(cfg, dev)? })
     }
 }
 
@@ -48,11 +41,5 @@ impl TaskLoss<f32> for CudaTVPDetectLoss {
                 Ok((vec![out.loss[1]], out.loss_items))
             }
         }
-    }
-}
-
-impl CudaLoss<TVPDetectLoss> for CudaTVPDetectLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }

@@ -591,22 +591,6 @@ mod tests {
                 )
             );
         }
-        // A task without a CUDA backend (none is left: v8OBBLoss paired with NoCuda stands in) names itself.
-        type CpuOnly =
-            yolo_loss_cuda::Selected<yolo_loss_core::V8OBBLoss, yolo_loss_cuda::NoCuda<yolo_loss_core::V8OBBLoss>>;
-        let e = cuda_refused(
-            CpuOnly::new(
-                DetectionConfig { nc: 1, reg_max: 16, strides: vec![8.0], hyp: Hyp::default(), tal_topk: 10 },
-                Device::Cuda(1),
-            )
-            .unwrap_err(),
-        );
-        assert_eq!(e.code, ErrorCode::CudaUnavailable);
-        assert!(
-            e.message.starts_with("options.device: 'cuda:1' was requested but v8OBBLoss has no CUDA backend yet"),
-            "{}",
-            e.message
-        );
         let e = cuda_refused(LossError::new(ErrorCode::CudaUnavailable, "no driver"));
         assert_eq!(e.message, "options.device: CUDA was requested but cannot be used: no driver");
         assert_eq!(cuda_refused(invalid("x".into())).message, "x");

@@ -21,12 +21,7 @@ pub struct CudaClassificationLoss {
 
 impl std::fmt::Debug for CudaClassificationLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let device = match self.dev {
-            Dev::Gpu(g) => g.device_name(),
-            #[cfg(all(test, yolo_cuda_emulator))]
-            Dev::Emu => "CPU emulator",
-        };
-        f.debug_struct("CudaClassificationLoss").field("device", &device).finish()
+        f.debug_struct("CudaClassificationLoss").field("device", &self.dev.name()).finish()
     }
 }
 

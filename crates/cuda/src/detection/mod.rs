@@ -21,8 +21,7 @@ pub(crate) mod tests;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{DetBatch, DetectionConfig, LossError, LossOutput, Result, TaskLoss, TensorRef, V8DetectionLoss};
 
-use crate::backend::CudaLoss;
-use crate::gpu::gpu;
+use crate::backend::cuda_constructors;
 use crate::launch::Dev;
 pub use params::{MAX_LEVELS, MAX_TOPK};
 pub use run::{time_kernels, Assignment, StageTimes, STAGES};
@@ -75,26 +74,11 @@ pub(crate) fn check_cuda_limits(cfg: &DetectionConfig) -> Result<()> {
     Ok(())
 }
 
+cuda_constructors!(CudaDetectionLoss, V8DetectionLoss, DetectionConfig);
+
 impl CudaDetectionLoss {
-    /// Validates `cfg` as the CPU backend does, then opens the GPU `cuda:0`: `ERR_CUDA_UNAVAILABLE` (with the
-    /// reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA backend's limits.
-    pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Self::on_device(cfg, 0)
-    }
-
-    /// As [`Self::new`], on the GPU `cuda:<ordinal>`.
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Gpu(gpu(ordinal)?)))
-    }
-
-    /// The same loss on the CPU emulator of the kernels (tests of this crate).
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Emu))
-    }
-
     /// `cfg` validated (the CPU backend's checks, then the CUDA limits), then the device opened.
-    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
+    pub(crate) fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
         let cfg = V8DetectionLoss::new(cfg)?.cfg;
         check_cuda_limits(&cfg)?;
         Ok(Self { cfg, dev: dev()? })
@@ -102,11 +86,7 @@ impl CudaDetectionLoss {
 
     /// Name of the GPU the loss runs on.
     pub fn device_name(&self) -> &str {
-        match self.dev {
-            Dev::Gpu(g) => g.device_name(),
-            #[cfg(all(test, yolo_cuda_emulator))]
-            Dev::Emu => "CPU emulator",
-        }
+        self.dev.name()
     }
 
     /// `value_and_grad` plus the device time of its kernels (for benchmarks); `per_kernel`: each kernel's time too,
@@ -185,12 +165,6 @@ impl TaskLoss<f32> for CudaDetectionLoss {
 
     fn overwrites_grads(&self) -> bool {
         true
-    }
-}
-
-impl CudaLoss<V8DetectionLoss> for CudaDetectionLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }
 

@@ -11,9 +11,8 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::obb::{ObbBatch, ObbPreds};
 use yolo_loss_core::{DetectionConfig, Result, TaskLoss, V8OBBLoss};
 
-use crate::backend::{CudaLoss, Selected};
+use crate::backend::{cuda_constructors, Selected};
 use crate::detection::check_cuda_limits;
-use crate::gpu::gpu;
 use crate::launch::Dev;
 
 #[derive(Clone)]
@@ -24,34 +23,14 @@ pub struct CudaObbLoss {
 
 impl std::fmt::Debug for CudaObbLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let device = match self.dev {
-            Dev::Gpu(g) => g.device_name(),
-            #[cfg(all(test, yolo_cuda_emulator))]
-            Dev::Emu => "CPU emulator",
-        };
-        f.debug_struct("CudaObbLoss").field("cfg", &self.cfg).field("device", &device).finish()
+        f.debug_struct("CudaObbLoss").field("cfg", &self.cfg).field("device", &self.dev.name()).finish()
     }
 }
 
+cuda_constructors!(CudaObbLoss, V8OBBLoss, DetectionConfig);
+
 impl CudaObbLoss {
-    /// On the GPU `cuda:0`.
-    pub fn new(cfg: DetectionConfig) -> Result<Self> {
-        Self::on_device(cfg, 0)
-    }
-
-    /// Validates `cfg` as the CPU backend does (top-k fixed at 10), then opens the GPU `cuda:<ordinal>`:
-    /// `ERR_CUDA_UNAVAILABLE` (with the reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration
-    /// beyond the CUDA limits.
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Gpu(gpu(ordinal)?)))
-    }
-
-    /// The same loss on the CPU emulator of the kernels (tests of this crate).
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Emu))
-    }
-
+    /// `cfg` validated as the CPU backend does it (top-k fixed at 10), then the CUDA limits; then the device opened.
     fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
         let cfg = V8OBBLoss::new(cfg)?.cfg;
         check_cuda_limits(&cfg)?;
@@ -70,12 +49,6 @@ impl TaskLoss<f32> for CudaObbLoss {
 
     fn overwrites_grads(&self) -> bool {
         true
-    }
-}
-
-impl CudaLoss<V8OBBLoss> for CudaObbLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }
 

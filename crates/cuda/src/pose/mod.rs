@@ -11,9 +11,8 @@ use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::pose::{PoseBatch, PoseConfig, PosePreds, V8PoseLoss};
 use yolo_loss_core::{Result, TaskLoss};
 
-use crate::backend::{CudaLoss, Selected};
+use crate::backend::{cuda_constructors, Selected};
 use crate::detection::check_cuda_limits;
-use crate::gpu::gpu;
 use crate::launch::Dev;
 
 #[derive(Clone)]
@@ -25,33 +24,14 @@ pub struct CudaPoseLoss {
 
 impl std::fmt::Debug for CudaPoseLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let device = match self.dev {
-            Dev::Gpu(g) => g.device_name(),
-            #[cfg(all(test, yolo_cuda_emulator))]
-            Dev::Emu => "CPU emulator",
-        };
-        f.debug_struct("CudaPoseLoss").field("cfg", &self.cfg).field("device", &device).finish()
+        f.debug_struct("CudaPoseLoss").field("cfg", &self.cfg).field("device", &self.dev.name()).finish()
     }
 }
 
+cuda_constructors!(CudaPoseLoss, V8PoseLoss, PoseConfig);
+
 impl CudaPoseLoss {
-    /// On the GPU `cuda:0`.
-    pub fn new(cfg: PoseConfig) -> Result<Self> {
-        Self::on_device(cfg, 0)
-    }
-
-    /// Validates `cfg` as the CPU backend does, then opens the GPU `cuda:<ordinal>`: `ERR_CUDA_UNAVAILABLE` (with
-    /// the reason) where there is none, `ERR_INVALID_ARGUMENT` for a configuration beyond the CUDA limits.
-    pub fn on_device(cfg: PoseConfig, ordinal: usize) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Gpu(gpu(ordinal)?)))
-    }
-
-    /// The same loss on the CPU emulator of the kernels (tests of this crate).
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: PoseConfig) -> Result<Self> {
-        Self::on(cfg, || Ok(Dev::Emu))
-    }
-
+    /// `cfg` validated as the CPU backend does it, then the CUDA limits; then the device opened.
     fn on(cfg: PoseConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
         let cfg = V8PoseLoss::new(cfg)?.cfg;
         check_cuda_limits(&cfg.det)?;
@@ -71,12 +51,6 @@ impl TaskLoss<f32> for CudaPoseLoss {
 
     fn overwrites_grads(&self) -> bool {
         true
-    }
-}
-
-impl CudaLoss<V8PoseLoss> for CudaPoseLoss {
-    fn build_on(cfg: PoseConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }
 

@@ -20,7 +20,7 @@ pub use prompts::CudaTVPSegmentLoss;
 #[cfg(test)]
 pub(crate) use run::KERNELS;
 
-use crate::backend::CudaLoss;
+use crate::backend::cuda_constructors;
 use crate::detection::run::{Job, Timing};
 use crate::detection::CudaDetectionLoss;
 use crate::launch::Dev;
@@ -37,17 +37,13 @@ impl std::fmt::Debug for CudaSegmentationLoss {
     }
 }
 
-impl CudaSegmentationLoss {
-    /// Validates `cfg` as the CPU backend does, then opens `cuda:<ordinal>` (the errors of
-    /// [`CudaDetectionLoss::on_device`]).
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Ok(Self { det: CudaDetectionLoss::on_device(cfg, ordinal)? })
-    }
+cuda_constructors!(CudaSegmentationLoss, V8SegmentationLoss, DetectionConfig);
 
-    /// The same loss on the CPU emulator of the kernels (tests of this crate).
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        Ok(Self { det: CudaDetectionLoss::emulated(cfg)? })
+impl CudaSegmentationLoss {
+    /// `cfg` validated as the detection loss does it (the CPU backend's checks, then the CUDA limits); then the
+    /// device opened.
+    pub(crate) fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
+        Ok(Self { det: CudaDetectionLoss::on(cfg, dev)? })
     }
 
     pub fn cfg(&self) -> &DetectionConfig {
@@ -110,11 +106,5 @@ impl TaskLoss<f32> for CudaSegmentationLoss {
 
     fn overwrites_grads(&self) -> bool {
         true
-    }
-}
-
-impl CudaLoss<V8SegmentationLoss> for CudaSegmentationLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }

@@ -7,7 +7,8 @@ use yolo_loss_core::segmentation::{SegBatch, SegPreds};
 use yolo_loss_core::{DetectionConfig, Result, TaskLoss};
 
 use super::CudaSegmentationLoss;
-use crate::backend::CudaLoss;
+use crate::backend::cuda_constructors;
+use crate::launch::Dev;
 
 /// `cfg.nc` is the model's class count at construction (the text prompts).
 #[derive(Debug, Clone)]
@@ -15,15 +16,12 @@ pub struct CudaTVPSegmentLoss {
     pub vp: CudaSegmentationLoss,
 }
 
-impl CudaTVPSegmentLoss {
-    /// As [`CudaSegmentationLoss::on_device`].
-    pub fn on_device(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Ok(Self { vp: CudaSegmentationLoss::on_device(cfg, ordinal)? })
-    }
+cuda_constructors!(CudaTVPSegmentLoss, TVPSegmentLoss, DetectionConfig);
 
-    #[cfg(all(test, yolo_cuda_emulator))]
-    pub(crate) fn emulated(cfg: DetectionConfig) -> Result<Self> {
-        Ok(Self { vp: CudaSegmentationLoss::emulated(cfg)? })
+impl CudaTVPSegmentLoss {
+    /// As [`CudaSegmentationLoss`]'s.
+    fn on(cfg: DetectionConfig, dev: impl FnOnce() -> Result<Dev>) -> Result<Self> {
+        Ok(Self { vp: CudaSegmentationLoss::on(cfg, dev)? })
     }
 }
 
@@ -43,11 +41,5 @@ impl TaskLoss<f32> for CudaTVPSegmentLoss {
                 Ok((vec![loss[2]], items))
             }
         }
-    }
-}
-
-impl CudaLoss<TVPSegmentLoss> for CudaTVPSegmentLoss {
-    fn build_on(cfg: DetectionConfig, ordinal: usize) -> Result<Self> {
-        Self::on_device(cfg, ordinal)
     }
 }
