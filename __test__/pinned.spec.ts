@@ -101,7 +101,7 @@ test.serial('a locked prediction array that is detached is let go; fresh arrays 
   const mine = copy(c.preds);
   for (let i = 0; i < 2; i++) loss.valueAndGrad(mine, c.batch);
   const locked = loss.pinnedMemory().buffers;
-  for (const p of mine) structuredClone(p.data.buffer, { transfer: [p.data.buffer] });
+  for (const p of mine) structuredClone(p.data.buffer, { transfer: [p.data.buffer as ArrayBuffer] });
   t.is(mine[0]!.data.length, 0, 'detached');
   const r = loss.valueAndGrad(copy(c.preds), c.batch);
   t.true(sameBits(r.loss, first.loss));
