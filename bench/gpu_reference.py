@@ -5,7 +5,7 @@ inputs that crates/cuda/examples/gpu_bench wrote (--write-cases), all cases in o
 
     python3 bench/gpu_reference.py run CASES_DIR [--device cuda|cpu] [--target-s 1.0] [--max-iters 20]
                                    [--warmup 2] [--wheels DIR]        # one JSON line per case folder
-    python3 bench/gpu_reference.py table OURS_JSON REF_JSON           # the table (gpu_bench's ours.json)
+    python3 bench/gpu_reference.py table OURS_JSON REF_JSON           # the tables (gpu_bench's ours.json)
     python3 bench/gpu_reference.py check OURS_JSON REF_JSON           # CPU backend vs reference, exit 1 if apart
 
 `run` times each case folder of CASES_DIR (in ours.json's order when it is there): 1 call, then as many as fit in
@@ -38,6 +38,10 @@ from ref_tasks import build, load_tensors  # noqa: E402
 # The goals of issue 12 for every task loss (a benchmark, not a test).
 SPEEDUP_GOAL = 30.0
 FLOOR_GOAL = 4.0
+# Issue 13's, end to end from page-locked host arrays: faster than the reference with its tensors on the GPU, and
+# near the PCIe floor.
+E2E_SPEEDUP_GOAL = 2.0
+PCIE_GOAL = 2.0
 
 
 def import_reference(wheels: str | None):
@@ -239,7 +243,44 @@ def table(ours_path: str, ref_path: str) -> str:
         q = by["det1000"]["kernel_ms"] / by["det8"]["kernel_ms"]
         notes.append(f"det1000 kernel ÷ det8 kernel: {q:.2f}× (issue 4: at most 3×, {'met' if q <= 3 else 'missed'})")
     notes.append(f"goal missed by: {', '.join(missed)}" if missed else "goal met by every case")
-    return "\n".join(lines + notes)
+    return "\n".join(lines + notes + [""] + e2e_table(ours, refs))
+
+
+def e2e_table(ours: list, refs: dict) -> list[str]:
+    """Issue 13's table: end to end from page-locked caller buffers against the reference and the PCIe floor."""
+    head = ("case", "e2e ms", "e2e pinned ms", "PCIe floor ms", "reference ms", "pinned ×", "pinned ÷ PCIe",
+            f"goal (≥{E2E_SPEEDUP_GOAL:.0f}×, ≤{PCIE_GOAL:.0f}× PCIe)", "locked", "same bits")
+    rows, missed = [], []
+    for o in ours:
+        if "e2e_pinned_ms" not in o:
+            continue
+        r = refs.get(o["case"], {})
+        ref = r.get("ref_ms") if r.get("ok") else None
+        pinned, pcie = o["e2e_pinned_ms"], o["pcie_floor_ms"]
+        speed, p_floor = (ref / pinned if ref else None), pinned / pcie
+        fails = ([] if speed is None or speed >= E2E_SPEEDUP_GOAL else ["speed"]) + \
+                ([] if p_floor <= PCIE_GOAL else ["PCIe"])
+        goal = ("no: " + ", ".join(fails)) if fails else ("yes" if speed is not None else "no reference; PCIe ok")
+        if fails:
+            missed.append(o["case"])
+        rows.append((
+            o["case"], f"{o['e2e_ms']:.2f}", f"{pinned:.2f}", f"{pcie:.2f}", f"{ref:.2f}" if ref else "unavailable",
+            f"{speed:.1f}×" if ref else "-", f"{p_floor:.1f}×", goal,
+            f"{o['pinned_buffers']} ({o['pinned_bytes'] / 2**20:.0f} MiB, {o['pin_refusals']} refused)",
+            "yes" if o["pinned_same_bits"] else "NO",
+        ))
+    if not rows:
+        return ["end to end from page-locked buffers: not measured (an ours.json from before issue 13)"]
+    o = next(o for o in ours if "e2e_pinned_ms" in o)
+    return ["End to end from page-locked host buffers (issue 13)"] + fmt_table(head, rows) + [
+        f"PCIe (page-locked, 256 MiB copies): host→device {o['htod_gbs']:.1f} GB/s, device→host {o['dtoh_gbs']:.1f} GB/s",
+        "e2e pinned: value_and_grad into out, predictions and out page-locked by the binding's cache (HostPins +",
+        "  PinnedCall; inputs on their second sighting), the registering calls untimed; PCIe floor: every prediction",
+        "  up and every gradient down at those rates, one after the other; pinned ×: reference ms ÷ e2e pinned ms",
+        "  (the reference's tensors are already on the GPU); locked: the buffers registered (≥ 1 MiB each), their",
+        "  size, and registrations the driver refused; same bits: pinned results = plain e2e results, bit for bit",
+        f"end-to-end goal missed by: {', '.join(missed)}" if missed else "end-to-end goal met by every case",
+    ]
 
 
 def check(ours_path: str, ref_path: str) -> int:

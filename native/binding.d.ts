@@ -34,13 +34,13 @@ export declare class NativeClassificationLoss {
    */
   valueAndGradAsync(preds: NativeTensor, cls: NativeTensor, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
 }
@@ -78,13 +78,13 @@ export declare class NativeDetectionLoss {
    */
   valueAndGradAsync(preds: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R])` → `[B,A,4]` grid xyxy. */
@@ -124,13 +124,13 @@ export declare class NativeE2EDetectLoss {
    */
   valueAndGradAsync(one2Many: Array<NativeTensor>, one2One: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
 }
@@ -168,13 +168,13 @@ export declare class NativeObbLoss {
    */
   valueAndGradAsync(feats: Array<NativeTensor>, angle: NativeTensor, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
   /** `bbox_decode(anchor_points [A,2], pred_dist [B,A,4R], pred_angle [B,A,1])` → `[B,A,5]` grid xywhr. */
@@ -216,13 +216,13 @@ export declare class NativePoseLoss {
    */
   valueAndGradAsync(feats: Array<NativeTensor>, kpts: NativeTensor, batch: NativePoseBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
   /** The per-keypoint sigmas of the KeypointLoss (OKS for [17, 3], else 1/K). */
@@ -262,13 +262,13 @@ export declare class NativeSegmentationLoss {
    */
   valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
 }
@@ -306,13 +306,13 @@ export declare class NativeTvpDetectLoss {
    */
   valueAndGradAsync(feats: Array<NativeTensor>, batch: NativeDetBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
 }
@@ -350,13 +350,13 @@ export declare class NativeTvpSegmentLoss {
    */
   valueAndGradAsync(feats: Array<NativeTensor>, predMasks: NativeTensor, proto: NativeTensor, batch: NativeSegBatch, out?: Array<Float32Array> | undefined | null): Promise<NativeLossOutput>
   /**
-   * The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;
-   * zeros on the CPU), and its registrations over its life.
+   * The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on
+   * the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life.
    */
   pinnedMemory(): NativePinnedMemory
   /**
    * Unlocks every buffer this instance page-locked and drops its references to them (done anyway
-   * when the instance is collected); later calls lock `out` buffers anew.
+   * when the instance is collected); later calls lock buffers anew.
    */
   releasePinnedMemory(): void
 }

@@ -24,11 +24,13 @@
 #    tests are skipped there, CI runs them), the package's JS API on the GPU (scripts/gpu-node-check.cjs), then
 #    gpu_bench on every task loss at the CPU benchmark's shapes (detection B=16 640×640 nc=80 at 8 and 1000
 #    labels per image, segmentation, pose, OBB at 1024×1024, classification, E2E, TVP detect / segment; see
-#    `gpu_bench --list`): kernel time by CUDA events, end-to-end time from host f32 arrays, the memory-traffic
-#    floor from the measured copy bandwidth, a CPU-backend cross-check; then bench/gpu_reference.py (every task's
+#    `gpu_bench --list`): kernel time by CUDA events, end-to-end time from host f32 arrays (also into `out` from
+#    page-locked buffers), the memory-traffic floor from the measured copy bandwidth, the PCIe floor from the
+#    measured page-locked copy rates, a CPU-backend cross-check; then bench/gpu_reference.py (every task's
 #    ultralytics loss on the device's torch, CUDA, fp32, AMP off, forward + backward, same inputs, one python
-#    process), and prints one table with the ratios and the goals (kernel ≥ 30× faster than the reference,
-#    within 4× of the floor). The bench half takes about 1–2 minutes on an H100, the whole check under 5.
+#    process), and prints the tables with the ratios and the goals (kernel ≥ 30× faster than the reference,
+#    within 4× of the floor; end to end from page-locked buffers ≥ 2× faster than the reference, within 2× of the
+#    PCIe floor). The bench half takes about 1–2 minutes on an H100, the whole check under 5.
 #    Without a GPU, scripts/gpu-bench-plumbing.sh tries the bench's plumbing against the reference on the CPU.
 #    Logs and JSON go to $OUT when it is set (the device tool brings them back), else to .gpu-check/out.
 #    Exit status: non-zero when a test failed or the benchmark could not run.

@@ -72,13 +72,15 @@ export class v8DetectionLoss {
     return this.#run.device;
   }
 
-  /** The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA; see docs/api.md). */
+  /** The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA: `out` buffers, and prediction
+   * arrays passed again; see docs/api.md). */
   pinnedMemory(): PinnedMemory {
     return this.#run.pinnedMemory();
   }
 
   /** Unlocks every buffer this instance page-locked (also done when the instance is garbage-collected). Call it
-   * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
+   * before transferring or dropping an `out` buffer or prediction array you will not pass again, to give its pages
+   * back at once. */
   releasePinnedMemory(): void {
     this.#run.releasePinnedMemory();
   }

@@ -95,9 +95,10 @@ export interface PoseOptions extends Options {
 // The shared machinery
 
 /**
- * The `out` buffers a CUDA instance keeps page-locked (registered with the driver) so that gradients are copied
- * from the GPU straight into them: `buffers` and `bytes` now, and over the instance's life how many were locked,
- * unlocked, and refused by the driver (then its copies simply stay staged). All zeros on the CPU backend.
+ * The caller's buffers a CUDA instance keeps page-locked (registered with the driver) so that copies go straight
+ * between them and the GPU (`out` buffers, and prediction arrays of synchronous calls passed again): `buffers` and
+ * `bytes` now, and over the instance's life how many were locked, unlocked, and refused by the driver (then its
+ * copies simply stay staged). All zeros on the CPU backend.
  */
 export interface PinnedMemory {
   buffers: number;
@@ -236,13 +237,15 @@ export abstract class TaskLoss<P, B> {
     return this.#run.device;
   }
 
-  /** The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA; see docs/api.md). */
+  /** The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA: `out` buffers, and prediction
+   * arrays passed again; see docs/api.md). */
   pinnedMemory(): PinnedMemory {
     return this.#run.pinnedMemory();
   }
 
   /** Unlocks every buffer this instance page-locked (also done when the instance is garbage-collected). Call it
-   * before transferring or dropping an `out` buffer you will not pass again, to give its pages back at once. */
+   * before transferring or dropping an `out` buffer or prediction array you will not pass again, to give its pages
+   * back at once. */
   releasePinnedMemory(): void {
     this.#run.releasePinnedMemory();
   }

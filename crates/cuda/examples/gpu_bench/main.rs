@@ -8,15 +8,18 @@
 //! classification, E2E and TVP); `--batch` / `--size` override every case's batch and image size (`--size` must
 //! be a multiple of 32), e.g. small shapes to try the plumbing on a CPU. Per case (measure.rs): kernel time (CUDA
 //! events around the kernels of each call, `yolo_loss_cuda::time_kernels`), end to end from host `f32` slices
-//! (uploads, kernels, gradient download), the memory-traffic floor (every prediction read once, every gradient
-//! written once, at the measured device copy bandwidth), for detection each kernel's share; `--cpu-check`: the
-//! CPU backend's differences. `--write-cases` also writes each case's inputs under DIR/<case>/ (raw
-//! little-endian f32 + manifest.json, bench/data.ts's format) for bench/gpu_reference.py, so that the reference
-//! runs on the very same numbers; `--cases-only` writes them without a GPU (with `--cpu-check`: and the CPU
-//! backend's values). One JSON object per case goes to stdout and to DIR/ours.json (one per line).
+//! (uploads, kernels, gradient download), end to end into `out` from page-locked caller buffers (pinned.rs: the
+//! binding's path, issue 13), the memory-traffic floor (every prediction read once, every gradient written once, at
+//! the measured device copy bandwidth), the PCIe floor (every prediction up and every gradient down at the measured
+//! page-locked copy rates), for detection each kernel's share; `--cpu-check`: the CPU backend's differences.
+//! `--write-cases` also writes each case's inputs under DIR/<case>/ (raw little-endian f32 + manifest.json,
+//! bench/data.ts's format) for bench/gpu_reference.py, so that the reference runs on the very same numbers;
+//! `--cases-only` writes them without a GPU (with `--cpu-check`: and the CPU backend's values). One JSON object per
+//! case goes to stdout and to DIR/ours.json (one per line).
 
 mod cases;
 mod measure;
+mod pinned;
 
 use std::path::PathBuf;
 
@@ -25,6 +28,7 @@ use yolo_loss_cuda::{gpu, CudaDetectionLoss, STAGES};
 
 use cases::{inputs, with_loss, write_case, CaseDef, Task, Tensors, CASES};
 use measure::{copy_bandwidth, median, object, CpuOnly, Measure};
+use pinned::pcie_rates;
 
 struct Args {
     out: PathBuf,
@@ -151,8 +155,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let bandwidth = copy_bandwidth(g);
-    let mut measure = Measure { gpu: g, bandwidth, warmup: a.warmup, iters: a.iters, cpu_check: a.cpu_check };
+    let (bandwidth, pcie) = (copy_bandwidth(g), pcie_rates(g));
+    let mut measure = Measure { gpu: g, bandwidth, pcie, warmup: a.warmup, iters: a.iters, cpu_check: a.cpu_check };
     for c in &a.cases {
         let t = inputs(c);
         if a.write_cases {
@@ -161,6 +165,8 @@ fn main() {
         let mut m = with_loss(c, &t, &mut measure);
         m.insert("device".into(), json!(g.device_name()));
         m.insert("bandwidth_gbs".into(), json!(bandwidth / 1e9));
+        m.insert("htod_gbs".into(), json!(pcie.htod / 1e9));
+        m.insert("dtoh_gbs".into(), json!(pcie.dtoh / 1e9));
         if c.task == Task::Detect {
             m.extend(detection_stages(c, &t, a.iters.min(10)));
         }

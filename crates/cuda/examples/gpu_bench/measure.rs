@@ -1,5 +1,6 @@
-//! What the benchmark measures on a case, for any task ([`Measure`], a [`Visit`]): kernel time, end to end, the
-//! memory floor, the CPU-backend check; [`CpuOnly`]: the CPU backend's values alone (no GPU: `--cases-only`).
+//! What the benchmark measures on a case, for any task ([`Measure`], a [`Visit`]): kernel time, end to end (also from
+//! page-locked caller buffers, pinned.rs), the memory and PCIe floors, the CPU-backend check; [`CpuOnly`]: the CPU
+//! backend's values alone (no GPU: `--cases-only`).
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use yolo_loss_cuda::cudarc::driver::sys::CUevent_flags;
 use yolo_loss_cuda::{time_kernels, CpuLoss, CudaLoss, Gpu};
 
 use crate::cases::Visit;
+use crate::pinned::{e2e_pinned, pcie_floor_ms, PcieRates};
 
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -114,6 +116,8 @@ pub struct Measure<'a> {
     pub gpu: &'a Gpu,
     /// Device copy bandwidth (bytes/s, read + write).
     pub bandwidth: f64,
+    /// Page-locked host to device and back.
+    pub pcie: PcieRates,
     pub warmup: usize,
     pub iters: usize,
     pub cpu_check: bool,
@@ -136,8 +140,9 @@ impl Visit for Measure<'_> {
 
     /// Kernel time (`time_kernels`: CUDA events around each call's kernels, uploads and downloads excluded), end to
     /// end (plain `value_and_grad` from host arrays to host gradients; again with the driver's staging of pageable
-    /// memory instead of ours), the floor (every prediction read once, every gradient written once, at the copy
-    /// bandwidth) and, when asked, the CPU backend's differences.
+    /// memory instead of ours; and into `out` from page-locked buffers, pinned.rs), the floor (every prediction read
+    /// once, every gradient written once, at the copy bandwidth), the PCIe floor (every prediction up, every
+    /// gradient down, at the page-locked copy rates) and, when asked, the CPU backend's differences.
     fn visit<C: CpuLoss, G: CudaLoss<C>>(
         &mut self,
         cfg: C::Config,
@@ -161,14 +166,18 @@ impl Visit for Measure<'_> {
         self.gpu.set_staged_copies(false);
         let mut pageable = self.times(self.iters.min(10), || drop(call()));
         self.gpu.set_staged_copies(true);
-        let bytes: usize = 2 * 4 * preds.tensors().iter().map(|t| t.len()).sum::<usize>();
+        let pinned = e2e_pinned::<C, G>(&loss, preds, batch, &out, self.warmup, self.iters);
+        let pred_bytes: usize = 4 * preds.tensors().iter().map(|t| t.len()).sum::<usize>();
+        let bytes = 2 * pred_bytes;
         let floor_ms = bytes as f64 / self.bandwidth * 1e3;
         let kmin = kernel.iter().cloned().fold(f64::INFINITY, f64::min);
         let mut m = object(json!({
             "kernel_ms": median(&mut kernel), "kernel_min_ms": kmin, "e2e_ms": median(&mut e2e),
             "e2e_pageable_ms": median(&mut pageable), "floor_ms": floor_ms, "bytes": bytes,
+            "pcie_floor_ms": pcie_floor_ms(pred_bytes, self.pcie),
             "loss": out.loss, "items": out.loss_items, "grad_norm": grad_norm(&out),
         }));
+        m.extend(pinned);
         if self.cpu_check {
             m.extend(cpu_check::<C>(cfg, preds, batch, Some(&out)));
         }

@@ -17,9 +17,10 @@
 //!
 //! Files: `mod.rs` the mechanism (packing, [`Eval`] over every [`Selected`] loss, the synchronous run, the
 //! constructor, the class macro), `run_async.rs` the asynchronous task, `out.rs` the caller's `out` buffers, `pins.rs`
-//! their page-locking on CUDA (`pinnedMemory()`, `releasePinnedMemory()`),
+//! the page-locking of the caller's buffers on CUDA (`pinnedMemory()`, `releasePinnedMemory()`),
 //! `unpack.rs` how each task's packed tensors become its predictions and batch, `classes.rs` the classes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::Float32Array;
@@ -47,6 +48,8 @@ pub(crate) struct Packed<'a> {
     groups: Vec<usize>,
     /// How many of `args`, from the front, are prediction tensors (one gradient each).
     preds: usize,
+    /// The caller's arrays of those prediction tensors, in order (what a CUDA instance may page-lock, `pins.rs`).
+    arrays: Vec<&'a Float32Array>,
 }
 
 impl<'a> Packed<'a> {
@@ -54,21 +57,22 @@ impl<'a> Packed<'a> {
     fn levels(mut self, name: &str, ts: &'a [NativeTensor]) -> Self {
         self.groups.push(ts.len());
         for (i, t) in ts.iter().enumerate() {
-            self = self.pred(arg(format!("{name}[{i}]"), t));
+            self = self.pred(format!("{name}[{i}]"), t);
         }
         self
     }
 
     /// One prediction tensor. Predictions come before every batch tensor.
-    fn pred(mut self, a: Arg<'a>) -> Self {
+    fn pred(mut self, name: impl Into<Cow<'a, str>>, t: &'a NativeTensor) -> Self {
         debug_assert_eq!(self.preds, self.args.len(), "prediction tensors are packed first");
-        self.args.push(a);
+        self.args.push(arg(name, t));
+        self.arrays.push(&t.data);
         self.preds = self.args.len();
         self
     }
 
     fn tensor(self, name: &'static str, t: &'a NativeTensor) -> Self {
-        self.pred(arg(name, t))
+        self.pred(name, t)
     }
 
     /// One batch tensor (no gradient).
@@ -184,8 +188,9 @@ fn fresh<G>(zeros: impl Fn(usize) -> CoreResult<G>) -> impl FnOnce(&[TensorRef<'
 
 /// `call` / `valueAndGrad`: the caller's arrays read in place, every output a V8-owned `Float32Array` (the
 /// gradients written by the core directly, the two loss vectors copied); with `out`, the gradients go into the
-/// caller's buffers instead and `grads` comes back empty (the facade returns `out`), on CUDA straight from the GPU
-/// into them once `pins` has page-locked them.
+/// caller's buffers instead and `grads` comes back empty (the facade returns `out`). On CUDA, `pins` page-locks the
+/// caller's buffers worth it first (`out` at once, prediction arrays when passed again), so that their copies go
+/// straight between them and the GPU.
 fn run_sync<L: Eval + ?Sized>(
     env: &Env,
     (loss, pins): (&L, &Pins),
@@ -193,25 +198,19 @@ fn run_sync<L: Eval + ?Sized>(
     want_grad: bool,
     out: Option<Vec<Float32Array>>,
 ) -> napi::Result<NativeLossOutput, Code> {
-    let (values, items, grads) = match out {
-        None => {
-            let ((values, items), grads) =
-                run_packed(loss, &packed.args, &packed.groups, packed.preds, want_grad, fresh(|n| js_zeros(env, n)))
-                    .map_err(to_js)?;
-            (values, items, grads.into_iter().map(crate::JsGrad::into_array).collect())
-        }
-        Some(out) => {
-            let mut out = CallerGrads(out);
-            out.check(&packed).map_err(to_js)?;
-            let pinned = pins.prepare(env, &mut out.0);
-            let (args, groups, grads) = (&packed.args, &packed.groups, &mut out);
-            let ((values, items), _) = within(pinned, move || {
-                run_packed(loss, args, groups, packed.preds, want_grad, move |_| Ok(grads.slices()))
-            })
-            .map_err(to_js)?;
-            (values, items, Vec::new())
-        }
-    };
+    let mut out = out.map(CallerGrads);
+    if let Some(out) = &out {
+        out.check(&packed).map_err(to_js)?;
+    }
+    let pinned = pins.prepare(env, &packed.arrays, out.as_ref().map_or(&[], |o| &o.0));
+    let (args, groups, preds) = (&packed.args, &packed.groups, packed.preds);
+    let ((values, items), grads) = within(pinned, || match &mut out {
+        None => run_packed(loss, args, groups, preds, want_grad, fresh(|n| js_zeros(env, n)))
+            .map(|(values, grads)| (values, grads.into_iter().map(crate::JsGrad::into_array).collect())),
+        Some(out) => run_packed(loss, args, groups, preds, want_grad, |_| Ok(out.slices()))
+            .map(|(values, _)| (values, Vec::new())),
+    })
+    .map_err(to_js)?;
     Ok(NativeLossOutput {
         loss: js_copy(env, &values).map_err(to_js)?,
         loss_items: js_copy(env, &items).map_err(to_js)?,
@@ -346,15 +345,15 @@ macro_rules! task_loss_class {
                 LossTask::new(self.inner.clone(), $pack, true, out.map(|o| (o, &self.pins, &env)))
             }
 
-            #[doc = " The caller's `out` buffers this instance keeps page-locked for direct GPU copies (CUDA only;"]
-            #[doc = " zeros on the CPU), and its registrations over its life."]
+            #[doc = " The caller's buffers this instance keeps page-locked for direct GPU copies (CUDA only; zeros on"]
+            #[doc = " the CPU): `out` buffers, and prediction arrays passed again. Also its registrations over its life."]
             #[napi]
             pub fn pinned_memory(&self) -> NativePinnedMemory {
                 self.pins.stats().into()
             }
 
             #[doc = " Unlocks every buffer this instance page-locked and drops its references to them (done anyway"]
-            #[doc = " when the instance is collected); later calls lock `out` buffers anew."]
+            #[doc = " when the instance is collected); later calls lock buffers anew."]
             #[napi]
             pub fn release_pinned_memory(&self) {
                 self.pins.release()

@@ -1,8 +1,9 @@
-//! A CUDA instance's page-locked `out` buffers (crates/cuda/src/pinned.rs has the policy and its reasons): each
-//! registration holds a reference to the caller's `Float32Array`, so the memory cannot be collected while the GPU
-//! may copy into it; the instance's finalizer (or `releasePinnedMemory()`) unregisters everything, then drops the
-//! references.
+//! A CUDA instance's page-locked buffers, the caller's `out` gradient buffers and prediction arrays
+//! (crates/cuda/src/pinned.rs has the policy and its reasons): each registration holds a reference to the caller's
+//! `Float32Array`, so the memory cannot be collected while the GPU may copy from or into it; the instance's
+//! finalizer (or `releasePinnedMemory()`) unregisters everything, then drops the references.
 
+use std::mem::ManuallyDrop;
 use std::sync::Mutex;
 
 use napi::bindgen_prelude::{Float32Array, FromNapiValue, ToNapiValue};
@@ -27,15 +28,16 @@ impl Pins {
         Some(self.0.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// On the JavaScript thread, before a call: offers the caller's `out` buffers (registered on first sight) and
-    /// returns the ranges the call may copy into directly. The lock is not held during the call: an asynchronous
-    /// call runs later on the pool with this snapshot (its `out` stays alive through its own references; should a
-    /// later call evict one meanwhile, copies into it simply become the driver's pageable copies).
-    pub(crate) fn prepare(&self, env: &Env, out: &mut [Float32Array]) -> Option<PinnedCall> {
+    /// On the JavaScript thread, before a call: offers the caller's prediction arrays `inputs` (registered when seen
+    /// again) and `out` buffers (registered on first sight) and returns the ranges the call may copy from and into
+    /// directly. The lock is not held during the call: an asynchronous call runs later on the pool with this
+    /// snapshot (its `out` stays alive through its own references; should a later call evict one meanwhile, copies
+    /// into it simply become the driver's pageable copies).
+    pub(crate) fn prepare(&self, env: &Env, inputs: &[&Float32Array], out: &[Float32Array]) -> Option<PinnedCall> {
         let mut pins = self.lock()?;
-        for arr in out.iter_mut() {
-            let range = HostRange::of(&arr[..]);
-            pins.offer(range, Role::Output, || JsKeep::new(env, arr));
+        let buffers = inputs.iter().map(|&arr| (arr, Role::Input)).chain(out.iter().map(|arr| (arr, Role::Output)));
+        for (arr, role) in buffers {
+            pins.offer(HostRange::of(arr), role, || JsKeep::new(env, arr));
         }
         Some(pins.prepare())
     }
@@ -63,10 +65,16 @@ pub(crate) struct JsKeep {
 unsafe impl Send for JsKeep {}
 
 impl JsKeep {
-    /// A second reference to the array behind `arr` (which the call's argument conversion made).
-    fn new(env: &Env, arr: &mut Float32Array) -> Option<Self> {
+    /// A second reference to the array behind `arr`, which napi-rs made from a JavaScript value (the call's argument
+    /// conversion: it holds a reference of its own).
+    fn new(env: &Env, arr: &Float32Array) -> Option<Self> {
+        // napi-rs hands out the JavaScript value of such an array only through `&mut` (which merely reads the
+        // reference it holds), and the caller's tensors are borrowed shared by the call's packing: a bitwise copy,
+        // never dropped (its drop would delete the reference the original still owns), lends it that `&mut`.
+        // SAFETY: reads `arr`'s fields; the copy only lives here and is never dropped.
+        let mut copy = ManuallyDrop::new(unsafe { std::ptr::read(arr) });
         // SAFETY: on the JavaScript thread, inside the native call that received `arr`.
-        let value = unsafe { <&mut Float32Array as ToNapiValue>::to_napi_value(env.raw(), arr) }.ok()?;
+        let value = unsafe { <&mut Float32Array as ToNapiValue>::to_napi_value(env.raw(), &mut copy) }.ok()?;
         // SAFETY: as above; `value` is the typed array itself.
         let arr = unsafe { Float32Array::from_napi_value(env.raw(), value) }.ok()?;
         Some(JsKeep { arr, env: env.raw() })

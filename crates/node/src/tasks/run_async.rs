@@ -37,7 +37,13 @@ pub struct LossTask {
 
 impl LossTask {
     /// Checks `out` against the caller's own tensors (the copies could not alias it) and has the instance's `pins`
-    /// lock it (here, on the JavaScript thread), then copies the inputs (fresh copies: never worth locking).
+    /// lock it (here, on the JavaScript thread), then copies the inputs.
+    ///
+    /// The prediction arrays are not offered to `pins`: the call reads its own copies, made before this returns (the
+    /// caller may reuse its arrays at once), and those are fresh allocations every call. Locking them would pin
+    /// their pages for one upload, which costs more than the staged copy it saves, and they are never seen again.
+    /// Reading the caller's arrays in place instead (which would make them worth locking) would let the caller
+    /// change them under a running computation.
     pub(super) fn new(
         loss: Arc<dyn Eval>,
         packed: Packed<'_>,
@@ -46,9 +52,9 @@ impl LossTask {
     ) -> napi::Result<AsyncTask<LossTask>, Code> {
         let (mut out, mut pinned) = (None, None);
         if let Some((arrays, pins, env)) = out_and_pins {
-            let mut grads = CallerGrads(arrays);
+            let grads = CallerGrads(arrays);
             grads.check(&packed).map_err(to_js)?;
-            pinned = pins.prepare(env, &mut grads.0);
+            pinned = pins.prepare(env, &[], &grads.0);
             out = Some(grads);
         }
         let args = packed
