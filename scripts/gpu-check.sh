@@ -6,14 +6,16 @@
 #
 #        bash scripts/gpu-check.sh --prepare
 #
-#    builds into .gpu-check/ (git-ignored through .git/info/exclude; about 50 MB, node included: each test binary
-#    carries the 3.4 MB of kernel fatbins; the device tool carries at most 64 MiB):
+#    builds into .gpu-check/ (git-ignored through .git/info/exclude; about 37 MB: the device tool carries at most
+#    64 MiB, and the binaries alone are ~90 MB, each test binary carrying the 3.4 MB of kernel fatbins, so they
+#    travel xz-compressed in bundle.tar.xz, ~11 MB, unpacked on the GPU machine with python's tarfile):
 #      tests/      the yolo-loss-cuda test binaries (`cargo test --no-run`), every kernel compiled by nvcc to a fatbin
 #                  (YOLO_LOSS_REQUIRE_CUDA=1; scripts/install-nvcc.sh provides nvcc), listed in tests.txt;
-#      bin/        the release benchmark crates/cuda/examples/gpu_bench.rs;
-#      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed);
-#      js/, node.xz  the built package (dist/, the addon) and this machine's node, for scripts/gpu-node-check.cjs
-#                  (needs node and node_modules here: `npm ci` first).
+#      bin/        the release benchmark crates/cuda/examples/gpu_bench/;
+#      js/         the built package (dist/, the addon) for scripts/gpu-node-check.cjs (needs node and node_modules
+#                  here: `npm ci` first);
+#      (those three in bundle.tar.xz) node.xz  this machine's node binary;
+#      wheels/     the ultralytics 8.3.117 wheel for the reference (pip download; carried, never committed).
 #
 # 2. On the GPU machine (CUDA driver, python3 with PyTorch; no cargo, node or network needed), from the
 #    repository root:
@@ -58,7 +60,7 @@ prepare() {
   # A target folder of its own (other profile settings would rebuild the main one), no debug info: small
   # binaries that still print panics with symbol names.
   export CARGO_TARGET_DIR="$here/target/gpu-check" CARGO_PROFILE_TEST_DEBUG=0 CARGO_PROFILE_RELEASE_DEBUG=0
-  rm -rf "$prep/tests" "$prep/bin"
+  rm -rf "$prep/tests" "$prep/bin" "$prep/bundle.tar.xz"
   mkdir -p "$prep/tests" "$prep/bin" "$prep/wheels"
   log "building the CUDA test binaries (nvcc kernels required)"
   cargo test -p yolo-loss-cuda --no-run --message-format=json-render-diagnostics >"$prep/build.json"
@@ -100,6 +102,11 @@ PY
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$prep/wheels" ultralytics==8.3.117 \
       || log "warning: no ultralytics wheel; the reference will only run where ultralytics is installed"
   fi
+  log "compressing the binaries into $prep/bundle.tar.xz"
+  local parts=(tests bin)
+  [ -d "$prep/js" ] && parts+=(js)
+  tar -C "$prep" -cf - "${parts[@]}" | xz -T0 -6 >"$prep/bundle.tar.xz"
+  rm -rf "$prep/tests" "$prep/bin" "$prep/js"
   du -sh "$prep" >&2
   log "prepared; on the GPU machine run: bash scripts/gpu-check.sh (carry .gpu-check)"
 }
@@ -111,6 +118,9 @@ check() {
   local work
   work=$(mktemp -d /tmp/yl-gpu-check.XXXXXX)
   mkdir -p "$out"
+  # The binaries (tests/, bin/, js/), unpacked with python: the GPU machine may have no xz.
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$prep/bundle.tar.xz" "$work" \
+    || { log "cannot unpack $prep/bundle.tar.xz: run --prepare again"; exit 2; }
   local status=0 summary=""
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/[gpu] /' >&2
   # cudarc dlopens libcuda.so; some images keep the driver outside the loader's cache.
@@ -128,7 +138,7 @@ check() {
       [ -n "$t" ] || continue
       log "tests: $t"
       local start=$SECONDS
-      timeout 100 "$prep/tests/$t" --skip emulator --test-threads=4 >"$out/test-$t.log" 2>&1
+      timeout 100 "$work/tests/$t" --skip emulator --test-threads=4 >"$out/test-$t.log" 2>&1
       local rc=$?
       grep -E "^test |test result|panicked|skipping" "$out/test-$t.log" | tail -40 >&2
       summary+="tests $t: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
@@ -136,12 +146,12 @@ check() {
     done <"$prep/tests.txt"
   fi
   if [ "$skip_tests" = 0 ]; then
-    if [ -f "$prep/node.xz" ] && [ -d "$prep/js" ]; then
+    if [ -f "$prep/node.xz" ] && [ -d "$work/js" ]; then
       log "node check: the package's JS API on the GPU"
       local start=$SECONDS
       python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
         "$prep/node.xz" "$work/node" && chmod +x "$work/node"
-      timeout 150 "$work/node" scripts/gpu-node-check.cjs "$prep/js" >"$out/node-check.log" 2>&1
+      timeout 150 "$work/node" scripts/gpu-node-check.cjs "$work/js" >"$out/node-check.log" 2>&1
       local rc=$?
       cat "$out/node-check.log" >&2
       summary+="node check: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - start)) s"$'\n'
@@ -155,7 +165,7 @@ check() {
     # then the reference of every case in one python process (1 s of timed calls per case, 3 to 20 calls).
     log "benchmark: ours (every task loss)"
     local start=$SECONDS
-    if timeout 180 "$prep/bin/gpu_bench" --out "$work" --iters 20 --write-cases --cpu-check \
+    if timeout 180 "$work/bin/gpu_bench" --out "$work" --iters 20 --write-cases --cpu-check \
         >"$out/ours.json" 2>"$out/bench.log"; then
       log "benchmark: ours in $((SECONDS - start)) s; reference (ultralytics on torch, CUDA, fp32, every case)"
       start=$SECONDS
@@ -177,7 +187,7 @@ check() {
         log "profile: ncu, $n labels/img"
         timeout 120 ncu --kernel-name regex:yl_det_ --launch-count 6 --section SpeedOfLight --section Occupancy \
           --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats \
-          "$prep/bin/gpu_bench" --out "$work/profile" --cases "det$n" --iters 1 --warmup 0 >"$out/ncu-$n.txt" 2>&1 \
+          "$work/bin/gpu_bench" --out "$work/profile" --cases "det$n" --iters 1 --warmup 0 >"$out/ncu-$n.txt" 2>&1 \
           || log "ncu failed (exit $?); see $out/ncu-$n.txt"
         grep -E "yl_det_|Duration|Memory Throughput|Achieved Occupancy|Registers Per|Compute \(SM\) Throughput" \
           "$out/ncu-$n.txt" | head -60 >&2
