@@ -272,7 +272,7 @@ mod tests {
     fn k_best_positive_picks_the_ranked_first_k() {
         let n = 300;
         // Few distinct metrics (many ties), every fifth zero, anchors in a scrambled order.
-        let metric = |i: usize| if i % 5 == 0 { 0.0 } else { ((i * 31) % 17 + 1) as f32 / 8.0 };
+        let metric = |i: usize| if i.is_multiple_of(5) { 0.0 } else { ((i * 31) % 17 + 1) as f32 / 8.0 };
         let cands: Vec<(usize, f32, f32)> = (0..n).map(|i| ((i * 7919) % n, metric(i), i as f32)).collect();
         let mut ranked: Vec<_> = cands.iter().copied().filter(|c| c.1 > 0.0).collect();
         ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
