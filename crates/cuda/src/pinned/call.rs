@@ -21,7 +21,9 @@ thread_local! {
     static DIRECT: RefCell<Vec<HostRange>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The registered ranges of one call's buffers (from [`super::HostPins::prepare`]).
+/// The registered ranges of one call's buffers (from [`super::HostPins::prepare`]); the default has none (a call
+/// on the CPU, or with nothing registered), and its `run` only runs the call.
+#[derive(Default)]
 pub struct PinnedCall {
     ranges: Vec<HostRange>,
     gpu: Option<&'static Gpu>,

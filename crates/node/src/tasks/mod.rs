@@ -27,7 +27,7 @@ use napi::bindgen_prelude::Float32Array;
 use napi::Env;
 use yolo_loss_core::loss::{GradBufs, LossValues};
 use yolo_loss_core::{LossError, TaskLoss, TensorRef};
-use yolo_loss_cuda::{Backend, CpuLoss, CudaLoss, PinnedCall, Selected};
+use yolo_loss_cuda::{Backend, CpuLoss, CudaLoss, Selected};
 
 use crate::{
     arg, cuda_refused, guarded, guarded_js, js_copy, js_zeros, parse_device, to_js, with_views, Arg, Code, CoreResult,
@@ -204,26 +204,19 @@ fn run_sync<L: Eval + ?Sized>(
     }
     let pinned = pins.prepare(env, &packed.arrays, out.as_ref().map_or(&[], |o| &o.0));
     let (args, groups, preds) = (&packed.args, &packed.groups, packed.preds);
-    let ((values, items), grads) = within(pinned, || match &mut out {
-        None => run_packed(loss, args, groups, preds, want_grad, fresh(|n| js_zeros(env, n)))
-            .map(|(values, grads)| (values, grads.into_iter().map(crate::JsGrad::into_array).collect())),
-        Some(out) => run_packed(loss, args, groups, preds, want_grad, |_| Ok(out.slices()))
-            .map(|(values, _)| (values, Vec::new())),
-    })
-    .map_err(to_js)?;
+    let ((values, items), grads) = pinned
+        .run(|| match &mut out {
+            None => run_packed(loss, args, groups, preds, want_grad, fresh(|n| js_zeros(env, n)))
+                .map(|(values, grads)| (values, grads.into_iter().map(crate::JsGrad::into_array).collect())),
+            Some(out) => run_packed(loss, args, groups, preds, want_grad, |_| Ok(out.slices()))
+                .map(|(values, _)| (values, Vec::new())),
+        })
+        .map_err(to_js)?;
     Ok(NativeLossOutput {
         loss: js_copy(env, &values).map_err(to_js)?,
         loss_items: js_copy(env, &items).map_err(to_js)?,
         grads,
     })
-}
-
-/// `run` inside the call's page-locked ranges, if it has any.
-fn within<T>(pinned: Option<PinnedCall>, run: impl FnOnce() -> CoreResult<T>) -> CoreResult<T> {
-    match pinned {
-        Some(call) => call.run(run),
-        None => run(),
-    }
 }
 
 /// `deviceFor`: the backend calls of these arguments' shapes run on, once the tensors pass the length checks.

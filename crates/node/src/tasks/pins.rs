@@ -30,16 +30,16 @@ impl Pins {
 
     /// On the JavaScript thread, before a call: offers the caller's prediction arrays `inputs` (registered when seen
     /// again) and `out` buffers (registered on first sight) and returns the ranges the call may copy from and into
-    /// directly. The lock is not held during the call: an asynchronous call runs later on the pool with this
+    /// directly (none on the CPU). The lock is not held during the call: an asynchronous call runs later on the pool with this
     /// snapshot (its `out` stays alive through its own references; should a later call evict one meanwhile, copies
     /// into it simply become the driver's pageable copies).
-    pub(crate) fn prepare(&self, env: &Env, inputs: &[&Float32Array], out: &[Float32Array]) -> Option<PinnedCall> {
-        let mut pins = self.lock()?;
+    pub(crate) fn prepare(&self, env: &Env, inputs: &[&Float32Array], out: &[Float32Array]) -> PinnedCall {
+        let Some(mut pins) = self.lock() else { return PinnedCall::default() };
         let buffers = inputs.iter().map(|&arr| (arr, Role::Input)).chain(out.iter().map(|arr| (arr, Role::Output)));
         for (arr, role) in buffers {
             pins.offer(HostRange::of(arr), role, || JsKeep::new(env, arr));
         }
-        Some(pins.prepare())
+        pins.prepare()
     }
 
     /// `releasePinnedMemory()`.

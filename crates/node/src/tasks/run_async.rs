@@ -12,7 +12,7 @@ use yolo_loss_cuda::PinnedCall;
 
 use super::out::CallerGrads;
 use super::pins::Pins;
-use super::{fresh, run_packed, within, Eval, Packed};
+use super::{fresh, run_packed, Eval, Packed};
 use crate::{to_js, Arg, Code, CoreResult, NativeLossOutput};
 
 /// [`Arg`] with its own copies (the asynchronous methods).
@@ -32,7 +32,7 @@ pub struct LossTask {
     want_grad: bool,
     out: Option<CallerGrads>,
     /// The `out` ranges page-locked for this call (CUDA).
-    pinned: Option<PinnedCall>,
+    pinned: PinnedCall,
 }
 
 impl LossTask {
@@ -50,7 +50,7 @@ impl LossTask {
         want_grad: bool,
         out_and_pins: Option<(Vec<Float32Array>, &Pins, &Env)>,
     ) -> napi::Result<AsyncTask<LossTask>, Code> {
-        let (mut out, mut pinned) = (None, None);
+        let (mut out, mut pinned) = (None, PinnedCall::default());
         if let Some((arrays, pins, env)) = out_and_pins {
             let grads = CallerGrads(arrays);
             grads.check(&packed).map_err(to_js)?;
@@ -74,13 +74,14 @@ impl Task for LossTask {
         let args: Vec<Arg<'_>> =
             self.args.iter().map(|a| Arg { name: Cow::Borrowed(&a.name), data: &a.data, shape: &a.shape }).collect();
         let (loss, groups, preds, want_grad) = (&*self.loss, &self.groups, self.preds, self.want_grad);
-        let out = match (&mut self.out, self.pinned.take()) {
+        let out = match (&mut self.out, std::mem::take(&mut self.pinned)) {
             (None, _) => {
                 run_packed(loss, &args, groups, preds, want_grad, fresh(|n| Ok(yolo_loss_core::alloc::zeroed(n))))
             }
             (Some(out), pinned) => {
                 let args = &args;
-                within(pinned, move || run_packed(loss, args, groups, preds, want_grad, move |_| Ok(out.slices())))
+                pinned
+                    .run(move || run_packed(loss, args, groups, preds, want_grad, move |_| Ok(out.slices())))
                     .map(|(values, _)| (values, Vec::new()))
             }
         };
