@@ -12,6 +12,17 @@ use yolo_loss_cuda::{time_kernels, CpuLoss, CudaLoss, Gpu};
 use crate::cases::Visit;
 use crate::pinned::{e2e_pinned, pcie_floor_ms, PcieRates};
 
+/// Wall-clock milliseconds of each of `iters` runs of `f`.
+pub fn times(iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+    (0..iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -123,18 +134,6 @@ pub struct Measure<'a> {
     pub cpu_check: bool,
 }
 
-impl Measure<'_> {
-    fn times(&self, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
-        (0..iters)
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64() * 1e3
-            })
-            .collect()
-    }
-}
-
 impl Visit for Measure<'_> {
     type Out = Map<String, Value>;
 
@@ -162,9 +161,9 @@ impl Visit for Measure<'_> {
             out = Some(o);
         }
         let out = out.expect("at least one iteration");
-        let mut e2e = self.times(self.iters, || drop(call()));
+        let mut e2e = times(self.iters, || drop(call()));
         self.gpu.set_staged_copies(false);
-        let mut pageable = self.times(self.iters.min(10), || drop(call()));
+        let mut pageable = times(self.iters.min(10), || drop(call()));
         self.gpu.set_staged_copies(true);
         let pinned = e2e_pinned::<C, G>(&loss, preds, batch, &out, self.warmup, self.iters);
         let pred_bytes: usize = 4 * preds.tensors().iter().map(|t| t.len()).sum::<usize>();

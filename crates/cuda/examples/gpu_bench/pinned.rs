@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use yolo_loss_core::{LossOutput, Predictions};
 use yolo_loss_cuda::{CpuLoss, CudaLoss, Gpu, HostPins, HostRange, Keepalive, Role};
 
-use crate::measure::{median, object};
+use crate::measure::{median, object, times};
 
 /// Copy rates between page-locked host memory and the GPU, bytes/s.
 #[derive(Debug, Clone, Copy)]
@@ -29,14 +29,7 @@ pub fn pcie_rates(g: &Gpu) -> PcieRates {
     let mut host = unsafe { s.context().alloc_pinned_with_flags::<f32>(n, 0) }.expect("256 MiB page-locked");
     let rate = |copy: &mut dyn FnMut()| {
         copy();
-        let mut ms: Vec<f64> = (0..10)
-            .map(|_| {
-                let t0 = Instant::now();
-                copy();
-                t0.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        (n * 4) as f64 / (median(&mut ms) / 1e3)
+        (n * 4) as f64 / (median(&mut times(10, copy)) / 1e3)
     };
     let dtoh = rate(&mut || s.memcpy_dtoh(&dev, &mut host).and_then(|()| s.synchronize()).expect("copy"));
     let htod = rate(&mut || s.memcpy_htod(&host, &mut dev).and_then(|()| s.synchronize()).expect("copy"));
