@@ -138,13 +138,13 @@ function backendName(d: string | null | undefined): 'cpu' | 'cuda' | undefined {
 }
 
 /**
- * The native half of a task loss (v8DetectionLoss's too) and the four ways to run it on prepared arguments: what
- * `call`, `valueAndGrad`, `callAsync` and `valueAndGradAsync` of every loss do once its arguments are checked.
+ * The native half of a task loss and the four ways to run it on prepared arguments: what `call`, `valueAndGrad`,
+ * `callAsync` and `valueAndGradAsync` of every loss do once its arguments are checked.
  */
-export class LossRunner<N extends NativeTaskLoss = NativeTaskLoss> {
-  readonly native: N;
+class LossRunner {
+  readonly native: NativeTaskLoss;
 
-  constructor(nativeLoss: N) {
+  constructor(nativeLoss: NativeTaskLoss) {
     this.native = nativeLoss;
   }
 
@@ -295,8 +295,8 @@ export abstract class TaskLoss<P, B> {
   }
 }
 
-/** The attributes the detection-family losses share with v8DetectionLoss, from the checked model. */
-export function familyAttributes(m: CheckedModel): {
+/** The attributes the detection-family losses share, from the checked model. */
+function familyAttributes(m: CheckedModel): {
   nc: number;
   no: number;
   reg_max: number;
