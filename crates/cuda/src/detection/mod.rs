@@ -117,9 +117,7 @@ impl CudaDetectionLoss {
         f: Flags,
         into: Option<GradBufs<f32>>,
     ) -> Result<RunOut> {
-        let cfg = &self.cfg;
-        let window = Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc };
-        self.run_window(feats, batch, f, window, false, into)
+        self.run_window(feats, batch, f, Window::of(&self.cfg), false, into)
     }
 
     /// The loss over a class window (TVPDetectLoss); `only_cls`: the gradient of the cls component alone. With
@@ -134,19 +132,7 @@ impl CudaDetectionLoss {
         into: Option<GradBufs<f32>>,
     ) -> Result<RunOut> {
         let cfg = &self.cfg;
-        let job = Job {
-            strides: &cfg.strides,
-            reg_max: cfg.reg_max,
-            topk: cfg.tal_topk,
-            gains: [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl],
-            channels: w.channels,
-            cls_ch0: w.cls_ch0,
-            nc: w.nc,
-            only_cls,
-            want_grad: f.grad,
-            want_assignment: f.assignment,
-            timing: f.timing,
-        };
+        let job = Job::new(cfg, cfg.tal_topk, w, only_cls, f);
         run::run(self.dev, &job, feats, batch, into)
     }
 }
@@ -189,4 +175,11 @@ pub(crate) struct Window {
     pub channels: usize,
     pub cls_ch0: usize,
     pub nc: usize,
+}
+
+impl Window {
+    /// All `nc` classes of `cfg`, after the box channels.
+    pub fn of(cfg: &DetectionConfig) -> Self {
+        Window { channels: 4 * cfg.reg_max + cfg.nc, cls_ch0: 4 * cfg.reg_max, nc: cfg.nc }
+    }
 }

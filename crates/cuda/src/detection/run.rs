@@ -20,9 +20,10 @@ use std::time::Instant;
 
 use cudarc::driver::CudaEvent;
 use yolo_loss_core::detection::DetBatch;
-use yolo_loss_core::{LossOutput, Result, TensorRef};
+use yolo_loss_core::{DetectionConfig, LossOutput, Result, TensorRef};
 
 use super::stages::DetectionStages;
+use super::{Flags, Window};
 use crate::launch::{ArenaLayout, Dev, KernelParams};
 
 /// The kernels, by module (cuda/<module>.cu), in launch order.
@@ -62,6 +63,26 @@ pub(crate) struct Job<'c> {
     pub want_grad: bool,
     pub want_assignment: bool,
     pub timing: Timing,
+}
+
+impl<'c> Job<'c> {
+    /// The job of configuration `cfg`, with the assigner's `topk`, over the class window `w`, producing what `f`
+    /// asks for; `only_cls`: the gradient of the cls component alone (the TVP losses).
+    pub fn new(cfg: &'c DetectionConfig, topk: usize, w: Window, only_cls: bool, f: Flags) -> Self {
+        Job {
+            strides: &cfg.strides,
+            reg_max: cfg.reg_max,
+            topk,
+            gains: [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl],
+            channels: w.channels,
+            cls_ch0: w.cls_ch0,
+            nc: w.nc,
+            only_cls,
+            want_grad: f.grad,
+            want_assignment: f.assignment,
+            timing: f.timing,
+        }
+    }
 }
 
 /// What a run times with CUDA events (benchmarks).

@@ -22,8 +22,9 @@ use yolo_loss_core::{DetectionConfig, Result, V8OBBLoss};
 use super::params::{ObbParams, RotatedInputs};
 use crate::detection::host::{pack_gt_with_forms, PackedGt};
 use crate::detection::passes::class_pass;
-use crate::detection::run::{Job, Kernels, Timing, DECODE, SCORES};
+use crate::detection::run::{Job, Kernels, DECODE, SCORES};
 use crate::detection::stages::{DetectionStages, BLOCK};
+use crate::detection::{Flags, Window};
 use crate::launch::{int, ArenaLayout, Dev};
 
 /// The kernels of cuda/obb.cu, in launch order.
@@ -58,19 +59,7 @@ pub(crate) fn run(
     check_preds_finite(feats)?;
     int("preds.angle", angle.data.len())?;
     let want_grad = !grads.is_empty();
-    let job = Job {
-        strides: &cfg.strides,
-        reg_max: cfg.reg_max,
-        topk: OBB_TOPK,
-        gains: [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl],
-        channels: 4 * cfg.reg_max + cfg.nc,
-        cls_ch0: 4 * cfg.reg_max,
-        nc: cfg.nc,
-        only_cls: false,
-        want_grad,
-        want_assignment: false,
-        timing: Timing::Off,
-    };
+    let job = Job::new(cfg, OBB_TOPK, Window::of(cfg), false, Flags { grad: want_grad, ..Flags::LOSS });
     let packed = pack_rotated(&head, &gt);
     let rbox: Vec<f32> = gt.boxes.iter().flatten().copied().collect();
     let mut layout = ArenaLayout::default();
@@ -85,7 +74,7 @@ pub(crate) fn run(
     let obb = ObbParams::new(det, &inputs);
     let g = &stages.grids;
 
-    let mut kernels = Kernels::start(dev, Timing::Off)?;
+    let mut kernels = Kernels::start(dev, job.timing)?;
     kernels.launch(DECODE, g.decode_blocks, BLOCK, &det)?;
     kernels.launch(ASSIGN, g.assign_blocks, g.assign_threads, &obb)?;
     kernels.launch(RESOLVE, g.anchor_blocks, BLOCK, &obb)?;

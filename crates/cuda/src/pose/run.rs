@@ -15,8 +15,9 @@ use yolo_loss_core::pose::{check_keypoints, PoseBatch, PoseConfig, PosePreds};
 use yolo_loss_core::Result;
 
 use super::params::{KeypointInputs, PoseParams};
-use crate::detection::run::{Job, Kernels, Timing};
+use crate::detection::run::{Job, Kernels};
 use crate::detection::stages::{DetectionStages, BLOCK};
+use crate::detection::{Flags, Window};
 use crate::launch::{int, ArenaLayout, Dev, Part};
 
 /// The kernels (cuda/pose.cu), in launch order.
@@ -67,19 +68,7 @@ pub(crate) fn run(
     check_keypoints(cfg.kpt_shape, (head.batch, head.grid.num_anchors), kpts, batch)?;
     int("kpts", kpts.data.len())?;
     let want_grad = !grads.is_empty();
-    let job = Job {
-        strides: &det.strides,
-        reg_max: det.reg_max,
-        topk: det.tal_topk,
-        gains: [det.hyp.box_gain, det.hyp.cls, det.hyp.dfl],
-        channels: 4 * det.reg_max + det.nc,
-        cls_ch0: 4 * det.reg_max,
-        nc: det.nc,
-        only_cls: false,
-        want_grad,
-        want_assignment: false,
-        timing: Timing::Off,
-    };
+    let job = Job::new(det, det.tal_topk, Window::of(det), false, Flags { grad: want_grad, ..Flags::LOSS });
     let mut layout = ArenaLayout::default();
     let stages = DetectionStages::prepare(dev, &job, feats, &batch.det, &mut layout)?;
     let blocks = stages.grids.anchor_blocks as usize;
@@ -97,7 +86,7 @@ pub(crate) fn run(
     let gains = (det.hyp.pose, det.hyp.kobj);
     let params = PoseParams::new(det_params, &inputs, &parts, &arena, (k, d), image, gains);
 
-    let mut kernels = Kernels::start(dev, Timing::Off)?;
+    let mut kernels = Kernels::start(dev, job.timing)?;
     stages.launch(&mut kernels, &det_params)?;
     kernels.launch(COUNT, blocks as u32, BLOCK, &params)?;
     kernels.launch(KEYPOINTS, blocks as u32, BLOCK, &params)?;

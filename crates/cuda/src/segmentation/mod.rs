@@ -21,8 +21,8 @@ pub use prompts::CudaTVPSegmentLoss;
 pub(crate) use run::KERNELS;
 
 use crate::backend::cuda_constructors;
-use crate::detection::run::{Job, Timing};
-use crate::detection::CudaDetectionLoss;
+use crate::detection::run::Job;
+use crate::detection::{CudaDetectionLoss, Flags, Window};
 use crate::launch::Dev;
 
 #[derive(Clone)]
@@ -69,20 +69,9 @@ impl CudaSegmentationLoss {
         let cfg = &self.det.cfg;
         // As the CPU backend: the level tensors' own channel count, at least the class window's end.
         let channels = preds.feats.first().and_then(|f| f.shape.get(1).copied()).unwrap_or(0).max(cls_ch0 + nc);
+        let window = Window { channels, cls_ch0, nc };
         let job = run::SegJob {
-            det: Job {
-                strides: &cfg.strides,
-                reg_max: cfg.reg_max,
-                topk: cfg.tal_topk,
-                gains: [cfg.hyp.box_gain, cfg.hyp.cls, cfg.hyp.dfl],
-                channels,
-                cls_ch0,
-                nc,
-                only_cls,
-                want_grad: !grads.is_empty(),
-                want_assignment: false,
-                timing: Timing::Off,
-            },
+            det: Job::new(cfg, cfg.tal_topk, window, only_cls, Flags { grad: !grads.is_empty(), ..Flags::LOSS }),
             overlap: cfg.hyp.overlap_mask,
         };
         run::run(self.dev(), &job, preds, batch, grads)

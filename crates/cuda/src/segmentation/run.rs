@@ -19,7 +19,7 @@ use yolo_loss_core::segmentation::{check_gt_masks, check_mask_head, SegBatch, Se
 use yolo_loss_core::{Result, TensorRef};
 
 use super::params::SegParams;
-use crate::detection::run::{Job, Kernels, Timing};
+use crate::detection::run::{Job, Kernels};
 use crate::detection::stages::{DetectionStages, BLOCK};
 use crate::launch::{int, Arena, ArenaLayout, Dev, DevBuf, Part};
 
@@ -170,7 +170,7 @@ pub(crate) fn run(
     let arena = dev.arena("segmentation work buffers", &layout)?;
     let det = stages.params(d, &arena);
     let seg = SegParams::new(&stages, &inputs, &parts, &arena, d.only_cls);
-    let mut kernels = Kernels::start(dev, Timing::Off)?;
+    let mut kernels = Kernels::start(dev, d.timing)?;
     stages.launch(&mut kernels, &det)?;
     kernels.launch(POSITIVES, 1, POSITIVES_THREADS, &seg)?;
     kernels.launch(MASK, mask_blocks, MASK_THREADS, &seg)?;
